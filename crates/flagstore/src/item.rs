@@ -1,0 +1,280 @@
+//! Items: one flag or segment as stored, with the two fields every store must understand.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The key other SDKs (Go, Rust) give a tombstone's JSON; readers must not rely on it.
+pub const DELETED_PLACEHOLDER_KEY: &str = "$deleted";
+
+/// One stored item: a flag or segment as JSON, or a tombstone recording that it was deleted.
+///
+/// The JSON is opaque to stores except for its top-level `version` and `deleted` fields, which
+/// [`Item::from_json`] reads without building the whole flag. Clones are cheap: the JSON is shared.
+///
+/// ```
+/// use flagstore::Item;
+///
+/// let flag = Item::from_json("my-flag", r#"{"key":"my-flag","version":3,"on":true}"#)?;
+/// assert_eq!((flag.version(), flag.is_deleted()), (3, false));
+///
+/// // Node writes tombstones without a key; they are tombstones all the same.
+/// let gone = Item::from_json("old-flag", r#"{"version":9,"deleted":true}"#)?;
+/// assert!(gone.is_deleted());
+/// # Ok::<(), flagstore::ItemError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Item {
+    key: String,
+    version: u64,
+    deleted: bool,
+    json: Arc<str>,
+}
+
+impl Item {
+    /// An item from its storage key and serialized JSON, reading `version` and `deleted` from the
+    /// JSON. The JSON is kept exactly as given, never re-serialized.
+    ///
+    /// Accepts every tombstone shape the LaunchDarkly SDKs write (`"key":"$deleted"`, the real key,
+    /// or no key at all; compact or with spaces). A `version` written as an integral float (`3.0`)
+    /// is accepted; a missing, negative, fractional or non-numeric one is an error.
+    pub fn from_json(key: impl Into<String>, json: impl Into<Arc<str>>) -> Result<Item, ItemError> {
+        let json = json.into();
+        let header = Header::parse(&json)?;
+        Ok(Item {
+            key: key.into(),
+            version: header.version,
+            deleted: header.deleted,
+            json,
+        })
+    }
+
+    /// A tombstone: the record that `key` was deleted at `version`. Its JSON is
+    /// `{"key":"$deleted","version":N,"deleted":true}`, the shape the Go and Rust SDKs write and
+    /// every SDK reads.
+    pub fn tombstone(key: impl Into<String>, version: u64) -> Item {
+        let json =
+            format!(r#"{{"key":"{DELETED_PLACEHOLDER_KEY}","version":{version},"deleted":true}}"#);
+        Item {
+            key: key.into(),
+            version,
+            deleted: true,
+            json: json.into(),
+        }
+    }
+
+    /// The storage key (the hash field, sort key or key path segment), which is not necessarily
+    /// the `key` inside the JSON: tombstones often carry `$deleted` or no key at all.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The item's version; a write only replaces an item whose version is lower.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether this is a tombstone.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// The serialized JSON, exactly as stored.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The serialized JSON as a shared string, for callers that keep it.
+    pub fn shared_json(&self) -> Arc<str> {
+        Arc::clone(&self.json)
+    }
+
+    /// The JSON's length in bytes.
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Whether the JSON is empty (it never is for an item built by this crate).
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Flags can be hundreds of kilobytes: show the shape, not the body.
+        f.debug_struct("Item")
+            .field("key", &self.key)
+            .field("version", &self.version)
+            .field("deleted", &self.deleted)
+            .field("json_bytes", &self.json.len())
+            .finish()
+    }
+}
+
+/// Why item JSON could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ItemError {
+    /// Not a JSON object (malformed, truncated, or another JSON type).
+    #[error("item is not a JSON object")]
+    InvalidJson(#[source] Arc<serde_json::Error>),
+    /// The object has no top-level `version`.
+    #[error("item has no version")]
+    MissingVersion,
+    /// The `version` is not a non-negative integer.
+    #[error("item version {0} is not a non-negative integer")]
+    InvalidVersion(String),
+    /// The `deleted` field is neither a boolean nor null.
+    #[error("item field \"deleted\" is {0}, not a boolean")]
+    InvalidDeleted(String),
+}
+
+/// The two top-level fields stores care about. Deserializing into this skips every other field
+/// without allocating, so reading the header of a large flag costs one validating scan.
+#[derive(Deserialize)]
+struct RawHeader {
+    #[serde(default)]
+    version: Option<Value>,
+    #[serde(default)]
+    deleted: Option<Value>,
+}
+
+struct Header {
+    version: u64,
+    deleted: bool,
+}
+
+/// Largest integer an IEEE double holds exactly; an integral float beyond it is not a version.
+const MAX_EXACT_F64: f64 = 9_007_199_254_740_992.0;
+
+impl Header {
+    fn parse(json: &str) -> Result<Header, ItemError> {
+        // Serde would also accept the struct's sequence form (`[1, true]`); an item is an object.
+        if !json.trim_start().starts_with('{') {
+            let not_object =
+                <serde_json::Error as serde::de::Error>::custom("expected a JSON object");
+            return Err(ItemError::InvalidJson(Arc::new(not_object)));
+        }
+        let raw: RawHeader =
+            serde_json::from_str(json).map_err(|e| ItemError::InvalidJson(Arc::new(e)))?;
+        let version = match raw.version {
+            None | Some(Value::Null) => return Err(ItemError::MissingVersion),
+            Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+                (Some(v), _) => v,
+                (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= MAX_EXACT_F64 => f as u64,
+                _ => return Err(ItemError::InvalidVersion(n.to_string())),
+            },
+            Some(other) => return Err(ItemError::InvalidVersion(other.to_string())),
+        };
+        let deleted = match raw.deleted {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(other) => return Err(ItemError::InvalidDeleted(other.to_string())),
+        };
+        Ok(Header { version, deleted })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(json: &str) -> Result<(u64, bool), ItemError> {
+        Item::from_json("k", json).map(|i| (i.version(), i.is_deleted()))
+    }
+
+    #[test]
+    fn reads_every_sdks_tombstone_shape() {
+        let shapes = [
+            r#"{"key":"$deleted","version":7,"deleted":true,"on":false,"variations":[]}"#,
+            r#"{"key": "k", "version": 7, "deleted": true}"#,
+            r#"{"version":7,"deleted":true}"#,
+            "{\n  \"deleted\" : true ,\n  \"version\" : 7\n}",
+        ];
+        for shape in shapes {
+            assert_eq!(read(shape).unwrap(), (7, true), "{shape}");
+        }
+    }
+
+    #[test]
+    fn reads_only_top_level_fields() {
+        let json = r#"{"key":"f","rules":[{"version":99,"deleted":true}],"version":4,
+                       "prerequisites":[{"key":"p","variation":1}],"deleted":false}"#;
+        assert_eq!(read(json).unwrap(), (4, false));
+    }
+
+    #[test]
+    fn keeps_json_byte_for_byte() {
+        let json = r#"{"key":"caf\u00e9","version":1.0,"weight":1.0,"name":"café"}"#;
+        let item = Item::from_json("café", json).unwrap();
+        assert_eq!(item.json(), json);
+        assert_eq!(item.version(), 1);
+    }
+
+    #[test]
+    fn null_deleted_means_live() {
+        assert_eq!(read(r#"{"version":2,"deleted":null}"#).unwrap(), (2, false));
+    }
+
+    #[test]
+    fn rejects_bad_input_with_typed_errors() {
+        assert!(matches!(read("not json"), Err(ItemError::InvalidJson(_))));
+        assert!(matches!(read(""), Err(ItemError::InvalidJson(_))));
+        assert!(matches!(read("[1,2]"), Err(ItemError::InvalidJson(_))));
+        assert!(matches!(
+            read(r#"{"version":1"#),
+            Err(ItemError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            read(r#"{"key":"x"}"#),
+            Err(ItemError::MissingVersion)
+        ));
+        assert!(matches!(
+            read(r#"{"version":null}"#),
+            Err(ItemError::MissingVersion)
+        ));
+        assert!(
+            matches!(read(r#"{"version":-1}"#), Err(ItemError::InvalidVersion(v)) if v == "-1")
+        );
+        assert!(matches!(
+            read(r#"{"version":1.5}"#),
+            Err(ItemError::InvalidVersion(_))
+        ));
+        assert!(matches!(
+            read(r#"{"version":"3"}"#),
+            Err(ItemError::InvalidVersion(_))
+        ));
+        assert!(matches!(
+            read(r#"{"version":1e300}"#),
+            Err(ItemError::InvalidVersion(_))
+        ));
+        assert!(matches!(
+            read(r#"{"version":1,"deleted":"yes"}"#),
+            Err(ItemError::InvalidDeleted(_))
+        ));
+        assert!(matches!(
+            read(r#"{"version":1,"version":2}"#),
+            Err(ItemError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn tombstone_reads_back_as_itself() {
+        let t = Item::tombstone("gone", 12);
+        assert_eq!(
+            t.json(),
+            r#"{"key":"$deleted","version":12,"deleted":true}"#
+        );
+        let back = Item::from_json("gone", t.json()).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn debug_hides_the_body() {
+        let item = Item::from_json("k", r#"{"version":1,"secret":"s3cr3t"}"#).unwrap();
+        assert!(!format!("{item:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,63 @@
+//! Persistent feature stores for LaunchDarkly-style server-side SDKs: the core.
+//!
+//! Flag data lives in a shared database (Redis, DynamoDB, Consul) in the format every
+//! LaunchDarkly SDK and the Relay Proxy read and write. This crate holds what every backend shares:
+//!
+//! - [`PersistentDataStore`], the async, object-safe trait each backend implements, with its
+//!   semantics spelled out (init replaces, upsert only writes newer versions, tombstones are kept);
+//! - [`Item`] and [`Kind`], with a fast reader of the `version` and `deleted` fields that accepts
+//!   every SDK's tombstone shape;
+//! - [`CachingStore`], the TTL cache the SDKs put in front of a database, with request coalescing,
+//!   a forever mode that survives outages, and [`StoreStatus`] tracking;
+//! - [`MemoryStore`], the reference implementation;
+//! - [`Error`], one error type naming backend, operation, kind and key;
+//! - with the `testing` feature, `flagstore::testing`: the conformance suite every store passes.
+//!
+//! ```
+//! use flagstore::{sort_for_init, CachingStore, Collection, Item, Kind, MemoryStore, PersistentDataStore};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // Any backend works the same way; the in-memory one needs no server.
+//! let store = CachingStore::builder(MemoryStore::new()).build()?;
+//!
+//! let flag = Item::from_json("new-ui", r#"{"key":"new-ui","version":1,"on":true}"#)?;
+//! let segment = Item::from_json("beta", r#"{"key":"beta","version":1,"included":["u1"]}"#)?;
+//! store
+//!     .init(&sort_for_init(vec![
+//!         Collection::new(Kind::FEATURES, vec![flag]),
+//!         Collection::new(Kind::SEGMENTS, vec![segment]),
+//!     ]))
+//!     .await?;
+//!
+//! assert!(store.is_initialized().await?);
+//! let got = store.get(&Kind::FEATURES, "new-ui").await?.expect("stored");
+//! assert_eq!(got.version(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `testing` | `flagstore::testing`: the conformance suite, and the upsert race hook on [`MemoryStore`] |
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![warn(missing_docs)]
+#![doc(html_root_url = "https://docs.rs/flagstore/0.1.0")]
+
+mod cache;
+mod error;
+mod item;
+mod kind;
+mod memory;
+mod order;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use cache::{CacheMode, CachingStore, CachingStoreBuilder, DEFAULT_CACHE_TIME, StoreStatus};
+pub use error::{Error, Operation, Result, SharedError};
+pub use item::{DELETED_PLACEHOLDER_KEY, Item, ItemError};
+pub use kind::Kind;
+pub use memory::{MemoryDatabase, MemoryStore};
+pub use order::sort_for_init;
+pub use store::{Collection, DynStore, PersistentDataStore};

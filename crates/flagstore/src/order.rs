@@ -1,0 +1,180 @@
+//! The write order for a full data set.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::{Collection, Item, Kind};
+
+/// Orders a full data set the way stores must write it: segments first, then flags, then any other
+/// kind; within flags, every prerequisite before the flags that depend on it.
+///
+/// A store that cannot write atomically is briefly half-written during `init`; in this order a
+/// reader never sees a flag whose prerequisite or segment is missing. Items keep their given order
+/// where no dependency says otherwise, prerequisite cycles are broken rather than looped on, and a
+/// prerequisite that is not in the data set is ignored.
+///
+/// ```
+/// use flagstore::{sort_for_init, Collection, Item, Kind};
+///
+/// let flags = vec![
+///     Item::from_json("child", r#"{"version":1,"prerequisites":[{"key":"parent","variation":0}]}"#)?,
+///     Item::from_json("parent", r#"{"version":1}"#)?,
+/// ];
+/// let segments = vec![Item::from_json("beta-users", r#"{"version":1}"#)?];
+/// let sorted = sort_for_init(vec![
+///     Collection::new(Kind::FEATURES, flags),
+///     Collection::new(Kind::SEGMENTS, segments),
+/// ]);
+/// assert_eq!(sorted[0].kind, Kind::SEGMENTS);
+/// let keys: Vec<_> = sorted[1].items.iter().map(|i| i.key()).collect();
+/// assert_eq!(keys, ["parent", "child"]);
+/// # Ok::<(), flagstore::ItemError>(())
+/// ```
+pub fn sort_for_init(mut data: Vec<Collection>) -> Vec<Collection> {
+    data.sort_by_key(|c| c.kind.init_priority());
+    for collection in &mut data {
+        if collection.kind == Kind::FEATURES {
+            collection.items = prerequisites_first(std::mem::take(&mut collection.items));
+        }
+    }
+    data
+}
+
+#[derive(Deserialize)]
+struct Prerequisites {
+    #[serde(default)]
+    prerequisites: Vec<Prerequisite>,
+}
+
+#[derive(Deserialize)]
+struct Prerequisite {
+    key: String,
+}
+
+fn prerequisite_keys(item: &Item) -> Vec<String> {
+    // A flag whose prerequisites cannot be read still gets written; it just has no ordering
+    // constraint. The store reports unreadable items on read, not here.
+    serde_json::from_str::<Prerequisites>(item.json())
+        .map(|p| p.prerequisites.into_iter().map(|p| p.key).collect())
+        .unwrap_or_default()
+}
+
+fn prerequisites_first(items: Vec<Item>) -> Vec<Item> {
+    let index: HashMap<String, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (item.key().to_owned(), i))
+        .collect();
+    let mut visited = HashSet::with_capacity(items.len());
+    let mut order = Vec::with_capacity(items.len());
+    for start in 0..items.len() {
+        // Depth-first, with an explicit stack so a long prerequisite chain cannot overflow it.
+        let mut stack = vec![(start, false)];
+        while let Some((i, expanded)) = stack.pop() {
+            if expanded {
+                order.push(i);
+                continue;
+            }
+            if !visited.insert(i) {
+                continue;
+            }
+            stack.push((i, true));
+            for key in prerequisite_keys(&items[i]).iter().rev() {
+                if let Some(&dep) = index.get(key)
+                    && !visited.contains(&dep)
+                {
+                    stack.push((dep, false));
+                }
+            }
+        }
+    }
+    let mut slots: Vec<Option<Item>> = items.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(key: &str, prereqs: &[&str]) -> Item {
+        let prereqs: Vec<String> = prereqs
+            .iter()
+            .map(|p| format!(r#"{{"key":"{p}","variation":0}}"#))
+            .collect();
+        let json = format!(
+            r#"{{"key":"{key}","version":1,"prerequisites":[{}]}}"#,
+            prereqs.join(",")
+        );
+        Item::from_json(key, json).unwrap()
+    }
+
+    fn keys(items: &[Item]) -> Vec<&str> {
+        items.iter().map(Item::key).collect()
+    }
+
+    #[test]
+    fn prerequisites_come_before_dependents() {
+        let items = vec![
+            flag("a", &["b", "c"]),
+            flag("b", &["c", "e"]),
+            flag("c", &[]),
+            flag("d", &[]),
+            flag("e", &[]),
+            flag("f", &[]),
+        ];
+        let sorted = prerequisites_first(items);
+        let pos = |k: &str| keys(&sorted).iter().position(|x| *x == k).unwrap();
+        assert!(pos("b") < pos("a") && pos("c") < pos("a"));
+        assert!(pos("c") < pos("b") && pos("e") < pos("b"));
+        assert_eq!(sorted.len(), 6);
+    }
+
+    #[test]
+    fn keeps_order_without_dependencies_and_survives_cycles_and_missing_keys() {
+        assert_eq!(
+            keys(&prerequisites_first(vec![
+                flag("x", &[]),
+                flag("y", &[]),
+                flag("z", &[])
+            ])),
+            ["x", "y", "z"]
+        );
+        let cyclic = prerequisites_first(vec![
+            flag("p", &["q"]),
+            flag("q", &["p"]),
+            flag("r", &["nope"]),
+        ]);
+        assert_eq!(keys(&cyclic), ["q", "p", "r"]);
+    }
+
+    #[test]
+    fn deep_chains_do_not_overflow() {
+        let n = 50_000;
+        let items: Vec<Item> = (0..n)
+            .map(|i| {
+                let key = format!("f{i}");
+                let dep = format!("f{}", i + 1);
+                if i + 1 < n {
+                    flag(&key, &[&dep])
+                } else {
+                    flag(&key, &[])
+                }
+            })
+            .collect();
+        let sorted = prerequisites_first(items);
+        assert_eq!(sorted[0].key(), format!("f{}", n - 1));
+        assert_eq!(sorted[n - 1].key(), "f0");
+    }
+
+    #[test]
+    fn kinds_sort_segments_then_flags_then_others() {
+        let sorted = sort_for_init(vec![
+            Collection::new(Kind::new("other"), vec![]),
+            Collection::new(Kind::FEATURES, vec![]),
+            Collection::new(Kind::SEGMENTS, vec![]),
+        ]);
+        let kinds: Vec<_> = sorted.iter().map(|c| c.kind.name()).collect();
+        assert_eq!(kinds, ["segments", "features", "other"]);
+    }
+}

@@ -1,0 +1,111 @@
+//! The store trait every backend implements.
+
+use std::fmt::{Debug, Display};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{Item, Kind, Result};
+
+/// All items of one kind, as handed to [`PersistentDataStore::init`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// The kind of every item in `items`.
+    pub kind: Kind,
+    /// The items, in the order they are to be written.
+    pub items: Vec<Item>,
+}
+
+impl Collection {
+    /// A collection of `items` of `kind`.
+    pub fn new(kind: Kind, items: Vec<Item>) -> Self {
+        Collection { kind, items }
+    }
+}
+
+/// A database that holds flag data in the format every LaunchDarkly SDK shares.
+///
+/// The trait is object safe: the CLI and the caching wrapper hold an
+/// `Arc<dyn PersistentDataStore>` and pick the backend at run time. Every implementation passes the
+/// conformance suite in `flagstore::testing` (feature `testing`).
+///
+/// Every method has a timeout and none panics: a dead server, a slow one or a corrupt item from
+/// another writer is an [`Error`](crate::Error).
+///
+/// ```
+/// use flagstore::{Item, Kind, MemoryStore, PersistentDataStore};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let flag = Item::from_json("beta", r#"{"key":"beta","version":1,"on":true}"#)?;
+/// assert!(store.upsert(&Kind::FEATURES, flag).await?);
+///
+/// // A delete is an upsert of a newer tombstone.
+/// assert!(store.upsert(&Kind::FEATURES, Item::tombstone("beta", 2)).await?);
+/// let got = store.get(&Kind::FEATURES, "beta").await?.expect("the tombstone is kept");
+/// assert!(got.is_deleted());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[async_trait]
+pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
+    /// Replaces everything under this store's prefix with `data`, regardless of versions, then
+    /// marks the store initialized.
+    ///
+    /// Collections and items are written in the order given; use [`crate::sort_for_init`] to put
+    /// segments before flags and prerequisites before the flags that depend on them. Backends
+    /// that cannot write atomically write the new items first, then delete the ones no longer
+    /// present, then the `$inited` marker.
+    async fn init(&self, data: &[Collection]) -> Result<()>;
+
+    /// The item stored under `key`: `Ok(Some)` for an item or a tombstone, `Ok(None)` if nothing
+    /// is stored. A database error is an error, never "not found".
+    async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>>;
+
+    /// Every item of `kind`, tombstones included, each under its storage key (no key twice).
+    async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>>;
+
+    /// Writes `item` if nothing is stored under its key or the stored version is lower.
+    /// Returns whether it wrote. Safe against concurrent writers in other processes; retries
+    /// after a lost race are bounded, and running out of them is [`Error::Contention`](crate::Error::Contention).
+    async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool>;
+
+    /// Whether some writer (this instance or another) has initialized the store.
+    async fn is_initialized(&self) -> Result<bool>;
+
+    /// Whether the database answers a cheap round trip right now.
+    async fn is_available(&self) -> bool;
+}
+
+macro_rules! forward_store {
+    ($wrapper:ty) => {
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: PersistentDataStore + ?Sized> PersistentDataStore for $wrapper {
+            async fn init(&self, data: &[Collection]) -> Result<()> {
+                (**self).init(data).await
+            }
+            async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
+                (**self).get(kind, key).await
+            }
+            async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+                (**self).get_all(kind).await
+            }
+            async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
+                (**self).upsert(kind, item).await
+            }
+            async fn is_initialized(&self) -> Result<bool> {
+                (**self).is_initialized().await
+            }
+            async fn is_available(&self) -> bool {
+                (**self).is_available().await
+            }
+        }
+    };
+}
+
+forward_store!(Arc<T>);
+forward_store!(Box<T>);
+
+/// A store chosen at run time.
+pub type DynStore = Arc<dyn PersistentDataStore>;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the database servers the integration tests start as local processes. Idempotent: what
+# is already installed is left alone, so a second run costs a few milliseconds.
+#
+#   redis-server   Debian package redis-server
+#
+# Runs as root (CI and the dev machines are root); elsewhere it uses sudo if present.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "install-servers: installing redis-server"
+    apt_install redis-server
+fi
+# The Debian package starts a system-wide redis on port 6379; the tests never use it (they start
+# their own on free ports), so it is left as the package configured it.
+
+echo "install-servers: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"
