@@ -20,5 +20,5 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 
 # One closing line for the whole workspace, summed over every test binary and the doctests.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
-     END { printf "workspace tests: %d passed, %d failed, %d ignored\n", p, f, i }' "$log"
+     END { printf "workspace: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
 exit "$status"
