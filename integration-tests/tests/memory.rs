@@ -1,5 +1,7 @@
 //! The conformance suite against the reference store and the caching wrapper in every mode.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

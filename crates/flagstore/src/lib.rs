@@ -50,7 +50,9 @@ mod item;
 mod kind;
 mod memory;
 mod order;
+mod secret;
 mod store;
+mod stored;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -60,4 +62,6 @@ pub use item::{DELETED_PLACEHOLDER_KEY, Item, ItemError};
 pub use kind::Kind;
 pub use memory::{MemoryDatabase, MemoryStore};
 pub use order::sort_for_init;
-pub use store::{Collection, DynStore, PersistentDataStore};
+pub use secret::{REDACTED, Secret, redact_url};
+pub use store::{Collection, DynStore, PersistentDataStore, UPSERT_ATTEMPTS};
+pub use stored::read_stored_items;

@@ -6,13 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::{Collection, Error, Item, Kind, Operation, PersistentDataStore, Result};
+use crate::{
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, UPSERT_ATTEMPTS,
+};
 
 const BACKEND: &str = "memory";
-
-/// How many times an upsert re-reads after losing a race before giving up. The same bound the
-/// network backends use: enough for any real contention, small enough to fail fast on a bug.
-pub(crate) const MAX_UPSERT_ATTEMPTS: u32 = 10;
 
 /// A process-local "database" that [`MemoryStore`]s read and write, one namespace per prefix.
 ///
@@ -223,7 +221,7 @@ impl PersistentDataStore for MemoryStore {
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
         // Optimistic, like the network backends: read the version, let a racing writer in (the
         // test hook), then write only if nothing changed since the read.
-        for _ in 0..MAX_UPSERT_ATTEMPTS {
+        for _ in 0..UPSERT_ATTEMPTS {
             let seen = self.stored_version(kind, item.key())?;
             #[cfg(feature = "testing")]
             if let Some(hook) = &self.before_upsert_write {
@@ -251,7 +249,7 @@ impl PersistentDataStore for MemoryStore {
             BACKEND,
             kind.clone(),
             item.key(),
-            MAX_UPSERT_ATTEMPTS,
+            UPSERT_ATTEMPTS,
         ))
     }
 

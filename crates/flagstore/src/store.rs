@@ -7,6 +7,11 @@ use async_trait::async_trait;
 
 use crate::{Item, Kind, Result};
 
+/// How many times an upsert reads, compares and tries to write before giving up with
+/// [`Error::Contention`](crate::Error::Contention). Every backend uses this bound: enough for any
+/// real contention, small enough to fail fast on a bug.
+pub const UPSERT_ATTEMPTS: u32 = 10;
+
 /// All items of one kind, as handed to [`PersistentDataStore::init`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collection {

@@ -1,0 +1,480 @@
+//! Configuration of a [`RedisStore`].
+
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_redis::redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, TlsCertificates,
+};
+use deadpool_redis::{Manager, Pool, Runtime};
+use flagstore::{Error, Result, Secret, redact_url};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::error::BACKEND;
+use crate::store::RedisStore;
+
+/// The URL used when none is given.
+pub const DEFAULT_URL: &str = "redis://localhost:6379";
+/// The key prefix every LaunchDarkly SDK uses by default.
+pub const DEFAULT_PREFIX: &str = "launchdarkly";
+/// Pooled connections when none is set.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Time allowed to open a connection (TCP, TLS and the `HELLO`/`AUTH`/`SELECT` handshake).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for each command's answer.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Configures a [`RedisStore`]. Made by [`RedisStore::builder`]; [`build`](Self::build) checks
+/// everything and never connects.
+///
+/// ```
+/// use std::time::Duration;
+/// use flagstore_redis::RedisStore;
+///
+/// let store = RedisStore::builder()
+///     .url("redis://app:hunter2@cache.internal:6379/2")
+///     .prefix("prod")
+///     .pool_size(8)
+///     .response_timeout(Duration::from_secs(1))
+///     .build()?;
+/// // The password never shows.
+/// assert_eq!(store.to_string(), r#"redis store at redis://app:***@cache.internal:6379/2 (prefix "prod")"#);
+/// # Ok::<(), flagstore::Error>(())
+/// ```
+#[must_use]
+pub struct RedisStoreBuilder {
+    url: Option<String>,
+    prefix: Option<String>,
+    username: Option<String>,
+    password: Option<Secret>,
+    pool_size: usize,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    tls_root_cert_pem: Option<Vec<u8>>,
+    pool: Option<Pool>,
+    #[cfg(feature = "testing")]
+    pub(crate) before_upsert_write: Option<flagstore::testing::UpsertHook>,
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        RedisStoreBuilder {
+            url: None,
+            prefix: None,
+            username: None,
+            password: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            tls_root_cert_pem: None,
+            pool: None,
+            #[cfg(feature = "testing")]
+            before_upsert_write: None,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// A builder with the defaults: `redis://localhost:6379`, prefix `launchdarkly`, 16 pooled
+    /// connections, 2 s connect and 5 s response timeouts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder configured from the environment, as the Relay Proxy reads it:
+    ///
+    /// | variable | sets |
+    /// |---|---|
+    /// | `REDIS_URL` | [`url`](Self::url) |
+    /// | `REDIS_USERNAME` | [`username`](Self::username) |
+    /// | `REDIS_PASSWORD` | [`password`](Self::password) |
+    ///
+    /// Unset variables leave the defaults.
+    pub fn from_env() -> Self {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let mut builder = Self::new();
+        if let Some(url) = var("REDIS_URL") {
+            builder = builder.url(url);
+        }
+        if let Some(username) = var("REDIS_USERNAME") {
+            builder = builder.username(username);
+        }
+        if let Some(password) = var("REDIS_PASSWORD") {
+            builder = builder.password(password);
+        }
+        builder
+    }
+
+    /// The server: `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS (verified
+    /// against the system's roots, or [`tls_root_certificate_pem`](Self::tls_root_certificate_pem)).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// The key prefix; the empty string means the default, `launchdarkly`, as in the other SDKs.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// The ACL user name, overriding any in the URL.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The password, overriding any in the URL; keeps it out of URLs that end up in config files.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret::new(password));
+        self
+    }
+
+    /// The most connections the pool opens. An upsert holds one connection for its whole
+    /// WATCH/MULTI/EXEC, so this bounds concurrent writes, not correctness.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// Time allowed to open a connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for each command's answer, and for waiting on a free pooled connection.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Trusts this CA certificate (PEM) for `rediss://` instead of the system's roots.
+    pub fn tls_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert_pem = Some(pem.into());
+        self
+    }
+
+    /// Uses a pool the caller configured; URL, credentials, pool size and connection timeouts are
+    /// then the pool's business. Every operation still has an overall deadline.
+    pub fn pool(mut self, pool: Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Runs `hook` inside every upsert between WATCH/HGET and MULTI/EXEC, where a concurrent
+    /// writer can race this one. For the conformance suite.
+    #[cfg(feature = "testing")]
+    pub fn before_upsert_write(mut self, hook: flagstore::testing::UpsertHook) -> Self {
+        self.before_upsert_write = Some(hook);
+        self
+    }
+
+    /// The store. Fails with [`Error::Config`] on a malformed URL, a scheme other than `redis`,
+    /// `rediss` or `redis+unix`, a zero pool size or timeout, or a CA certificate without TLS.
+    /// Does not connect: the first operation does.
+    pub fn build(self) -> Result<RedisStore> {
+        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+            return Err(Error::config(
+                BACKEND,
+                "connect_timeout and response_timeout must be positive",
+            ));
+        }
+        let prefix = match self.prefix.as_deref() {
+            None | Some("") => DEFAULT_PREFIX.to_owned(),
+            Some(prefix) => prefix.to_owned(),
+        };
+        let (pool, target) = match self.pool {
+            Some(pool) => (pool, "on a caller-supplied pool".to_owned()),
+            None => {
+                let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
+                let pool = self.make_pool(url)?;
+                (pool, format!("at {}", redact_url(url)))
+            }
+        };
+        Ok(RedisStore::new(
+            pool,
+            prefix,
+            target,
+            self.connect_timeout,
+            self.response_timeout,
+            #[cfg(feature = "testing")]
+            self.before_upsert_write,
+        ))
+    }
+
+    fn make_pool(&self, url: &str) -> Result<Pool> {
+        let shown = redact_url(url);
+        let scheme = url.split("://").next().unwrap_or_default();
+        if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
+            return Err(Error::config(
+                BACKEND,
+                format!(
+                    "{shown:?} is not a Redis URL: use redis://host:port, rediss://host:port for TLS, or redis+unix:///path"
+                ),
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::config(BACKEND, "pool_size must be at least 1"));
+        }
+        // The driver's parse errors can quote the URL, password included: say what is wrong here.
+        let mut info = url.into_connection_info().map_err(|_| {
+            Error::config(
+                BACKEND,
+                format!("{shown:?} is not a valid Redis URL (expected redis://[user:password@]host[:port][/db])"),
+            )
+        })?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password.expose());
+        }
+        info = info.set_redis_settings(settings);
+
+        let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        if tls {
+            // rustls needs one process-wide crypto provider; another crate may have installed one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if let Some(pem) = &self.tls_root_cert_pem {
+            if !tls {
+                return Err(Error::config(
+                    BACKEND,
+                    format!(
+                        "a TLS root certificate was given but {shown:?} is not a rediss:// URL"
+                    ),
+                ));
+            }
+            let parsed: Vec<_> = CertificateDer::pem_slice_iter(pem)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| {
+                    Error::config(
+                        BACKEND,
+                        format!("the TLS root certificate is unusable: {e}"),
+                    )
+                })?;
+            if parsed.is_empty() {
+                return Err(Error::config(
+                    BACKEND,
+                    "the TLS root certificate is unusable: no PEM certificate found",
+                ));
+            }
+            let certs = TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            info = Client::build_with_tls(info, certs)
+                .map_err(|e| {
+                    Error::config(
+                        BACKEND,
+                        format!("the TLS root certificate is unusable: {e}"),
+                    )
+                })?
+                .get_connection_info()
+                .clone();
+        }
+
+        let connection = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout));
+        let manager = Manager::new_with_config(info, connection)
+            .map_err(|_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL")))?;
+        Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.response_timeout))
+            .create_timeout(Some(self.connect_timeout + self.response_timeout))
+            .recycle_timeout(Some(self.response_timeout))
+            .build()
+            .map_err(|e| {
+                Error::config(
+                    BACKEND,
+                    format!("could not set up the connection pool: {e}"),
+                )
+            })
+    }
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field(
+                "tls_root_cert_pem",
+                &self.tls_root_cert_pem.as_ref().map(|_| "<pem>"),
+            )
+            .field("pool", &self.pool.as_ref().map(|_| "<caller's pool>"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(url: &str) -> Result<RedisStore> {
+        RedisStore::builder().url(url).build()
+    }
+
+    #[test]
+    fn accepts_every_url_form_redis_users_write() {
+        let ok = [
+            ("redis://localhost", "at redis://localhost"),
+            ("redis://127.0.0.1:6380/2", "at redis://127.0.0.1:6380/2"),
+            ("redis://user:pw@h:1/0", "at redis://user:***@h:1/0"),
+            ("redis://:pw@h", "at redis://:***@h"),
+            (
+                "rediss://cache.example.com:6380",
+                "at rediss://cache.example.com:6380",
+            ),
+            ("rediss://h:6380/#insecure", "at rediss://h:6380/#insecure"),
+            (
+                "redis+unix:///run/redis.sock",
+                "at redis+unix:///run/redis.sock",
+            ),
+        ];
+        for (url, shown) in ok {
+            let store = build(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(
+                store.to_string(),
+                format!(r#"redis store {shown} (prefix "launchdarkly")"#)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_urls_without_echoing_the_password() {
+        let cases = [
+            (
+                "http://u:topsecret@h",
+                r#"redis: invalid configuration: "http://u:***@h" is not a Redis URL: use redis://host:port, rediss://host:port for TLS, or redis+unix:///path"#,
+            ),
+            (
+                "localhost:6379",
+                r#"redis: invalid configuration: "localhost:6379" is not a Redis URL: use redis://host:port, rediss://host:port for TLS, or redis+unix:///path"#,
+            ),
+            (
+                "redis://u:topsecret@h:notaport",
+                r#"redis: invalid configuration: "redis://u:***@h:notaport" is not a valid Redis URL (expected redis://[user:password@]host[:port][/db])"#,
+            ),
+            (
+                "redis://h/notadb",
+                r#"redis: invalid configuration: "redis://h/notadb" is not a valid Redis URL (expected redis://[user:password@]host[:port][/db])"#,
+            ),
+        ];
+        for (url, message) in cases {
+            let err = build(url).unwrap_err();
+            assert!(matches!(err, Error::Config { .. }), "{url}");
+            assert_eq!(err.to_string(), message);
+            assert!(!format!("{err:?}").contains("topsecret"));
+        }
+    }
+
+    #[test]
+    fn validates_sizes_timeouts_and_tls_settings() {
+        let err = RedisStore::builder().pool_size(0).build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis: invalid configuration: pool_size must be at least 1"
+        );
+        let err = RedisStore::builder()
+            .response_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis: invalid configuration: connect_timeout and response_timeout must be positive"
+        );
+        let err = RedisStore::builder()
+            .url("redis://h")
+            .tls_root_certificate_pem("-----BEGIN CERTIFICATE-----")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"redis: invalid configuration: a TLS root certificate was given but "redis://h" is not a rediss:// URL"#
+        );
+        let err = RedisStore::builder()
+            .url("rediss://h")
+            .tls_root_certificate_pem("not a certificate")
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("redis: invalid configuration: the TLS root certificate is unusable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn defaults_and_prefixes() {
+        let store = RedisStore::builder().build().unwrap();
+        assert_eq!(
+            store.to_string(),
+            r#"redis store at redis://localhost:6379 (prefix "launchdarkly")"#
+        );
+        assert_eq!(
+            store.hash_key(&flagstore::Kind::FEATURES),
+            "launchdarkly:features"
+        );
+        assert_eq!(store.inited_key(), "launchdarkly:$inited");
+        let store = RedisStore::builder().prefix("").build().unwrap();
+        assert_eq!(store.prefix(), "launchdarkly");
+        let store = RedisStore::builder().prefix("env-1").build().unwrap();
+        assert_eq!(
+            store.hash_key(&flagstore::Kind::new("widgets")),
+            "env-1:widgets"
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_display() {
+        let builder = RedisStore::builder()
+            .url("redis://app:url-secret@h:6379")
+            .username("app")
+            .password("builder-secret");
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains("url-secret") && !shown.contains("builder-secret"),
+            "{shown}"
+        );
+        let store = builder.build().unwrap();
+        let shown = format!("{store:?} {store}");
+        assert!(
+            !shown.contains("url-secret") && !shown.contains("builder-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn from_env_reads_the_documented_variables() {
+        let env = |name: &str| match name {
+            "REDIS_URL" => Some("redis://cache:6390/1".to_owned()),
+            "REDIS_USERNAME" => Some("app".to_owned()),
+            "REDIS_PASSWORD" => Some("env-secret".to_owned()),
+            _ => None,
+        };
+        let builder = RedisStoreBuilder::from_vars(env);
+        assert_eq!(builder.url.as_deref(), Some("redis://cache:6390/1"));
+        assert_eq!(builder.username.as_deref(), Some("app"));
+        assert_eq!(
+            builder.password.as_ref().map(Secret::expose),
+            Some("env-secret")
+        );
+        let unset = RedisStoreBuilder::from_vars(|_| None);
+        assert_eq!(unset.url, None);
+        assert!(unset.build().is_ok());
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![warn(missing_docs)]
+
+mod builder;
+mod error;
+mod store;
+
+pub use builder::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PREFIX, DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_URL, RedisStoreBuilder,
+};
+pub use store::RedisStore;
+
+/// The pool crate this store is built on, so callers bringing their own pool get matching versions.
+pub use deadpool_redis;
+/// The Redis client crate, re-exported for the same reason.
+pub use deadpool_redis::redis;

@@ -1,0 +1,305 @@
+//! The store: the LaunchDarkly Redis schema over a deadpool connection pool.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, AsyncCommands};
+use deadpool_redis::{Connection, Pool};
+use flagstore::{
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, UPSERT_ATTEMPTS,
+    read_stored_items,
+};
+
+use crate::builder::RedisStoreBuilder;
+use crate::error::{BACKEND, from_pool, from_redis};
+
+/// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
+const HSET_CHUNK: usize = 500;
+
+/// A [`PersistentDataStore`] in Redis, readable and writable by every LaunchDarkly SDK and the
+/// Relay Proxy.
+///
+/// Schema: one hash per kind at `{prefix}:{kind}` (field = item key, value = item JSON, tombstones
+/// included) and the string `{prefix}:$inited` once initialized.
+///
+/// - `init` is one MULTI/EXEC: delete the kinds' hashes, write every item, set the marker.
+/// - `upsert` is WATCH, HGET, compare versions, MULTI/HSET/EXEC on one pooled connection, retried
+///   up to [`UPSERT_ATTEMPTS`] times when another writer changes the hash in between.
+/// - `get_all` skips an item another program stored as invalid JSON, with an error log, and
+///   counts it in [`RedisStore::skipped_items`]; `get` of that key returns
+///   [`Error::InvalidItem`].
+/// - Each operation is bounded: connect and response timeouts per command, and an overall
+///   deadline of connect timeout + 4 × response timeout.
+///
+/// ```no_run
+/// use flagstore::{CachingStore, Kind, PersistentDataStore};
+/// use flagstore_redis::RedisStore;
+///
+/// # async fn demo() -> Result<(), flagstore::Error> {
+/// let redis = RedisStore::builder().url("redis://localhost:6379").build()?;
+/// let store = CachingStore::builder(redis).build()?;
+/// if let Some(flag) = store.get(&Kind::FEATURES, "new-checkout").await? {
+///     println!("version {} deleted {}", flag.version(), flag.is_deleted());
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RedisStore {
+    pool: Pool,
+    prefix: String,
+    target: String,
+    response_timeout: Duration,
+    deadline: Duration,
+    skipped: AtomicU64,
+    #[cfg(feature = "testing")]
+    before_upsert_write: Option<flagstore::testing::UpsertHook>,
+}
+
+impl RedisStore {
+    /// A builder with the defaults (`redis://localhost:6379`, prefix `launchdarkly`).
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::new()
+    }
+
+    pub(crate) fn new(
+        pool: Pool,
+        prefix: String,
+        target: String,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
+    ) -> Self {
+        RedisStore {
+            pool,
+            prefix,
+            target,
+            response_timeout,
+            deadline: connect_timeout + response_timeout * 4,
+            skipped: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
+            before_upsert_write,
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The connection pool, for callers that want to run their own commands.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// How many unreadable stored items `get_all` has skipped since this store was built.
+    pub fn skipped_items(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The hash holding `kind`'s items: `{prefix}:{kind}`.
+    pub fn hash_key(&self, kind: &Kind) -> String {
+        format!("{}:{}", self.prefix, kind)
+    }
+
+    /// The initialized marker: `{prefix}:$inited`.
+    pub fn inited_key(&self) -> String {
+        format!("{}:$inited", self.prefix)
+    }
+
+    async fn connection(&self, op: Operation) -> Result<Connection> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| from_pool(op, self.response_timeout, e))
+    }
+
+    /// Runs one whole operation under the overall deadline, naming kind and key in any error.
+    async fn bounded<T>(
+        &self,
+        op: Operation,
+        target: Option<(&Kind, Option<&str>)>,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let result = match tokio::time::timeout(self.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::timeout(BACKEND, op, self.deadline)),
+        };
+        match target {
+            Some((kind, key)) => result.map_err(|e| e.on(kind, key)),
+            None => result,
+        }
+    }
+
+    fn redis_err(&self, op: Operation) -> impl Fn(redis::RedisError) -> Error + '_ {
+        move |e| from_redis(op, self.response_timeout, e)
+    }
+
+    async fn try_upsert(&self, kind: &Kind, item: &Item) -> Result<bool> {
+        let op = Operation::Upsert;
+        let hash = self.hash_key(kind);
+        for _ in 0..UPSERT_ATTEMPTS {
+            // One connection for WATCH through EXEC: the watch belongs to the connection. A
+            // connection dropped mid-watch is UNWATCHed by the pool before reuse.
+            let mut conn = self.connection(op).await?;
+            redis::cmd("WATCH")
+                .arg(&hash)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(self.redis_err(op))?;
+            let old: Option<String> = conn
+                .hget(&hash, item.key())
+                .await
+                .map_err(self.redis_err(op))?;
+            #[cfg(feature = "testing")]
+            if let Some(hook) = &self.before_upsert_write {
+                hook().await;
+            }
+            if let Some(old) = old {
+                let old = Item::from_json(item.key(), old)
+                    .map_err(|e| Error::invalid_item(BACKEND, op, kind, item.key(), e))?;
+                if old.version() >= item.version() {
+                    redis::cmd("UNWATCH")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .map_err(self.redis_err(op))?;
+                    return Ok(false);
+                }
+            }
+            let committed: Option<()> = redis::pipe()
+                .atomic()
+                .hset(&hash, item.key(), item.json())
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(self.redis_err(op))?;
+            if committed.is_some() {
+                return Ok(true);
+            }
+            tracing::debug!(kind = %kind, key = item.key(), "upsert lost a race; retrying");
+        }
+        Err(Error::contention(
+            BACKEND,
+            kind.clone(),
+            item.key(),
+            UPSERT_ATTEMPTS,
+        ))
+    }
+}
+
+impl fmt::Display for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redis store {} (prefix {:?})", self.target, self.prefix)
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("pool_size", &status.size)
+            .field("pool_max_size", &status.max_size)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl PersistentDataStore for RedisStore {
+    async fn init(&self, data: &[Collection]) -> Result<()> {
+        let op = Operation::Init;
+        // Replace the standard kinds even when the data set omits one, as "replace everything"
+        // promises; other kinds are replaced when the data set has them.
+        let kinds: BTreeSet<&Kind> = [&Kind::FEATURES, &Kind::SEGMENTS]
+            .into_iter()
+            .chain(data.iter().map(|c| &c.kind))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for kind in &kinds {
+            pipe.del(self.hash_key(kind)).ignore();
+        }
+        for collection in data {
+            let hash = self.hash_key(&collection.kind);
+            for chunk in collection.items.chunks(HSET_CHUNK) {
+                let fields: Vec<(&str, &str)> = chunk.iter().map(|i| (i.key(), i.json())).collect();
+                pipe.hset_multiple(&hash, &fields).ignore();
+            }
+        }
+        pipe.set(self.inited_key(), "").ignore();
+        self.bounded(op, None, async {
+            let mut conn = self.connection(op).await?;
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(self.redis_err(op))
+        })
+        .await
+    }
+
+    async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
+        let op = Operation::Get;
+        self.bounded(op, Some((kind, Some(key))), async {
+            let mut conn = self.connection(op).await?;
+            let json: Option<String> = conn
+                .hget(self.hash_key(kind), key)
+                .await
+                .map_err(self.redis_err(op))?;
+            json.map(|json| {
+                Item::from_json(key, json)
+                    .map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let op = Operation::GetAll;
+        self.bounded(op, Some((kind, None)), async {
+            let mut conn = self.connection(op).await?;
+            let pairs: Vec<(String, String)> = conn
+                .hgetall(self.hash_key(kind))
+                .await
+                .map_err(self.redis_err(op))?;
+            Ok(read_stored_items(BACKEND, kind, pairs, &self.skipped))
+        })
+        .await
+    }
+
+    async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
+        let key = item.key().to_owned();
+        self.bounded(
+            Operation::Upsert,
+            Some((kind, Some(&key))),
+            self.try_upsert(kind, &item),
+        )
+        .await
+    }
+
+    async fn is_initialized(&self) -> Result<bool> {
+        let op = Operation::IsInitialized;
+        self.bounded(op, None, async {
+            let mut conn = self.connection(op).await?;
+            conn.exists(self.inited_key())
+                .await
+                .map_err(self.redis_err(op))
+        })
+        .await
+    }
+
+    async fn is_available(&self) -> bool {
+        let op = Operation::IsAvailable;
+        let ping = self.bounded(op, None, async {
+            let mut conn = self.connection(op).await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(self.redis_err(op))
+        });
+        ping.await.is_ok()
+    }
+}

@@ -1,0 +1,516 @@
+//! The Redis store against a real Redis: the conformance suite under several configurations,
+//! the wire format other SDKs share, and Redis-specific options.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flagstore::testing::{self, StoreFactory, UpsertHook, flag};
+use flagstore::{CachingStore, Collection, DynStore, Error, Item, Kind, PersistentDataStore};
+use flagstore_integration_tests::free_port;
+use flagstore_integration_tests::redis::Redis;
+use flagstore_redis::redis::{self, AsyncCommands};
+use flagstore_redis::{RedisStore, RedisStoreBuilder};
+
+/// Stores on one Redis, configured alike.
+#[derive(Default)]
+struct RedisFactory {
+    url: String,
+    pool_size: Option<usize>,
+    ca_pem: Option<String>,
+    cached: bool,
+}
+
+impl RedisFactory {
+    fn new(redis: &Redis) -> Self {
+        RedisFactory {
+            url: redis.url().to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn builder(&self, prefix: &str) -> RedisStoreBuilder {
+        let mut builder = RedisStore::builder().url(&self.url).prefix(prefix);
+        if let Some(size) = self.pool_size {
+            builder = builder.pool_size(size);
+        }
+        if let Some(pem) = &self.ca_pem {
+            builder = builder.tls_root_certificate_pem(pem.as_bytes());
+        }
+        builder
+    }
+
+    fn wrap(&self, store: RedisStore) -> DynStore {
+        if self.cached {
+            Arc::new(CachingStore::builder(store).build().unwrap())
+        } else {
+            Arc::new(store)
+        }
+    }
+}
+
+#[async_trait]
+impl StoreFactory for RedisFactory {
+    async fn store(&self, prefix: &str, hook: Option<UpsertHook>) -> DynStore {
+        let builder = self.builder(prefix);
+        let builder = match hook {
+            Some(hook) => builder.before_upsert_write(hook),
+            None => builder,
+        };
+        self.wrap(builder.build().unwrap())
+    }
+
+    async fn clear(&self, prefix: &str) {
+        let store = self.builder(prefix).build().unwrap();
+        let mut conn = store.pool().get().await.unwrap();
+        let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await.unwrap();
+        }
+    }
+
+    async fn unreachable_store(&self) -> DynStore {
+        let store = RedisStore::builder()
+            .url(format!("redis://127.0.0.1:{}", free_port()))
+            .connect_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        self.wrap(store)
+    }
+}
+
+async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn conformance() {
+    let redis = Redis::start();
+    testing::run(&RedisFactory::new(&redis)).await;
+}
+
+#[tokio::test]
+async fn conformance_behind_the_cache() {
+    let redis = Redis::start();
+    testing::run(&RedisFactory {
+        cached: true,
+        ..RedisFactory::new(&redis)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_with_one_connection_on_another_database() {
+    let redis = Redis::start();
+    let url = format!("{}/5", redis.url());
+    testing::run(&RedisFactory {
+        url,
+        pool_size: Some(1),
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_over_tls_with_a_private_ca() {
+    let redis = Redis::start_tls();
+    let ca_pem = Some(redis.ca_pem().to_owned());
+    testing::run(&RedisFactory {
+        ca_pem,
+        ..RedisFactory::new(&redis)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_without_the_ca_fails_cleanly() {
+    let redis = Redis::start_tls();
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = store.get(&Kind::FEATURES, "f").await.unwrap_err();
+    assert!(err.is_outage(), "{err}");
+    assert!(!store.is_available().await);
+    // With the CA it works.
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .tls_root_certificate_pem(redis.ca_pem())
+        .build()
+        .unwrap();
+    assert!(store.is_available().await);
+}
+
+#[tokio::test]
+async fn writes_exactly_the_schema_other_sdks_read() {
+    let redis = Redis::start();
+    let store = RedisStore::builder().url(redis.url()).build().unwrap();
+    let flag = flag("my-flag", 3);
+    let segment =
+        Item::from_json("beta", r#"{"key":"beta","version":2,"included":["a"]}"#).unwrap();
+    store
+        .init(&[
+            Collection::new(Kind::SEGMENTS, vec![segment.clone()]),
+            Collection::new(Kind::FEATURES, vec![flag.clone()]),
+        ])
+        .await
+        .unwrap();
+    store
+        .upsert(&Kind::FEATURES, Item::tombstone("gone", 9))
+        .await
+        .unwrap();
+
+    let mut conn = raw(redis.url()).await;
+    let mut keys: Vec<String> = conn.keys("*").await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "launchdarkly:$inited",
+            "launchdarkly:features",
+            "launchdarkly:segments"
+        ]
+    );
+    let kind: String = redis::cmd("TYPE")
+        .arg("launchdarkly:features")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "hash");
+    let stored: String = conn.hget("launchdarkly:features", "my-flag").await.unwrap();
+    assert_eq!(stored.as_bytes(), flag.json().as_bytes(), "byte for byte");
+    let stored: String = conn.hget("launchdarkly:segments", "beta").await.unwrap();
+    assert_eq!(stored, segment.json());
+    let tombstone: String = conn.hget("launchdarkly:features", "gone").await.unwrap();
+    assert_eq!(
+        tombstone,
+        r#"{"key":"$deleted","version":9,"deleted":true}"#
+    );
+}
+
+#[tokio::test]
+async fn reads_every_sdks_tombstone_shape_written_raw() {
+    let redis = Redis::start();
+    let mut conn = raw(redis.url()).await;
+    let shapes = [
+        (
+            "go",
+            r#"{"key":"$deleted","version":11,"deleted":true,"on":false,"variations":null}"#,
+            11,
+        ),
+        (
+            "python",
+            r#"{"key": "python", "version": 12, "deleted": true}"#,
+            12,
+        ),
+        ("node", r#"{"version":13,"deleted":true}"#, 13),
+    ];
+    for (key, json, _) in shapes {
+        let _: () = conn.hset("launchdarkly:features", key, json).await.unwrap();
+    }
+    let _: () = conn.set("launchdarkly:$inited", "").await.unwrap();
+    let store = RedisStore::builder().url(redis.url()).build().unwrap();
+    assert!(store.is_initialized().await.unwrap());
+    for (key, json, version) in shapes {
+        let item = store.get(&Kind::FEATURES, key).await.unwrap().unwrap();
+        assert!(item.is_deleted(), "{key}");
+        assert_eq!(item.version(), version, "{key}");
+        assert_eq!(item.json(), json, "{key}: kept as stored");
+        // An older update must not resurrect it.
+        assert!(
+            !store
+                .upsert(&Kind::FEATURES, flag(key, version - 1))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_corrupt_value_from_another_writer_is_reported_not_hidden() {
+    let redis = Redis::start();
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .prefix("corrupt")
+        .build()
+        .unwrap();
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("good", 1)])])
+        .await
+        .unwrap();
+    let mut conn = raw(redis.url()).await;
+    let _: () = conn
+        .hset("corrupt:features", "bad", "{truncated")
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset("corrupt:features", "noversion", r#"{"key":"noversion"}"#)
+        .await
+        .unwrap();
+
+    let err = store.get(&Kind::FEATURES, "bad").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "redis: get of features/bad: the stored item is unreadable"
+    );
+    assert_eq!(err.key(), Some("bad"));
+
+    let all = store.get_all(&Kind::FEATURES).await.unwrap();
+    assert_eq!(all.iter().map(Item::key).collect::<Vec<_>>(), ["good"]);
+    assert_eq!(store.skipped_items(), 2);
+
+    // An upsert over a corrupt value refuses rather than guessing its version; init repairs it.
+    let err = store
+        .upsert(&Kind::FEATURES, flag("bad", 5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("bad", 5)])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&Kind::FEATURES, "bad").await.unwrap(),
+        Some(flag("bad", 5))
+    );
+}
+
+#[tokio::test]
+async fn empty_prefix_means_the_default_and_prefixes_do_not_leak() {
+    let redis = Redis::start();
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .prefix("")
+        .build()
+        .unwrap();
+    assert_eq!(store.prefix(), "launchdarkly");
+    store.init(&[]).await.unwrap();
+    let ld2 = RedisStore::builder()
+        .url(redis.url())
+        .prefix("launchdarkly2")
+        .build()
+        .unwrap();
+    assert!(!ld2.is_initialized().await.unwrap());
+    let mut conn = raw(redis.url()).await;
+    assert!(
+        conn.exists::<_, bool>("launchdarkly:$inited")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn database_index_in_the_url_is_used() {
+    let redis = Redis::start();
+    let store = RedisStore::builder()
+        .url(format!("{}/3", redis.url()))
+        .prefix("dbtest")
+        .build()
+        .unwrap();
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 1)])])
+        .await
+        .unwrap();
+    let mut db3 = raw(&format!("{}/3", redis.url())).await;
+    assert!(db3.exists::<_, bool>("dbtest:features").await.unwrap());
+    let mut db0 = raw(redis.url()).await;
+    assert!(!db0.exists::<_, bool>("dbtest:features").await.unwrap());
+}
+
+const APP_PASSWORD: &str = "app-S3cr3t-pw";
+
+fn acl_redis() -> Redis {
+    Redis::start_with_acl(&[
+        "user default off",
+        &format!("user app on >{APP_PASSWORD} ~* &* +@all"),
+        "user narrow on >narrow-pw ~other:* +@all",
+    ])
+}
+
+fn with_credentials(url: &str, user: &str, password: &str) -> String {
+    url.replacen("redis://", &format!("redis://{user}:{password}@"), 1)
+}
+
+#[tokio::test]
+async fn acl_user_works_and_conformance_passes() {
+    let redis = acl_redis();
+    let url = with_credentials(redis.url(), "app", APP_PASSWORD);
+    testing::run(&RedisFactory {
+        url,
+        ..Default::default()
+    })
+    .await;
+    // Credentials given to the builder instead of the URL work the same.
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .username("app")
+        .password(APP_PASSWORD)
+        .build()
+        .unwrap();
+    assert!(store.is_available().await);
+}
+
+#[tokio::test]
+async fn refused_credentials_are_permission_errors_that_never_show_the_password() {
+    let redis = acl_redis();
+    let wrong = "Wr0ng-Pa55word";
+    let store = RedisStore::builder()
+        .url(with_credentials(redis.url(), "app", wrong))
+        .build()
+        .unwrap();
+    let err = store.get(&Kind::FEATURES, "f").await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    let shown = format!(
+        "{err} {err:?} {store} {store:?} {:?}",
+        std::error::Error::source(&err)
+    );
+    assert!(!shown.contains(wrong), "password leaked: {shown}");
+
+    // A user without access to the prefix's keys: refused by Redis, reported as such.
+    let narrow = RedisStore::builder()
+        .url(with_credentials(redis.url(), "narrow", "narrow-pw"))
+        .build()
+        .unwrap();
+    let err = narrow.init(&[]).await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    assert!(!narrow.is_initialized().await.is_ok_and(|i| i));
+}
+
+/// A `MakeWriter` that keeps everything logged, to search it for secrets.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn logs_never_show_the_password() {
+    let redis = acl_redis();
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let wrong = "L0gged-Pa55word";
+    let store = RedisStore::builder()
+        .url(with_credentials(redis.url(), "app", wrong))
+        .build()
+        .unwrap();
+    let cached = CachingStore::builder(store).build().unwrap();
+    assert!(cached.get(&Kind::FEATURES, "f").await.is_err());
+    assert!(cached.get_all(&Kind::FEATURES).await.is_err());
+    let good = RedisStore::builder()
+        .url(with_credentials(redis.url(), "app", APP_PASSWORD))
+        .build()
+        .unwrap();
+    good.init(&[]).await.unwrap();
+    let mut conn = raw(&with_credentials(redis.url(), "app", APP_PASSWORD)).await;
+    let _: () = conn
+        .hset("launchdarkly:features", "broken", "nope")
+        .await
+        .unwrap();
+    good.get_all(&Kind::FEATURES).await.unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("store unavailable"),
+        "the outage was logged: {text}"
+    );
+    assert!(text.contains("redis://app:***@127.0.0.1"), "{text}");
+    assert!(
+        text.contains("broken"),
+        "the skipped item was logged: {text}"
+    );
+    assert!(
+        !text.contains(wrong) && !text.contains(APP_PASSWORD),
+        "password in logs: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_writers_share_a_pool_of_four_without_deadlock() {
+    let redis = Redis::start();
+    let store = Arc::new(
+        RedisStore::builder()
+            .url(redis.url())
+            .prefix("pool")
+            .pool_size(4)
+            .build()
+            .unwrap(),
+    );
+    store.init(&[]).await.unwrap();
+    let writers: Vec<_> = (1..=64u64)
+        .map(|v| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                // Half race on one key, half write their own.
+                let key = if v % 2 == 0 {
+                    "shared".to_owned()
+                } else {
+                    format!("own-{v}")
+                };
+                store.upsert(&Kind::FEATURES, flag(&key, v)).await
+            })
+        })
+        .collect();
+    let all = tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(writers))
+        .await
+        .expect("writers deadlocked");
+    for result in all {
+        match result.unwrap() {
+            Ok(_) | Err(Error::Contention { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), 33);
+    let shared = store.get(&Kind::FEATURES, "shared").await.unwrap().unwrap();
+    assert!(shared.version() % 2 == 0 && shared.version() >= 2);
+    assert!(
+        store
+            .upsert(&Kind::FEATURES, flag("shared", 100))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_errors_within_the_deadline() {
+    let mut redis = Redis::start_local(&[]);
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    store.init(&[]).await.unwrap();
+    redis.stop();
+    let started = std::time::Instant::now();
+    assert!(store.get(&Kind::FEATURES, "f").await.is_err());
+    assert!(!store.is_available().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
