@@ -4,14 +4,17 @@
 //! 1. an endpoint from the environment (`FLAGSTORE_TEST_REDIS_URL`, ...): a server someone runs;
 //! 2. the local binary (`redis-server`, ...) started as a child process on a free 127.0.0.1 port in
 //!    a temporary directory, ready once it says so, killed when the handle drops;
-//! 3. otherwise the test fails with a message naming what to install. Nothing is skipped.
+//! 3. where a Docker engine answers, a container started with testcontainers;
+//! 4. otherwise the test fails with a message naming what to install. Nothing is skipped.
 //!
 //! `scripts/install-servers.sh` installs every binary the harness starts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod docker;
 mod process;
 pub mod redis;
 pub mod tls;
 
+pub use docker::DockerService;
 pub use process::{LocalServer, free_port};

@@ -1,7 +1,9 @@
 //! Redis for the tests: `FLAGSTORE_TEST_REDIS_URL`, else a local `redis-server`.
 
 use tempfile::TempDir;
+use testcontainers::core::WaitFor;
 
+use crate::docker::DockerService;
 use crate::process::{LocalServer, free_port, on_path};
 use crate::tls::{TestCertificates, generate};
 
@@ -9,26 +11,43 @@ use crate::tls::{TestCertificates, generate};
 pub const URL_VAR: &str = "FLAGSTORE_TEST_REDIS_URL";
 
 const INSTALL_HINT: &str = "no Redis to test against: set FLAGSTORE_TEST_REDIS_URL=redis://host:port, \
-     or install redis-server (Debian: apt-get install redis-server; scripts/install-servers.sh does it)";
+     install redis-server (Debian: apt-get install redis-server; scripts/install-servers.sh does it), \
+     or run a Docker engine";
 
 /// A Redis the tests can use: an external one, or a `redis-server` this process started.
 #[derive(Debug)]
 pub struct Redis {
     url: String,
     server: Option<LocalServer>,
+    // Held for its Drop, which removes the container.
+    _container: Option<DockerService>,
     certs: Option<TestCertificates>,
 }
 
 impl Redis {
-    /// The Redis from `FLAGSTORE_TEST_REDIS_URL`, or a fresh local `redis-server`.
+    /// The Redis from `FLAGSTORE_TEST_REDIS_URL`, else a fresh local `redis-server`, else a
+    /// `redis` container where Docker answers.
     pub fn start() -> Redis {
         match std::env::var(URL_VAR) {
             Ok(url) if !url.is_empty() => Redis {
                 url,
                 server: None,
+                _container: None,
                 certs: None,
             },
-            _ => Self::start_local(&[]),
+            _ if on_path("redis-server") => Self::start_local(&[]),
+            _ => {
+                let ready = WaitFor::message_on_stdout("Ready to accept connections");
+                let container = DockerService::start("redis", "7", 6379, ready, vec![])
+                    .unwrap_or_else(|e| panic!("{INSTALL_HINT}\n({e})"));
+                let (host, port) = container.address();
+                Redis {
+                    url: format!("redis://{host}:{port}"),
+                    server: None,
+                    _container: Some(container),
+                    certs: None,
+                }
+            }
         }
     }
 
@@ -44,6 +63,7 @@ impl Redis {
         Redis {
             url: format!("redis://127.0.0.1:{port}"),
             server: Some(server),
+            _container: None,
             certs: None,
         }
     }
@@ -63,6 +83,7 @@ impl Redis {
         Redis {
             url: format!("redis://127.0.0.1:{port}"),
             server: Some(server),
+            _container: None,
             certs: None,
         }
     }
@@ -97,6 +118,7 @@ impl Redis {
         Redis {
             url: format!("rediss://127.0.0.1:{port}"),
             server: Some(server),
+            _container: None,
             certs,
         }
     }
