@@ -3,6 +3,7 @@
 # is already installed is left alone, so a second run costs a few milliseconds.
 #
 #   redis-server   Debian package redis-server
+#   dynalite       npm package dynalite (a DynamoDB emulator), with Node.js from Debian if missing
 #
 # Runs as root (CI and the dev machines are root); elsewhere it uses sudo if present.
 set -euo pipefail
@@ -26,4 +27,15 @@ fi
 # The Debian package starts a system-wide redis on port 6379; the tests never use it (they start
 # their own on free ports), so it is left as the package configured it.
 
+if ! command -v dynalite >/dev/null 2>&1; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install-servers: installing nodejs and npm"
+        apt_install nodejs npm
+    fi
+    echo "install-servers: installing dynalite"
+    # dynalite keeps tables in memory by default; its LevelDB backend ships prebuilt binaries.
+    $SUDO npm install -g --no-fund --no-audit dynalite@4 >/dev/null
+fi
+
+echo "install-servers: dynalite $(npm ls -g dynalite 2>/dev/null | sed -n 's/.*dynalite@//p' | head -1)"
 echo "install-servers: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod docker;
+pub mod dynamodb;
 mod process;
 pub mod redis;
 pub mod tls;

@@ -130,6 +130,9 @@ pub enum ItemError {
     /// The `deleted` field is neither a boolean nor null.
     #[error("item field \"deleted\" is {0}, not a boolean")]
     InvalidDeleted(String),
+    /// The database record around the JSON is malformed (an attribute missing or mistyped).
+    #[error("stored record is malformed: {0}")]
+    MalformedRecord(String),
 }
 
 /// The two top-level fields stores care about. Deserializing into this skips every other field

@@ -1,0 +1,143 @@
+//! The table layout every LaunchDarkly SDK shares, and DynamoDB's item size limit.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use flagstore::{Item, ItemError, Kind};
+
+/// The partition key attribute.
+pub const PARTITION_KEY: &str = "namespace";
+/// The sort key attribute.
+pub const SORT_KEY: &str = "key";
+/// The item version attribute (a number).
+pub const VERSION_ATTR: &str = "version";
+/// The item JSON attribute (a string).
+pub const ITEM_ATTR: &str = "item";
+
+/// DynamoDB's limit on one item, attribute names and values included: 400 KB.
+pub const MAX_ITEM_SIZE: usize = 409_600;
+
+/// Overhead the estimate adds for what DynamoDB counts besides names and values.
+const SIZE_OVERHEAD: usize = 100;
+
+/// Names the partitions of one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Namespaces {
+    prefix: String,
+}
+
+impl Namespaces {
+    pub(crate) fn new(prefix: String) -> Self {
+        Namespaces { prefix }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}:{kind}`, or just `{kind}` without a prefix.
+    pub(crate) fn kind(&self, kind: &Kind) -> String {
+        self.qualify(kind.name())
+    }
+
+    /// `{prefix}:$inited`, or `$inited`: both the partition and the sort key of the marker.
+    pub(crate) fn inited(&self) -> String {
+        self.qualify("$inited")
+    }
+
+    fn qualify(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}:{name}", self.prefix)
+        }
+    }
+}
+
+/// The primary key of one record.
+pub(crate) fn key_attributes(namespace: &str, key: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_owned(),
+            AttributeValue::S(namespace.to_owned()),
+        ),
+        (SORT_KEY.to_owned(), AttributeValue::S(key.to_owned())),
+    ])
+}
+
+/// The full record of an item.
+pub(crate) fn item_attributes(namespace: &str, item: &Item) -> HashMap<String, AttributeValue> {
+    let mut attributes = key_attributes(namespace, item.key());
+    attributes.insert(
+        VERSION_ATTR.to_owned(),
+        AttributeValue::N(item.version().to_string()),
+    );
+    attributes.insert(
+        ITEM_ATTR.to_owned(),
+        AttributeValue::S(item.json().to_owned()),
+    );
+    attributes
+}
+
+/// DynamoDB's size of an item's record, estimated from above the way the other SDKs do: 100
+/// bytes of overhead plus every attribute name and value. An item within
+/// [`MAX_ITEM_SIZE`] by this estimate is always accepted.
+pub fn estimated_size(namespace: &str, item: &Item) -> usize {
+    SIZE_OVERHEAD
+        + PARTITION_KEY.len()
+        + namespace.len()
+        + SORT_KEY.len()
+        + item.key().len()
+        + VERSION_ATTR.len()
+        + item.version().to_string().len()
+        + ITEM_ATTR.len()
+        + item.len()
+}
+
+/// The `(key, json)` of a stored record, for [`flagstore::read_stored_items`]; a record missing
+/// either attribute gives an empty JSON, which reads as invalid.
+pub(crate) fn stored_pair(record: &HashMap<String, AttributeValue>) -> (String, String) {
+    let text = |name: &str| match record.get(name) {
+        Some(AttributeValue::S(s)) => s.clone(),
+        _ => String::new(),
+    };
+    (text(SORT_KEY), text(ITEM_ATTR))
+}
+
+/// The item in a record read by key.
+pub(crate) fn item_from_record(
+    key: &str,
+    record: &HashMap<String, AttributeValue>,
+) -> Result<Item, ItemError> {
+    match record.get(ITEM_ATTR) {
+        Some(AttributeValue::S(json)) => Item::from_json(key, json.as_str()),
+        Some(_) => Err(ItemError::MalformedRecord(format!(
+            "attribute {ITEM_ATTR:?} is not a string"
+        ))),
+        None => Err(ItemError::MalformedRecord(format!(
+            "attribute {ITEM_ATTR:?} is missing"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_with_and_without_prefix() {
+        let none = Namespaces::new(String::new());
+        assert_eq!(none.kind(&Kind::FEATURES), "features");
+        assert_eq!(none.inited(), "$inited");
+        let some = Namespaces::new("prod".to_owned());
+        assert_eq!(some.kind(&Kind::SEGMENTS), "prod:segments");
+        assert_eq!(some.inited(), "prod:$inited");
+    }
+
+    #[test]
+    fn size_counts_names_values_and_overhead() {
+        let item = Item::from_json("k", r#"{"version":12}"#).unwrap();
+        // 100 + "namespace" 9 + "features" 8 + "key" 3 + "k" 1 + "version" 7 + "12" 2 + "item" 4 + 14
+        assert_eq!(estimated_size("features", &item), 148);
+    }
+}

@@ -1,0 +1,475 @@
+//! The store: the LaunchDarkly DynamoDB schema.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::ConfigLoader;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use flagstore::{
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, read_stored_items,
+};
+use tokio::sync::OnceCell;
+
+use crate::batch::{Attempt, write_all};
+use crate::builder::DynamoDbStoreBuilder;
+use crate::error::{BACKEND, from_sdk, is_throttled};
+use crate::schema::{
+    MAX_ITEM_SIZE, Namespaces, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size,
+    item_attributes, item_from_record, key_attributes, stored_pair,
+};
+
+/// BatchWriteItem's limit on requests per call.
+const BATCH_SIZE: usize = 25;
+
+/// The client, or what is needed to make it on first use (loading AWS configuration is async and
+/// may read files or call metadata endpoints: not something `build()` should do).
+pub(crate) struct ClientSource {
+    client: OnceCell<Client>,
+    loader: std::sync::Mutex<Option<ConfigLoader>>,
+}
+
+impl ClientSource {
+    pub(crate) fn ready(client: Client) -> Self {
+        ClientSource {
+            client: OnceCell::new_with(Some(client)),
+            loader: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn lazy(loader: ConfigLoader) -> Self {
+        ClientSource {
+            client: OnceCell::new(),
+            loader: std::sync::Mutex::new(Some(loader)),
+        }
+    }
+
+    async fn get(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let loader = self.loader.lock().unwrap_or_else(|p| p.into_inner()).take();
+                // The cell runs this once; without a loader (a caller's client) it is never reached.
+                let config = match loader {
+                    Some(loader) => loader.load().await,
+                    None => {
+                        aws_config::defaults(aws_config::BehaviorVersion::latest())
+                            .load()
+                            .await
+                    }
+                };
+                Client::new(&config)
+            })
+            .await
+    }
+}
+
+/// A [`PersistentDataStore`] in a DynamoDB table, readable and writable by every LaunchDarkly SDK
+/// and the Relay Proxy.
+///
+/// Schema: partition key `namespace` (S), sort key `key` (S); each item is a record with
+/// `namespace` = `{prefix}:{kind}` (or `{kind}` without a prefix), `key`, `version` (N) and `item`
+/// (S, the JSON); the marker is a record whose namespace and key are both `{prefix}:$inited`.
+/// The table must exist: the store never creates it ([`create_table`](crate::create_table) does,
+/// for tests and tools).
+///
+/// - `init` queries the existing keys (consistent reads, every page), then writes in
+///   BatchWriteItem calls of 25: the new items in the order given, then deletes of keys no longer
+///   present, then the marker. Writes DynamoDB leaves unprocessed or throttles are retried with
+///   backoff until the batch deadline, then reported as an error; never dropped.
+/// - `upsert` is one conditional PutItem; a failed condition means "not updated".
+/// - An item over DynamoDB's 400 KB limit ([`MAX_ITEM_SIZE`], estimated by
+///   [`estimated_size`](crate::estimated_size)) is never sent: `init` skips it with an
+///   error-level log naming kind, key and size, writes the rest and deletes any older copy (stale
+///   data must not be served); `upsert` returns [`Error::ItemTooLarge`].
+/// - `get_all` skips unreadable records with an error log and counts them in
+///   [`DynamoDbStore::skipped_items`]; `get` of one returns [`Error::InvalidItem`].
+///
+/// ```no_run
+/// use flagstore::{CachingStore, Kind, PersistentDataStore};
+/// use flagstore_dynamodb::DynamoDbStore;
+///
+/// # async fn demo() -> Result<(), flagstore::Error> {
+/// let dynamo = DynamoDbStore::builder("launchdarkly-flags").build()?;
+/// let store = CachingStore::builder(dynamo).build()?;
+/// let flag = store.get(&Kind::FEATURES, "new-checkout").await?;
+/// # Ok(()) }
+/// ```
+pub struct DynamoDbStore {
+    source: ClientSource,
+    table: String,
+    names: Namespaces,
+    endpoint: Option<String>,
+    request_timeout: Duration,
+    batch_deadline: Duration,
+    skipped: AtomicU64,
+    #[cfg(feature = "testing")]
+    before_upsert_write: Option<flagstore::testing::UpsertHook>,
+}
+
+impl DynamoDbStore {
+    /// A builder for a store on `table`, prefix empty, AWS settings from the default chain.
+    pub fn builder(table: impl Into<String>) -> DynamoDbStoreBuilder {
+        DynamoDbStoreBuilder::new(table.into())
+    }
+
+    pub(crate) fn new(
+        source: ClientSource,
+        table: String,
+        prefix: String,
+        endpoint: Option<String>,
+        request_timeout: Duration,
+        batch_deadline: Duration,
+        #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
+    ) -> Self {
+        DynamoDbStore {
+            source,
+            table,
+            names: Namespaces::new(prefix),
+            endpoint,
+            request_timeout,
+            batch_deadline,
+            skipped: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
+            before_upsert_write,
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The key prefix (empty for none).
+    pub fn prefix(&self) -> &str {
+        self.names.prefix()
+    }
+
+    /// The client this store uses, made on first use.
+    pub async fn client(&self) -> &Client {
+        self.source.get().await
+    }
+
+    /// How many unreadable records `get_all` has skipped since this store was built.
+    pub fn skipped_items(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// The namespace (partition key) of `kind`'s items.
+    pub fn namespace(&self, kind: &Kind) -> String {
+        self.names.kind(kind)
+    }
+
+    /// One request under the request timeout (a backstop for a caller's client without one).
+    async fn call<T, E, R>(
+        &self,
+        op: Operation,
+        request: impl Future<Output = std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>>,
+    ) -> Result<T>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(err)) => Err(from_sdk(op, self.request_timeout, &self.table, err)),
+            Err(_) => Err(Error::timeout(BACKEND, op, self.request_timeout)),
+        }
+    }
+
+    /// Every record of a namespace (consistent reads, following every page).
+    async fn query_all(
+        &self,
+        op: Operation,
+        namespace: &str,
+        keys_only: bool,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+        let client = self.client().await;
+        let mut records = Vec::new();
+        let mut start = None;
+        loop {
+            let mut query = client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#namespace = :namespace")
+                .expression_attribute_names("#namespace", PARTITION_KEY)
+                .expression_attribute_values(":namespace", AttributeValue::S(namespace.to_owned()))
+                .set_exclusive_start_key(start);
+            if keys_only {
+                query = query
+                    .projection_expression("#key")
+                    .expression_attribute_names("#key", SORT_KEY);
+            }
+            let page = self.call(op, query.send()).await?;
+            records.extend(page.items().iter().cloned());
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(records);
+            }
+        }
+    }
+
+    async fn write_batches(&self, requests: Vec<WriteRequest>) -> Result<()> {
+        let op = Operation::Init;
+        let client = self.client().await;
+        for chunk in requests.chunks(BATCH_SIZE) {
+            let send = |pending: Vec<WriteRequest>| async move {
+                let request = client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send();
+                match tokio::time::timeout(self.request_timeout, request).await {
+                    Ok(Ok(output)) => Attempt::Unprocessed(
+                        output
+                            .unprocessed_items()
+                            .and_then(|m| m.get(&self.table))
+                            .cloned()
+                            .unwrap_or_default(),
+                    ),
+                    Ok(Err(err)) if is_throttled(&err) => Attempt::Throttled,
+                    Ok(Err(err)) => {
+                        Attempt::Failed(from_sdk(op, self.request_timeout, &self.table, err))
+                    }
+                    Err(_) => Attempt::Failed(Error::timeout(BACKEND, op, self.request_timeout)),
+                }
+            };
+            match write_all(chunk.to_vec(), self.batch_deadline, send).await {
+                Ok(()) => {}
+                Err(Err(err)) => return Err(err),
+                Err(Ok(pending)) => {
+                    return Err(Error::database(
+                        BACKEND,
+                        op,
+                        format!(
+                            "{pending} writes still unprocessed after retrying for {:?} (throttled table?)",
+                            self.batch_deadline
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fits(&self, op: Operation, kind: &Kind, namespace: &str, item: &Item) -> Result<()> {
+        let size = estimated_size(namespace, item);
+        if size <= MAX_ITEM_SIZE {
+            return Ok(());
+        }
+        tracing::error!(
+            backend = BACKEND,
+            kind = %kind,
+            key = item.key(),
+            size,
+            limit = MAX_ITEM_SIZE,
+            "item is too large for DynamoDB; it was not stored"
+        );
+        Err(Error::too_large(
+            BACKEND,
+            op,
+            kind,
+            item.key(),
+            size,
+            MAX_ITEM_SIZE,
+        ))
+    }
+}
+
+impl fmt::Display for DynamoDbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dynamodb store table {:?}", self.table)?;
+        if let Some(endpoint) = &self.endpoint {
+            write!(f, " at {endpoint}")?;
+        }
+        write!(f, " (prefix {:?})", self.names.prefix())
+    }
+}
+
+impl fmt::Debug for DynamoDbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoDbStore")
+            .field("table", &self.table)
+            .field("prefix", &self.names.prefix())
+            .field("endpoint", &self.endpoint)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl PersistentDataStore for DynamoDbStore {
+    async fn init(&self, data: &[Collection]) -> Result<()> {
+        let op = Operation::Init;
+        // What is stored now, for every kind being replaced (the standard kinds always are).
+        let kinds: BTreeSet<&Kind> = [&Kind::FEATURES, &Kind::SEGMENTS]
+            .into_iter()
+            .chain(data.iter().map(|c| &c.kind))
+            .collect();
+        let mut stale = HashSet::new();
+        for kind in kinds {
+            let namespace = self.names.kind(kind);
+            for record in self.query_all(op, &namespace, true).await? {
+                if let Some(AttributeValue::S(key)) = record.get(SORT_KEY) {
+                    stale.insert((namespace.clone(), key.clone()));
+                }
+            }
+        }
+
+        let mut requests = Vec::new();
+        let mut position: HashMap<(String, String), usize> = HashMap::new();
+        for collection in data {
+            let namespace = self.names.kind(&collection.kind);
+            for item in &collection.items {
+                // Too large: not written, and its old copy stays in `stale` to be deleted.
+                if self.fits(op, &collection.kind, &namespace, item).is_err() {
+                    continue;
+                }
+                let id = (namespace.clone(), item.key().to_owned());
+                stale.remove(&id);
+                let put = PutRequest::builder()
+                    .set_item(Some(item_attributes(&namespace, item)))
+                    .build()
+                    .map_err(|e| Error::database(BACKEND, op, e))?;
+                let request = WriteRequest::builder().put_request(put).build();
+                // A key given twice is written once (the last copy): DynamoDB rejects a batch
+                // holding one key twice.
+                match position.get(&id) {
+                    Some(&at) => requests[at] = request,
+                    None => {
+                        position.insert(id, requests.len());
+                        requests.push(request);
+                    }
+                }
+            }
+        }
+        let mut stale: Vec<_> = stale.into_iter().collect();
+        stale.sort();
+        for (namespace, key) in stale {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key_attributes(&namespace, &key)))
+                .build()
+                .map_err(|e| Error::database(BACKEND, op, e))?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.write_batches(requests).await?;
+
+        let marker = self.names.inited();
+        let client = self.client().await;
+        let put = client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key_attributes(&marker, &marker)));
+        self.call(op, put.send()).await?;
+        Ok(())
+    }
+
+    async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
+        let op = Operation::Get;
+        let client = self.client().await;
+        let request = client
+            .get_item()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .set_key(Some(key_attributes(&self.names.kind(kind), key)))
+            .send();
+        let output = self
+            .call(op, request)
+            .await
+            .map_err(|e| e.on(kind, Some(key)))?;
+        output
+            .item()
+            .map(|record| {
+                item_from_record(key, record)
+                    .map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
+            })
+            .transpose()
+    }
+
+    async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let op = Operation::GetAll;
+        let records = self
+            .query_all(op, &self.names.kind(kind), false)
+            .await
+            .map_err(|e| e.on(kind, None))?;
+        Ok(read_stored_items(
+            BACKEND,
+            kind,
+            records.iter().map(stored_pair),
+            &self.skipped,
+        ))
+    }
+
+    async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
+        let op = Operation::Upsert;
+        let namespace = self.names.kind(kind);
+        self.fits(op, kind, &namespace, &item)?;
+        #[cfg(feature = "testing")]
+        if let Some(hook) = &self.before_upsert_write {
+            hook().await;
+        }
+        let client = self.client().await;
+        let request = client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_attributes(&namespace, &item)))
+            .condition_expression(
+                "attribute_not_exists(#namespace) or attribute_not_exists(#key) or :version > #version",
+            )
+            .expression_attribute_names("#namespace", PARTITION_KEY)
+            .expression_attribute_names("#key", SORT_KEY)
+            .expression_attribute_names("#version", VERSION_ATTR)
+            .expression_attribute_values(":version", AttributeValue::N(item.version().to_string()))
+            .send();
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(err))
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Ok(Err(err)) => {
+                Err(from_sdk(op, self.request_timeout, &self.table, err).on(kind, Some(item.key())))
+            }
+            Err(_) => {
+                Err(Error::timeout(BACKEND, op, self.request_timeout).on(kind, Some(item.key())))
+            }
+        }
+    }
+
+    async fn is_initialized(&self) -> Result<bool> {
+        let op = Operation::IsInitialized;
+        let marker = self.names.inited();
+        let client = self.client().await;
+        let request = client
+            .get_item()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .set_key(Some(key_attributes(&marker, &marker)))
+            .send();
+        Ok(self.call(op, request).await?.item().is_some())
+    }
+
+    async fn is_available(&self) -> bool {
+        // A read of the marker: cheap, and it needs only the permissions the store needs anyway.
+        let marker = self.names.inited();
+        let client = self.client().await;
+        let request = client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(&marker, &marker)))
+            .projection_expression("#key")
+            .expression_attribute_names("#key", SORT_KEY)
+            .send();
+        self.call(Operation::IsAvailable, request).await.is_ok()
+    }
+}

@@ -1,0 +1,129 @@
+//! How long a full `init` takes on each backend, against the in-memory store as the baseline in
+//! the same run. Starts the real servers the tests use (see the harness), so run it where
+//! `scripts/install-servers.sh` has run:
+//!
+//! ```sh
+//! cargo bench -p flagstore-integration-tests --bench init            # 1,000 and 5,000 flags
+//! cargo bench -p flagstore-integration-tests --bench init -- 200 20000
+//! ```
+//!
+//! Each size is initialized three times on a fresh prefix; the table shows the median, then the
+//! time to read every flag back with `get_all`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use flagstore::{
+    Collection, DynStore, Item, Kind, MemoryStore, PersistentDataStore, sort_for_init,
+};
+use flagstore_dynamodb::{DynamoDbStore, create_table};
+use flagstore_integration_tests::dynamodb::DynamoDb;
+use flagstore_integration_tests::redis::Redis;
+use flagstore_redis::RedisStore;
+
+/// A flag shaped like a real one: targets, two rules with clauses, a rollout; about 1.3 KB.
+fn realistic_flag(i: usize) -> Item {
+    let key = format!("flag-{i:05}");
+    let json = format!(
+        r#"{{"key":"{key}","version":3,"on":true,"salt":"{key}-salt","trackEvents":false,
+"targets":[{{"variation":0,"values":["user-1","user-2","user-3","user-4","user-5"]}}],
+"rules":[{{"id":"r1","variation":0,"clauses":[{{"attribute":"email","op":"endsWith","values":["@example.com"],"negate":false}}],"trackEvents":false}},
+{{"id":"r2","rollout":{{"variations":[{{"variation":0,"weight":25000}},{{"variation":1,"weight":75000}}]}},"clauses":[{{"attribute":"country","op":"in","values":["de","fr","nl","se","no"],"negate":false}}],"trackEvents":false}}],
+"fallthrough":{{"rollout":{{"variations":[{{"variation":0,"weight":10000}},{{"variation":1,"weight":90000}}]}}}},
+"offVariation":1,"prerequisites":[],"variations":[true,false],"clientSideAvailability":{{"usingMobileKey":false,"usingEnvironmentId":false}},
+"description":"A flag of realistic size for benchmarks, with some text so that it weighs about what production flags weigh."}}"#
+    );
+    Item::from_json(key, json).unwrap()
+}
+
+fn data(n: usize) -> Vec<Collection> {
+    sort_for_init(vec![Collection::new(
+        Kind::FEATURES,
+        (0..n).map(realistic_flag).collect(),
+    )])
+}
+
+async fn measure(name: &str, make: &dyn Fn(String) -> DynStore, n: usize) {
+    let data = data(n);
+    let mut inits = Vec::new();
+    let mut reads = Vec::new();
+    for round in 0..3 {
+        let store = make(format!("bench{n}r{round}x{}", std::process::id()));
+        let started = Instant::now();
+        store.init(&data).await.unwrap();
+        inits.push(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), n);
+        reads.push(started.elapsed());
+    }
+    inits.sort();
+    reads.sort();
+    println!(
+        "| {name:<9} | {n:>6} | {:>10} | {:>13} |",
+        show(inits[1]),
+        show(reads[1])
+    );
+}
+
+fn show(d: Duration) -> String {
+    if d < Duration::from_millis(10) {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.0} ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 5_000]
+    } else {
+        sizes
+    };
+
+    let redis = Redis::start();
+    let dynamo = DynamoDb::start();
+    let table = format!("bench_{}", std::process::id());
+    let probe = DynamoDbStore::builder(&table)
+        .endpoint(dynamo.endpoint())
+        .region("us-east-1")
+        .static_credentials("bench", "bench")
+        .build()
+        .unwrap();
+    create_table(probe.client().await, &table).await.unwrap();
+
+    let memory = |_prefix: String| -> DynStore { std::sync::Arc::new(MemoryStore::new()) };
+    let redis_store = |prefix: String| -> DynStore {
+        std::sync::Arc::new(
+            RedisStore::builder()
+                .url(redis.url())
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+    };
+    let dynamo_store = |prefix: String| -> DynStore {
+        std::sync::Arc::new(
+            DynamoDbStore::builder(&table)
+                .endpoint(dynamo.endpoint())
+                .region("us-east-1")
+                .static_credentials("bench", "bench")
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+    };
+
+    println!("| backend   |  flags |  init (p50) | get_all (p50) |");
+    println!("|-----------|-------:|------------:|--------------:|");
+    for &n in &sizes {
+        measure("memory", &memory, n).await;
+        measure("redis", &redis_store, n).await;
+        measure("dynamodb", &dynamo_store, n).await;
+    }
+}
