@@ -1,6 +1,6 @@
 //! The store: the LaunchDarkly DynamoDB schema.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, read_stored_items,
+    replaced_kinds,
 };
 use tokio::sync::OnceCell;
 
@@ -308,13 +309,9 @@ impl fmt::Debug for DynamoDbStore {
 impl PersistentDataStore for DynamoDbStore {
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
-        // What is stored now, for every kind being replaced (the standard kinds always are).
-        let kinds: BTreeSet<&Kind> = [&Kind::FEATURES, &Kind::SEGMENTS]
-            .into_iter()
-            .chain(data.iter().map(|c| &c.kind))
-            .collect();
+        // What is stored now, for every kind being replaced.
         let mut stale = HashSet::new();
-        for kind in kinds {
+        for kind in replaced_kinds(data) {
             let namespace = self.names.kind(kind);
             for record in self.query_all(op, &namespace, true).await? {
                 if let Some(AttributeValue::S(key)) = record.get(SORT_KEY) {

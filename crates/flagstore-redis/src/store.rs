@@ -1,6 +1,5 @@
 //! The store: the LaunchDarkly Redis schema over a deadpool connection pool.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +10,7 @@ use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Connection, Pool};
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, UPSERT_ATTEMPTS,
-    read_stored_items,
+    read_stored_items, replaced_kinds,
 };
 
 use crate::builder::RedisStoreBuilder;
@@ -212,15 +211,9 @@ impl fmt::Debug for RedisStore {
 impl PersistentDataStore for RedisStore {
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
-        // Replace the standard kinds even when the data set omits one, as "replace everything"
-        // promises; other kinds are replaced when the data set has them.
-        let kinds: BTreeSet<&Kind> = [&Kind::FEATURES, &Kind::SEGMENTS]
-            .into_iter()
-            .chain(data.iter().map(|c| &c.kind))
-            .collect();
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for kind in &kinds {
+        for kind in replaced_kinds(data) {
             pipe.del(self.hash_key(kind)).ignore();
         }
         for collection in data {

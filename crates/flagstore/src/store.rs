@@ -112,5 +112,23 @@ macro_rules! forward_store {
 forward_store!(Arc<T>);
 forward_store!(Box<T>);
 
+/// The kinds an `init` with `data` replaces: `features` and `segments` always (so a data set
+/// that omits one still clears it, as "replace everything" promises), plus every kind in `data`.
+/// Backends that store kinds in separate places (Redis hashes, DynamoDB partitions) clear these.
+///
+/// ```
+/// use flagstore::{replaced_kinds, Collection, Kind};
+///
+/// let data = [Collection::new(Kind::new("widgets"), vec![])];
+/// let names: Vec<_> = replaced_kinds(&data).iter().map(|k| k.name()).collect();
+/// assert_eq!(names, ["features", "segments", "widgets"]);
+/// ```
+pub fn replaced_kinds(data: &[Collection]) -> std::collections::BTreeSet<&Kind> {
+    [&Kind::FEATURES, &Kind::SEGMENTS]
+        .into_iter()
+        .chain(data.iter().map(|c| &c.kind))
+        .collect()
+}
+
 /// A store chosen at run time.
 pub type DynStore = Arc<dyn PersistentDataStore>;
