@@ -4,6 +4,7 @@
 #
 #   redis-server   Debian package redis-server
 #   dynalite       npm package dynalite (a DynamoDB emulator), with Node.js from Debian if missing
+#   consul         Debian package consul (1.8.7), from the bullseye suite: bookworm has none
 #
 # Runs as root (CI and the dev machines are root); elsewhere it uses sudo if present.
 set -euo pipefail
@@ -37,5 +38,21 @@ if ! command -v dynalite >/dev/null 2>&1; then
     $SUDO npm install -g --no-fund --no-audit dynalite@4 >/dev/null
 fi
 
+if ! command -v consul >/dev/null 2>&1; then
+    # Bookworm has no consul package; bullseye's is added from the mirror this machine already
+    # uses. Nothing else is taken from bullseye: every other package has a newer bookworm version.
+    mirror="$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
+    mirror="${mirror:-http://deb.debian.org/debian}"
+    list=/etc/apt/sources.list.d/flagstore-bullseye.list
+    if [ ! -f "$list" ]; then
+        echo "install-servers: adding the bullseye suite of $mirror for consul"
+        echo "deb $mirror bullseye main" | $SUDO tee "$list" >/dev/null
+        apt_updated=""
+    fi
+    echo "install-servers: installing consul"
+    apt_install consul
+fi
+
+echo "install-servers: consul $(consul version 2>/dev/null | head -1 | sed 's/^Consul //')"
 echo "install-servers: dynalite $(npm ls -g dynalite 2>/dev/null | sed -n 's/.*dynalite@//p' | head -1)"
 echo "install-servers: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use flagstore::{
     Collection, DynStore, Item, Kind, MemoryStore, PersistentDataStore, sort_for_init,
 };
+use flagstore_consul::ConsulStore;
 use flagstore_dynamodb::{DynamoDbStore, create_table};
+use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::dynamodb::DynamoDb;
 use flagstore_integration_tests::redis::Redis;
 use flagstore_redis::RedisStore;
@@ -88,6 +90,7 @@ async fn main() {
 
     let redis = Redis::start();
     let dynamo = DynamoDb::start();
+    let consul = Consul::start();
     let table = format!("bench_{}", std::process::id());
     let probe = DynamoDbStore::builder(&table)
         .endpoint(dynamo.endpoint())
@@ -119,11 +122,22 @@ async fn main() {
         )
     };
 
+    let consul_store = |prefix: String| -> DynStore {
+        std::sync::Arc::new(
+            ConsulStore::builder()
+                .address(consul.address())
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+    };
+
     println!("| backend   |  flags |  init (p50) | get_all (p50) |");
     println!("|-----------|-------:|------------:|--------------:|");
     for &n in &sizes {
         measure("memory", &memory, n).await;
         measure("redis", &redis_store, n).await;
         measure("dynamodb", &dynamo_store, n).await;
+        measure("consul", &consul_store, n).await;
     }
 }

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod consul;
 mod docker;
 pub mod dynamodb;
 mod process;

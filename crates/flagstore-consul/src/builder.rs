@@ -1,0 +1,336 @@
+//! Configuration of a [`ConsulStore`].
+
+use std::fmt;
+use std::time::Duration;
+
+use consulrs::client::{ConsulClient, ConsulClientSettings};
+use flagstore::{Error, Result, Secret};
+
+use crate::error::BACKEND;
+use crate::store::ConsulStore;
+
+/// The address used when none is given and `CONSUL_HTTP_ADDR` is unset.
+pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
+/// The key prefix every LaunchDarkly SDK uses by default.
+pub const DEFAULT_PREFIX: &str = "launchdarkly";
+/// Time allowed to open a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Configures a [`ConsulStore`]. Made by [`ConsulStore::builder`]; [`build`](Self::build) checks
+/// everything and never connects.
+///
+/// ```
+/// use flagstore_consul::ConsulStore;
+///
+/// let store = ConsulStore::builder()
+///     .address("https://consul.internal:8501")
+///     .token("b1gs3cr3t-token")
+///     .datacenter("eu-west")
+///     .prefix("prod")
+///     .build()?;
+/// assert_eq!(store.to_string(), r#"consul store at https://consul.internal:8501/ (datacenter "eu-west", prefix "prod")"#);
+/// assert!(!format!("{store:?}").contains("b1gs3cr3t"));
+/// # Ok::<(), flagstore::Error>(())
+/// ```
+#[must_use]
+pub struct ConsulStoreBuilder {
+    address: Option<String>,
+    token: Option<Secret>,
+    datacenter: Option<String>,
+    prefix: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    client_identity_pem: Option<Secret>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    #[cfg(feature = "testing")]
+    before_upsert_write: Option<flagstore::testing::UpsertHook>,
+}
+
+impl Default for ConsulStoreBuilder {
+    fn default() -> Self {
+        ConsulStoreBuilder {
+            address: None,
+            token: None,
+            datacenter: None,
+            prefix: None,
+            ca_pem: None,
+            client_identity_pem: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            #[cfg(feature = "testing")]
+            before_upsert_write: None,
+        }
+    }
+}
+
+impl ConsulStoreBuilder {
+    /// A builder with the defaults: `http://127.0.0.1:8500`, no token, the agent's datacenter,
+    /// prefix `launchdarkly`, 2 s connect and 10 s request timeouts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A builder configured from the variables the `consul` command line reads:
+    ///
+    /// | variable | sets |
+    /// |---|---|
+    /// | `CONSUL_HTTP_ADDR` | [`address`](Self::address) (`host:port` gets `http://`, or `https://` with `CONSUL_HTTP_SSL=true`) |
+    /// | `CONSUL_HTTP_TOKEN` | [`token`](Self::token) |
+    /// | `CONSUL_CACERT` | [`tls_root_certificate_pem`](Self::tls_root_certificate_pem), read from that file |
+    ///
+    /// Unset variables leave the defaults. A `CONSUL_CACERT` that cannot be read is an error at
+    /// [`build`](Self::build).
+    pub fn from_env() -> Self {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let mut builder = Self::new();
+        if let Some(address) = var("CONSUL_HTTP_ADDR").filter(|a| !a.is_empty()) {
+            let address = if address.contains("://") {
+                address
+            } else if var("CONSUL_HTTP_SSL")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+            {
+                format!("https://{address}")
+            } else {
+                format!("http://{address}")
+            };
+            builder = builder.address(address);
+        }
+        if let Some(token) = var("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()) {
+            builder = builder.token(token);
+        }
+        if let Some(path) = var("CONSUL_CACERT").filter(|p| !p.is_empty()) {
+            // Read now; a missing file is reported by build() through an empty PEM.
+            builder = builder.tls_root_certificate_pem(std::fs::read(path).unwrap_or_default());
+        }
+        builder
+    }
+
+    /// The agent's HTTP address: `http://host:port` or `https://host:port`.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The ACL token sent with every request. Never logged or shown by `Debug` or `Display`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret::new(token));
+        self
+    }
+
+    /// The datacenter to read and write; the agent's own by default.
+    pub fn datacenter(mut self, datacenter: impl Into<String>) -> Self {
+        self.datacenter = Some(datacenter.into());
+        self
+    }
+
+    /// The key prefix; the empty string means the default, `launchdarkly`, as in the other SDKs.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Trusts this CA certificate (PEM) for `https://` instead of the system's roots.
+    pub fn tls_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate and key (both PEM, concatenated) for mutual TLS.
+    pub fn tls_client_identity_pem(mut self, cert_and_key: impl Into<String>) -> Self {
+        self.client_identity_pem = Some(Secret::new(cert_and_key));
+        self
+    }
+
+    /// Time allowed to open a connection.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one request.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Runs `hook` inside every upsert between reading the stored value and the check-and-set
+    /// write, where a concurrent writer can race this one. For the conformance suite.
+    #[cfg(feature = "testing")]
+    pub fn before_upsert_write(mut self, hook: flagstore::testing::UpsertHook) -> Self {
+        self.before_upsert_write = Some(hook);
+        self
+    }
+
+    /// The store. Fails with [`Error::Config`] on an address that is not an `http(s)://` URL, a
+    /// token with characters an HTTP header cannot carry, an unusable certificate, a prefix
+    /// holding `/`, or zero timeouts. Does not connect.
+    pub fn build(self) -> Result<ConsulStore> {
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::config(
+                BACKEND,
+                "connect_timeout and request_timeout must be positive",
+            ));
+        }
+        let prefix = match self.prefix.as_deref() {
+            None | Some("") => DEFAULT_PREFIX.to_owned(),
+            Some(p) if p.contains('/') => {
+                return Err(Error::config(
+                    BACKEND,
+                    format!("prefix {p:?} must not contain '/'"),
+                ));
+            }
+            Some(p) => p.to_owned(),
+        };
+        let raw_address = self.address.as_deref().unwrap_or(DEFAULT_ADDRESS);
+        let address = url::Url::parse(raw_address)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty())
+            .ok_or_else(|| {
+                Error::config(BACKEND, format!("address {raw_address:?} is not an http:// or https:// URL of a Consul agent"))
+            })?;
+        // consulrs puts the token in a header and would panic on a value a header cannot hold.
+        if let Some(token) = &self.token
+            && !token.expose().bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(Error::config(
+                BACKEND,
+                "the ACL token holds characters an HTTP header cannot carry",
+            ));
+        }
+
+        let mut http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.request_timeout)
+            .use_rustls_tls();
+        if let Some(pem) = &self.ca_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
+                Error::config(
+                    BACKEND,
+                    format!("the TLS root certificate is unusable: {e}"),
+                )
+            })?;
+            http = http.add_root_certificate(cert);
+        }
+        if let Some(identity) = &self.client_identity_pem {
+            let identity =
+                reqwest::Identity::from_pem(identity.expose().as_bytes()).map_err(|_| {
+                    Error::config(BACKEND, "the TLS client certificate and key are unusable")
+                })?;
+            http = http.identity(identity);
+        }
+        let http = http.build().map_err(|e| {
+            Error::config(BACKEND, format!("could not set up the HTTP client: {e}"))
+        })?;
+        let settings = ConsulClientSettings {
+            address: address.to_string(),
+            ca_certs: Vec::new(),
+            client_cert: None,
+            client_key: None,
+            token: self.token.as_ref().map(|t| t.expose().to_owned()),
+            verify: true,
+            version: 1,
+        };
+        // consulrs builds its own HTTP client without timeouts; this one has them.
+        let client = ConsulClient {
+            http: rustify::clients::reqwest::Client::new(address.as_str(), http),
+            settings,
+        };
+        Ok(ConsulStore::new(
+            client,
+            address.to_string(),
+            self.datacenter,
+            prefix,
+            self.request_timeout,
+            #[cfg(feature = "testing")]
+            self.before_upsert_write,
+        ))
+    }
+}
+
+impl fmt::Debug for ConsulStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulStoreBuilder")
+            .field("address", &self.address)
+            .field("token", &self.token)
+            .field("datacenter", &self.datacenter)
+            .field("prefix", &self.prefix)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("client_identity_pem", &self.client_identity_pem)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConsulStore;
+
+    #[test]
+    fn validates_with_errors_that_name_the_setting() {
+        let err = |b: ConsulStoreBuilder| b.build().unwrap_err().to_string();
+        assert_eq!(
+            err(ConsulStore::builder().address("127.0.0.1:8500")),
+            r#"consul: invalid configuration: address "127.0.0.1:8500" is not an http:// or https:// URL of a Consul agent"#
+        );
+        assert_eq!(
+            err(ConsulStore::builder().address("ftp://h")),
+            r#"consul: invalid configuration: address "ftp://h" is not an http:// or https:// URL of a Consul agent"#
+        );
+        assert_eq!(
+            err(ConsulStore::builder().prefix("a/b")),
+            r#"consul: invalid configuration: prefix "a/b" must not contain '/'"#
+        );
+        assert_eq!(
+            err(ConsulStore::builder().token("line\nbreak")),
+            "consul: invalid configuration: the ACL token holds characters an HTTP header cannot carry"
+        );
+        assert!(
+            err(ConsulStore::builder().tls_root_certificate_pem("junk"))
+                .contains("TLS root certificate")
+        );
+    }
+
+    #[test]
+    fn from_env_reads_the_consul_cli_variables() {
+        let store = ConsulStoreBuilder::from_vars(|name| match name {
+            "CONSUL_HTTP_ADDR" => Some("consul.internal:8501".to_owned()),
+            "CONSUL_HTTP_SSL" => Some("true".to_owned()),
+            "CONSUL_HTTP_TOKEN" => Some("env-token-value".to_owned()),
+            _ => None,
+        })
+        .build()
+        .unwrap();
+        assert_eq!(
+            store.to_string(),
+            r#"consul store at https://consul.internal:8501/ (prefix "launchdarkly")"#
+        );
+        assert!(store.has_token());
+        let plain =
+            ConsulStoreBuilder::from_vars(|n| (n == "CONSUL_HTTP_ADDR").then(|| "h:1".to_owned()));
+        assert_eq!(
+            plain.build().unwrap().to_string(),
+            r#"consul store at http://h:1/ (prefix "launchdarkly")"#
+        );
+        let defaults = ConsulStoreBuilder::from_vars(|_| None).build().unwrap();
+        assert_eq!(
+            defaults.to_string(),
+            r#"consul store at http://127.0.0.1:8500/ (prefix "launchdarkly")"#
+        );
+        assert!(!defaults.has_token());
+    }
+
+    #[test]
+    fn the_token_never_shows() {
+        let builder = ConsulStore::builder().token("t0ken-s3cret");
+        assert!(!format!("{builder:?}").contains("t0ken-s3cret"));
+        let store = builder.build().unwrap();
+        assert!(!format!("{store:?} {store}").contains("t0ken-s3cret"));
+    }
+}

@@ -1,0 +1,169 @@
+//! Consul for the tests: `FLAGSTORE_TEST_CONSUL_ADDR`, else a local `consul agent -dev`, else a
+//! `hashicorp/consul` container where Docker answers.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use testcontainers::core::WaitFor;
+
+use crate::docker::DockerService;
+use crate::process::{LocalServer, free_port, on_path};
+
+/// The variable naming an existing Consul agent (`http://host:port`) to test against.
+pub const ADDR_VAR: &str = "FLAGSTORE_TEST_CONSUL_ADDR";
+
+const INSTALL_HINT: &str = "no Consul to test against: set FLAGSTORE_TEST_CONSUL_ADDR=http://host:port, \
+     install consul (Debian bullseye package; scripts/install-servers.sh does it), or run a Docker engine";
+
+/// A Consul agent the tests can use.
+#[derive(Debug)]
+pub struct Consul {
+    address: String,
+    token: Option<String>,
+    _server: Option<LocalServer>,
+    _container: Option<DockerService>,
+}
+
+impl Consul {
+    /// The agent from the environment, else a fresh local dev agent, else a container.
+    pub fn start() -> Consul {
+        if let Ok(address) = std::env::var(ADDR_VAR)
+            && !address.is_empty()
+        {
+            return Consul {
+                address,
+                token: None,
+                _server: None,
+                _container: None,
+            };
+        }
+        if on_path("consul") {
+            return Self::start_local(None);
+        }
+        let ready = WaitFor::message_on_stdout("Synced node info");
+        let cmd = ["agent", "-dev", "-client", "0.0.0.0"]
+            .map(str::to_owned)
+            .to_vec();
+        let container = DockerService::start("hashicorp/consul", "1.15", 8500, ready, cmd)
+            .unwrap_or_else(|e| panic!("{INSTALL_HINT}\n({e})"));
+        let (host, port) = container.address();
+        Consul {
+            address: format!("http://{host}:{port}"),
+            token: None,
+            _server: None,
+            _container: Some(container),
+        }
+    }
+
+    /// A fresh local dev agent with ACLs enabled, denying everything to requests without a
+    /// token; `master_token` may do anything.
+    pub fn start_with_acl(master_token: &str) -> Consul {
+        Self::start_local(Some(master_token))
+    }
+
+    fn start_local(master_token: Option<&str>) -> Consul {
+        assert!(on_path("consul"), "{INSTALL_HINT}");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let http = free_port();
+            let mut args: Vec<String> = vec![
+                "agent".into(),
+                "-dev".into(),
+                "-node".into(),
+                format!("flagstore-{http}"),
+            ];
+            for (flag, value) in [
+                ("-bind", "127.0.0.1".to_owned()),
+                ("-client", "127.0.0.1".to_owned()),
+                ("-http-port", http.to_string()),
+                ("-server-port", free_port().to_string()),
+                ("-serf-lan-port", free_port().to_string()),
+                ("-serf-wan-port", free_port().to_string()),
+                ("-dns-port", "-1".to_owned()),
+                ("-grpc-port", "-1".to_owned()),
+            ] {
+                args.push(format!("{flag}={value}"));
+            }
+            if let Some(token) = master_token {
+                args.push("-hcl".into());
+                args.push(format!(
+                    r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" agent = "{token}" }} }}"#
+                ));
+            }
+            let dir = TempDir::new().unwrap();
+            let server = match LocalServer::start("consul", "consul", &args, dir, |log| {
+                log.contains("Synced node info")
+            }) {
+                Ok(server) => server,
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            let address = format!("http://127.0.0.1:{http}");
+            match wait_for_kv_write(http, master_token) {
+                Ok(()) => {
+                    return Consul {
+                        address,
+                        token: master_token.map(str::to_owned),
+                        _server: Some(server),
+                        _container: None,
+                    };
+                }
+                Err(e) => last_error = format!("{e}\n{}", server.log_text()),
+            }
+        }
+        panic!("consul did not start: {last_error}");
+    }
+
+    /// The agent's HTTP address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The master token of an ACL agent.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+}
+
+/// Ready means a leader is elected and the KV store takes writes: retry one until it does.
+fn wait_for_kv_write(port: u16, token: Option<&str>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match put_once(port, token) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("consul never accepted a KV write: {last}"))
+}
+
+fn put_once(port: u16, token: Option<&str>) -> Result<(), String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let token_header = token
+        .map(|t| format!("X-Consul-Token: {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "PUT /v1/kv/flagstore-harness/ready HTTP/1.1\r\nHost: 127.0.0.1\r\n{token_header}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    if response.starts_with("HTTP/1.1 200") && response.trim_end().ends_with("true") {
+        Ok(())
+    } else {
+        Err(response.lines().next().unwrap_or_default().to_owned())
+    }
+}

@@ -1,0 +1,427 @@
+//! The Consul store against a real Consul agent: the conformance suite, transactions beyond 64
+//! operations and one request body, prefix isolation, ACLs and the value size limit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flagstore::testing::{self, StoreFactory, UpsertHook, flag};
+use flagstore::{CachingStore, Collection, DynStore, Error, Item, Kind, PersistentDataStore};
+use flagstore_consul::consulrs::api;
+use flagstore_consul::consulrs::api::kv::requests::{DeleteKeyRequest, SetKeyRequest};
+use flagstore_consul::consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
+use flagstore_consul::consulrs::kv;
+use flagstore_consul::{ConsulStore, ConsulStoreBuilder, MAX_TXN_BODY, MAX_VALUE_SIZE};
+use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::free_port;
+
+#[derive(Default)]
+struct ConsulFactory {
+    address: String,
+    token: Option<String>,
+    datacenter: Option<String>,
+    cached: bool,
+}
+
+impl ConsulFactory {
+    fn new(consul: &Consul) -> Self {
+        ConsulFactory {
+            address: consul.address().to_owned(),
+            token: consul.token().map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    fn builder(&self, prefix: &str) -> ConsulStoreBuilder {
+        let mut b = ConsulStore::builder().address(&self.address).prefix(prefix);
+        if let Some(token) = &self.token {
+            b = b.token(token);
+        }
+        if let Some(dc) = &self.datacenter {
+            b = b.datacenter(dc);
+        }
+        b
+    }
+}
+
+#[async_trait]
+impl StoreFactory for ConsulFactory {
+    async fn store(&self, prefix: &str, hook: Option<UpsertHook>) -> DynStore {
+        let mut b = self.builder(prefix);
+        if let Some(hook) = hook {
+            b = b.before_upsert_write(hook);
+        }
+        let store = b.build().unwrap();
+        if self.cached {
+            Arc::new(CachingStore::builder(store).build().unwrap())
+        } else {
+            Arc::new(store)
+        }
+    }
+
+    async fn clear(&self, prefix: &str) {
+        let client = raw_client(&self.address, self.token.as_deref());
+        // The trailing slash: clearing "ld" must not touch "ld2".
+        let request = DeleteKeyRequest {
+            key: format!("{prefix}/"),
+            recurse: Some(true),
+            ..Default::default()
+        };
+        api::exec_with_result(&client, request).await.unwrap();
+    }
+
+    async fn unreachable_store(&self) -> DynStore {
+        let store = ConsulStore::builder()
+            .address(format!("http://127.0.0.1:{}", free_port()))
+            .connect_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        Arc::new(store)
+    }
+}
+
+fn raw_client(address: &str, token: Option<&str>) -> ConsulClient {
+    let mut settings = ConsulClientSettingsBuilder::default();
+    settings.address(address);
+    if let Some(token) = token {
+        settings.token(token.to_owned());
+    }
+    ConsulClient::new(settings.build().unwrap()).unwrap()
+}
+
+async fn raw_get(client: &ConsulClient, key: &str) -> Option<String> {
+    match kv::read(client, key, None).await {
+        Ok(mut res) => {
+            let pair = res.response.pop()?;
+            Some(
+                pair.value
+                    .map(|v| v.try_into().unwrap())
+                    .unwrap_or_default(),
+            )
+        }
+        Err(_) => None,
+    }
+}
+
+async fn raw_put(client: &ConsulClient, key: &str, value: &str) {
+    let request = SetKeyRequest {
+        key: key.to_owned(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    assert!(
+        api::exec_with_result(client, request)
+            .await
+            .unwrap()
+            .response
+    );
+}
+
+async fn raw_keys(client: &ConsulClient, prefix: &str) -> Vec<String> {
+    kv::keys(client, prefix, None)
+        .await
+        .map(|r| r.response)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn conformance() {
+    let consul = Consul::start();
+    testing::run(&ConsulFactory::new(&consul)).await;
+}
+
+#[tokio::test]
+async fn conformance_behind_the_cache_in_an_explicit_datacenter() {
+    let consul = Consul::start();
+    testing::run(&ConsulFactory {
+        cached: true,
+        datacenter: Some("dc1".to_owned()),
+        ..ConsulFactory::new(&consul)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn writes_exactly_the_layout_other_sdks_read() {
+    let consul = Consul::start();
+    let store = ConsulStore::builder()
+        .address(consul.address())
+        .build()
+        .unwrap();
+    let f = flag("my-flag", 4);
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![f.clone()])])
+        .await
+        .unwrap();
+    store
+        .upsert(&Kind::SEGMENTS, Item::tombstone("gone", 2))
+        .await
+        .unwrap();
+    let client = raw_client(consul.address(), None);
+    let mut keys = raw_keys(&client, "launchdarkly/").await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "launchdarkly/$inited",
+            "launchdarkly/features/my-flag",
+            "launchdarkly/segments/gone"
+        ]
+    );
+    assert_eq!(
+        raw_get(&client, "launchdarkly/features/my-flag")
+            .await
+            .unwrap(),
+        f.json(),
+        "byte for byte"
+    );
+    assert_eq!(raw_get(&client, "launchdarkly/$inited").await.unwrap(), "");
+    assert_eq!(
+        raw_get(&client, "launchdarkly/segments/gone")
+            .await
+            .unwrap(),
+        r#"{"key":"$deleted","version":2,"deleted":true}"#
+    );
+}
+
+#[tokio::test]
+async fn reads_every_sdks_tombstone_shape_written_raw() {
+    let consul = Consul::start();
+    let client = raw_client(consul.address(), None);
+    let shapes = [
+        (
+            "go",
+            r#"{"key":"$deleted","version":11,"deleted":true}"#,
+            11,
+        ),
+        (
+            "python",
+            r#"{"key": "python", "version": 12, "deleted": true}"#,
+            12,
+        ),
+        ("node", r#"{"version":13,"deleted":true}"#, 13),
+    ];
+    for (key, json, _) in shapes {
+        raw_put(&client, &format!("launchdarkly/features/{key}"), json).await;
+    }
+    let store = ConsulStore::builder()
+        .address(consul.address())
+        .build()
+        .unwrap();
+    for (key, json, version) in shapes {
+        let item = store.get(&Kind::FEATURES, key).await.unwrap().unwrap();
+        assert!(item.is_deleted() && item.version() == version, "{key}");
+        assert_eq!(item.json(), json);
+        assert!(
+            !store
+                .upsert(&Kind::FEATURES, flag(key, version - 1))
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), 3);
+}
+
+fn padded(key: &str, bytes: usize) -> Item {
+    let base = format!(r#"{{"key":"{key}","version":1,"pad":""}}"#);
+    let json = format!(
+        r#"{{"key":"{key}","version":1,"pad":"{}"}}"#,
+        "p".repeat(bytes - base.len())
+    );
+    Item::from_json(key, json).unwrap()
+}
+
+#[tokio::test]
+async fn init_beyond_one_transaction_in_operations_and_bytes() {
+    let consul = Consul::start();
+    let store = ConsulStore::builder()
+        .address(consul.address())
+        .prefix("big")
+        .build()
+        .unwrap();
+    // Stale copies that the init must delete, among them one of the oversized item.
+    store
+        .init(&[Collection::new(
+            Kind::FEATURES,
+            vec![flag("stale", 1), flag("too-big", 1)],
+        )])
+        .await
+        .unwrap();
+    // 150 items of 10 KB: 3 transactions by count, more by size (base64 inflates to ~13.3 KB).
+    let mut flags: Vec<Item> = (0..150)
+        .map(|i| padded(&format!("f{i:03}"), 10_000))
+        .collect();
+    let total: usize = flags.iter().map(Item::len).sum();
+    assert!(
+        total * 4 / 3 > 3 * MAX_TXN_BODY,
+        "more bytes than three transactions hold"
+    );
+    // Within Consul's value limit but too big for any transaction body: a plain PUT.
+    flags.push(padded("large", 450_000));
+    // Over Consul's value limit: skipped, and its stale copy deleted.
+    flags.push(padded("too-big", MAX_VALUE_SIZE + 1));
+    store
+        .init(&[Collection::new(Kind::FEATURES, flags.clone())])
+        .await
+        .unwrap();
+
+    let mut stored = store.get_all(&Kind::FEATURES).await.unwrap();
+    stored.sort_by(|a, b| a.key().cmp(b.key()));
+    let mut expected: Vec<Item> = flags[..151].to_vec();
+    expected.sort_by(|a, b| a.key().cmp(b.key()));
+    assert_eq!(stored, expected);
+    assert_eq!(store.get(&Kind::FEATURES, "too-big").await.unwrap(), None);
+    assert_eq!(store.get(&Kind::FEATURES, "stale").await.unwrap(), None);
+    assert!(store.is_initialized().await.unwrap());
+}
+
+#[tokio::test]
+async fn values_at_the_limit_are_written_and_over_it_refused() {
+    let consul = Consul::start();
+    let store = ConsulStore::builder()
+        .address(consul.address())
+        .build()
+        .unwrap();
+    let at_limit = padded("at-limit", MAX_VALUE_SIZE);
+    assert!(
+        store
+            .upsert(&Kind::FEATURES, at_limit.clone())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.get(&Kind::FEATURES, "at-limit").await.unwrap(),
+        Some(at_limit)
+    );
+    let over = padded("over", MAX_VALUE_SIZE + 1);
+    let err = store.upsert(&Kind::FEATURES, over).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ItemTooLarge {
+                size: 524_289,
+                limit: 524_288,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Consul itself enforces the limit: the refusal spares a write that would fail.
+    let client = raw_client(consul.address(), None);
+    let request = SetKeyRequest {
+        key: "launchdarkly/features/raw".to_owned(),
+        value: vec![b'x'; MAX_VALUE_SIZE + 1],
+        ..Default::default()
+    };
+    assert!(api::exec_with_result(&client, request).await.is_err());
+}
+
+#[tokio::test]
+async fn prefix_ld_never_touches_ld2() {
+    let consul = Consul::start();
+    let ld = ConsulStore::builder()
+        .address(consul.address())
+        .prefix("ld")
+        .build()
+        .unwrap();
+    let ld2 = ConsulStore::builder()
+        .address(consul.address())
+        .prefix("ld2")
+        .build()
+        .unwrap();
+    ld2.init(&[Collection::new(Kind::FEATURES, vec![flag("keep", 1)])])
+        .await
+        .unwrap();
+    ld.init(&[Collection::new(Kind::FEATURES, vec![flag("mine", 1)])])
+        .await
+        .unwrap();
+    ld.init(&[]).await.unwrap();
+    assert_eq!(
+        ld2.get(&Kind::FEATURES, "keep").await.unwrap(),
+        Some(flag("keep", 1))
+    );
+    assert!(ld2.is_initialized().await.unwrap());
+    assert_eq!(ld.get_all(&Kind::FEATURES).await.unwrap(), vec![]);
+}
+
+#[tokio::test]
+async fn unreadable_values_are_reported_not_hidden() {
+    let consul = Consul::start();
+    let client = raw_client(consul.address(), None);
+    let store = ConsulStore::builder()
+        .address(consul.address())
+        .prefix("corrupt")
+        .build()
+        .unwrap();
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("good", 1)])])
+        .await
+        .unwrap();
+    raw_put(&client, "corrupt/features/bad", "{oops").await;
+    let err = store.get(&Kind::FEATURES, "bad").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "consul: get of features/bad: the stored item is unreadable"
+    );
+    let all = store.get_all(&Kind::FEATURES).await.unwrap();
+    assert_eq!(all.iter().map(Item::key).collect::<Vec<_>>(), ["good"]);
+    assert_eq!(store.skipped_items(), 1);
+}
+
+const MASTER: &str = "b7e1c4f0-flagstore-master-token";
+
+#[tokio::test]
+async fn acl_default_deny_works_with_a_token() {
+    let consul = Consul::start_with_acl(MASTER);
+    testing::run(&ConsulFactory::new(&consul)).await;
+}
+
+#[tokio::test]
+async fn acl_default_deny_refuses_without_a_valid_token() {
+    let consul = Consul::start_with_acl(MASTER);
+    let anonymous = ConsulStore::builder()
+        .address(consul.address())
+        .build()
+        .unwrap();
+    for err in [
+        anonymous.get(&Kind::FEATURES, "f").await.unwrap_err(),
+        anonymous.init(&[]).await.unwrap_err(),
+        anonymous
+            .upsert(&Kind::FEATURES, flag("f", 1))
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+        assert!(err.to_string().contains("permission denied"), "{err}");
+    }
+    assert!(!anonymous.is_available().await);
+
+    let wrong = "00000000-0000-0000-0000-000000000000";
+    let bogus = ConsulStore::builder()
+        .address(consul.address())
+        .token(wrong)
+        .build()
+        .unwrap();
+    let err = bogus.get_all(&Kind::FEATURES).await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    let shown = format!(
+        "{err} {err:?} {bogus} {bogus:?} {:?}",
+        std::error::Error::source(&err)
+    );
+    assert!(
+        !shown.contains(wrong) && !shown.contains(MASTER),
+        "token leaked: {shown}"
+    );
+
+    let admin = ConsulStore::builder()
+        .address(consul.address())
+        .token(MASTER)
+        .build()
+        .unwrap();
+    admin.init(&[]).await.unwrap();
+    assert!(admin.is_initialized().await.unwrap());
+}
