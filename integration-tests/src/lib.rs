@@ -20,3 +20,15 @@ pub mod tls;
 
 pub use docker::DockerService;
 pub use process::{LocalServer, free_port};
+
+/// `store` as the suite takes it: behind the default caching wrapper if `cached`, else as it is.
+pub fn maybe_cached(
+    store: impl flagstore::PersistentDataStore,
+    cached: bool,
+) -> flagstore::DynStore {
+    if cached {
+        std::sync::Arc::new(flagstore::CachingStore::builder(store).build().unwrap())
+    } else {
+        std::sync::Arc::new(store)
+    }
+}

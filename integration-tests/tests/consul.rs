@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flagstore::testing::{self, StoreFactory, UpsertHook, flag};
-use flagstore::{CachingStore, Collection, DynStore, Error, Item, Kind, PersistentDataStore};
+use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_consul::consulrs::api;
 use flagstore_consul::consulrs::api::kv::requests::{DeleteKeyRequest, SetKeyRequest};
 use flagstore_consul::consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
 use flagstore_consul::consulrs::kv;
 use flagstore_consul::{ConsulStore, ConsulStoreBuilder, MAX_TXN_BODY, MAX_VALUE_SIZE};
 use flagstore_integration_tests::consul::Consul;
-use flagstore_integration_tests::free_port;
+use flagstore_integration_tests::{free_port, maybe_cached};
 
 #[derive(Default)]
 struct ConsulFactory {
@@ -54,11 +54,7 @@ impl StoreFactory for ConsulFactory {
             b = b.before_upsert_write(hook);
         }
         let store = b.build().unwrap();
-        if self.cached {
-            Arc::new(CachingStore::builder(store).build().unwrap())
-        } else {
-            Arc::new(store)
-        }
+        maybe_cached(store, self.cached)
     }
 
     async fn clear(&self, prefix: &str) {

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flagstore::testing::{self, StoreFactory, UpsertHook, flag, segment};
-use flagstore::{CachingStore, Collection, DynStore, Error, Item, Kind, PersistentDataStore};
+use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_dynamodb::aws_sdk_dynamodb::Client;
 use flagstore_dynamodb::aws_sdk_dynamodb::types::AttributeValue;
 use flagstore_dynamodb::{
     DynamoDbStore, DynamoDbStoreBuilder, MAX_ITEM_SIZE, create_table, estimated_size,
 };
 use flagstore_integration_tests::dynamodb::DynamoDb;
-use flagstore_integration_tests::free_port;
+use flagstore_integration_tests::{free_port, maybe_cached};
 
 fn builder(endpoint: &str, table: &str) -> DynamoDbStoreBuilder {
     DynamoDbStore::builder(table)
@@ -93,11 +93,7 @@ impl StoreFactory for DynamoFactory {
             b = b.before_upsert_write(hook);
         }
         let store = b.build().unwrap();
-        if self.cached {
-            Arc::new(CachingStore::builder(store).build().unwrap())
-        } else {
-            Arc::new(store)
-        }
+        maybe_cached(store, self.cached)
     }
 
     async fn clear(&self, prefix: &str) {

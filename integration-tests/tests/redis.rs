@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flagstore::testing::{self, StoreFactory, UpsertHook, flag};
 use flagstore::{CachingStore, Collection, DynStore, Error, Item, Kind, PersistentDataStore};
-use flagstore_integration_tests::free_port;
 use flagstore_integration_tests::redis::Redis;
+use flagstore_integration_tests::{free_port, maybe_cached};
 use flagstore_redis::redis::{self, AsyncCommands};
 use flagstore_redis::{RedisStore, RedisStoreBuilder};
 
@@ -41,14 +41,6 @@ impl RedisFactory {
         }
         builder
     }
-
-    fn wrap(&self, store: RedisStore) -> DynStore {
-        if self.cached {
-            Arc::new(CachingStore::builder(store).build().unwrap())
-        } else {
-            Arc::new(store)
-        }
-    }
 }
 
 #[async_trait]
@@ -59,7 +51,7 @@ impl StoreFactory for RedisFactory {
             Some(hook) => builder.before_upsert_write(hook),
             None => builder,
         };
-        self.wrap(builder.build().unwrap())
+        maybe_cached(builder.build().unwrap(), self.cached)
     }
 
     async fn clear(&self, prefix: &str) {
@@ -78,7 +70,7 @@ impl StoreFactory for RedisFactory {
             .response_timeout(Duration::from_millis(500))
             .build()
             .unwrap();
-        self.wrap(store)
+        maybe_cached(store, self.cached)
     }
 }
 
