@@ -5,6 +5,9 @@
 #   redis-server   Debian package redis-server
 #   dynalite       npm package dynalite (a DynamoDB emulator), with Node.js from Debian if missing
 #   consul         Debian package consul (1.8.7), from the bullseye suite: bookworm has none
+#   Python SDK     PyPI launchdarkly-server-sdk with redis, boto3 and python-consul, in a
+#                  virtualenv at $FLAGSTORE_VENV (default ~/.cache/flagstore/venv), for the
+#                  cross-SDK tests
 #
 # Runs as root (CI and the dev machines are root); elsewhere it uses sudo if present.
 set -euo pipefail
@@ -53,6 +56,17 @@ if ! command -v consul >/dev/null 2>&1; then
     apt_install consul
 fi
 
+venv="${FLAGSTORE_VENV:-$HOME/.cache/flagstore/venv}"
+if ! "$venv/bin/python" -c "import ldclient, redis, boto3, consul" >/dev/null 2>&1; then
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    echo "install-servers: installing the LaunchDarkly Python SDK into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        "launchdarkly-server-sdk>=9,<10" "redis>=5" "boto3>=1.28" "python-consul==1.1.0"
+fi
+echo "install-servers: python $("$venv/bin/python" -c 'import ldclient.version as v; print("launchdarkly-server-sdk", v.VERSION)')"
 echo "install-servers: consul $(consul version 2>/dev/null | head -1 | sed 's/^Consul //')"
 echo "install-servers: dynalite $(npm ls -g dynalite 2>/dev/null | sed -n 's/.*dynalite@//p' | head -1)"
 echo "install-servers: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')"

@@ -15,6 +15,7 @@ pub mod consul;
 mod docker;
 pub mod dynamodb;
 mod process;
+pub mod python;
 pub mod redis;
 pub mod tls;
 

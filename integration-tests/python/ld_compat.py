@@ -1,0 +1,101 @@
+"""Drives the LaunchDarkly Python server SDK's own Redis, DynamoDB and Consul stores for the
+cross-SDK tests in ../tests/cross_sdk.rs.
+
+    ld_compat.py write BACKEND_JSON FIXTURE   init the store from FIXTURE, then apply the mutations
+    ld_compat.py eval  BACKEND_JSON CONTEXTS FIXTURE
+                                              print daemon-mode evaluations of FIXTURE's flags as JSON
+
+BACKEND_JSON names the store, e.g. {"backend": "redis", "url": "redis://127.0.0.1:6379", "prefix": "p"}.
+The mutations are the ones the Rust side applies: see MUTATIONS below.
+"""
+
+import copy
+import json
+import sys
+
+from ldclient.client import LDClient
+from ldclient.config import Config
+from ldclient.context import Context
+from ldclient.feature_store import CacheConfig
+from ldclient.integrations import Consul, DynamoDB, Redis
+from ldclient.versioned_data_kind import FEATURES, SEGMENTS
+
+# After init: "legacy-search" moves to its second variation (an upsert); "maintenance-mode" is
+# deleted (a tombstone at version 10).
+UPSERT_FLAG = "legacy-search"
+DELETE_FLAG = "maintenance-mode"
+DELETE_VERSION = 10
+
+
+def store_for(spec):
+    caching = CacheConfig.disabled()
+    backend = spec["backend"]
+    if backend == "redis":
+        return Redis.new_feature_store(url=spec["url"], prefix=spec["prefix"], caching=caching)
+    if backend == "dynamodb":
+        opts = {
+            "endpoint_url": spec["endpoint"],
+            "region_name": "us-east-1",
+            "aws_access_key_id": "test",
+            "aws_secret_access_key": "test",
+        }
+        return DynamoDB.new_feature_store(
+            spec["table"], prefix=spec.get("prefix") or None, dynamodb_opts=opts, caching=caching
+        )
+    if backend == "consul":
+        return Consul.new_feature_store(
+            host=spec["host"], port=spec["port"], prefix=spec["prefix"], caching=caching
+        )
+    raise SystemExit(f"unknown backend {backend!r}")
+
+
+def write(spec, fixture_path):
+    with open(fixture_path, encoding="utf-8") as f:
+        data = json.load(f)
+    store = store_for(spec)
+    store.init({FEATURES: data["flags"], SEGMENTS: data["segments"]})
+    updated = copy.deepcopy(data["flags"][UPSERT_FLAG])
+    updated["version"] += 1
+    updated["fallthrough"] = {"variation": 1}
+    store.upsert(FEATURES, updated)
+    store.delete(FEATURES, DELETE_FLAG, DELETE_VERSION)
+
+
+def evaluate(spec, contexts_path, fixture_path):
+    with open(contexts_path, encoding="utf-8") as f:
+        contexts = json.load(f)
+    with open(fixture_path, encoding="utf-8") as f:
+        flags = sorted(json.load(f)["flags"])
+    store = store_for(spec)
+    config = Config("sdk-key-cross-sdk", use_ldd=True, feature_store=store, send_events=False)
+    client = LDClient(config=config)
+    results = []
+    for raw in contexts:
+        context = Context.from_dict(raw)
+        for key in flags:
+            detail = client.variation_detail(key, context, None)
+            results.append(
+                {
+                    "flag": key,
+                    "context": raw["key"],
+                    "value": detail.value,
+                    "variationIndex": detail.variation_index,
+                    "reason": detail.reason,
+                }
+            )
+    client.close()
+    json.dump(results, sys.stdout, ensure_ascii=False, sort_keys=True)
+
+
+def main():
+    command, spec = sys.argv[1], json.loads(sys.argv[2])
+    if command == "write":
+        write(spec, sys.argv[3])
+    elif command == "eval":
+        evaluate(spec, sys.argv[3], sys.argv[4])
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main()

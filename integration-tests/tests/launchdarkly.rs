@@ -1,0 +1,501 @@
+//! The stores under the real LaunchDarkly Rust SDK (a writer client and a daemon-mode reader),
+//! and across languages with the LaunchDarkly Python SDK's own Redis, DynamoDB and Consul stores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flagstore::testing::unique_run_id;
+use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
+use flagstore_consul::ConsulStore;
+use flagstore_dynamodb::{DynamoDbStore, create_table};
+use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::dynamodb::DynamoDb;
+use flagstore_integration_tests::python::{fixture, ld_compat};
+use flagstore_integration_tests::redis::Redis;
+use flagstore_launchdarkly::LaunchDarklyStore;
+use flagstore_launchdarkly::launchdarkly_server_sdk::{
+    Client, ConfigBuilder, Context, Flag, FlagValue, NullEventProcessorBuilder,
+    PersistentDataStoreBuilder, Segment, TestData,
+};
+use flagstore_redis::RedisStore;
+use serde_json::{Value, json};
+
+/// One running database, and how to open a store on it from Rust and from Python.
+enum Backend {
+    Redis(Redis),
+    DynamoDb(DynamoDb, String),
+    Consul(Consul),
+}
+
+impl Backend {
+    fn redis() -> Backend {
+        Backend::Redis(Redis::start())
+    }
+
+    async fn dynamodb() -> Backend {
+        let db = DynamoDb::start();
+        let table = format!("ld_{}", unique_run_id());
+        let probe = Self::dynamo_store(&db, &table, "");
+        create_table(probe.client().await, &table).await.unwrap();
+        Backend::DynamoDb(db, table)
+    }
+
+    fn consul() -> Backend {
+        Backend::Consul(Consul::start())
+    }
+
+    fn dynamo_store(db: &DynamoDb, table: &str, prefix: &str) -> DynamoDbStore {
+        DynamoDbStore::builder(table)
+            .endpoint(db.endpoint())
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .prefix(prefix)
+            .build()
+            .unwrap()
+    }
+
+    fn store(&self, prefix: &str) -> DynStore {
+        match self {
+            Backend::Redis(r) => Arc::new(
+                RedisStore::builder()
+                    .url(r.url())
+                    .prefix(prefix)
+                    .build()
+                    .unwrap(),
+            ),
+            Backend::DynamoDb(db, table) => Arc::new(Self::dynamo_store(db, table, prefix)),
+            Backend::Consul(c) => Arc::new(
+                ConsulStore::builder()
+                    .address(c.address())
+                    .prefix(prefix)
+                    .build()
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// How ld_compat.py opens the same store.
+    fn python_spec(&self, prefix: &str) -> String {
+        let spec = match self {
+            Backend::Redis(r) => json!({"backend": "redis", "url": r.url(), "prefix": prefix}),
+            Backend::DynamoDb(db, table) => {
+                json!({"backend": "dynamodb", "endpoint": db.endpoint(), "table": table, "prefix": prefix})
+            }
+            Backend::Consul(c) => {
+                let url = url_host_port(c.address());
+                json!({"backend": "consul", "host": url.0, "port": url.1, "prefix": prefix})
+            }
+        };
+        spec.to_string()
+    }
+}
+
+fn url_host_port(address: &str) -> (String, u16) {
+    let rest = address.split("://").nth(1).unwrap().trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').unwrap();
+    (host.to_owned(), port.parse().unwrap())
+}
+
+fn fixture_json() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("flags.json")).unwrap()).unwrap()
+}
+
+fn contexts_json() -> Vec<Value> {
+    serde_json::from_str(&std::fs::read_to_string(fixture("contexts.json")).unwrap()).unwrap()
+}
+
+fn flag_keys() -> Vec<String> {
+    let mut keys: Vec<String> = fixture_json()["flags"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn sdk_store(store: DynStore, cache: Option<Duration>) -> PersistentDataStoreBuilder {
+    let mut builder =
+        PersistentDataStoreBuilder::new(Arc::new(LaunchDarklyStore::from_arc(store).unwrap()));
+    match cache {
+        Some(ttl) => builder.cache_time(ttl),
+        None => builder.no_caching(),
+    };
+    builder
+}
+
+/// A daemon-mode client: reads the store lazily, never talks to LaunchDarkly.
+fn daemon_reader(store: DynStore, cache: Option<Duration>) -> Client {
+    let config = ConfigBuilder::new("sdk-key-daemon")
+        .daemon_mode(true)
+        .event_processor(&NullEventProcessorBuilder::new())
+        .data_store(&sdk_store(store, cache))
+        .build()
+        .unwrap();
+    let client = Client::build(config).unwrap();
+    client.start_with_default_executor();
+    client
+}
+
+/// A normal client fed by TestData instead of LaunchDarkly, writing through the adapter.
+async fn sdk_writer(store: DynStore, data: &TestData) -> Client {
+    let config = ConfigBuilder::new("sdk-key-writer")
+        .data_source(data)
+        .event_processor(&NullEventProcessorBuilder::new())
+        .data_store(&sdk_store(store, None))
+        .build()
+        .unwrap();
+    let client = Client::build(config).unwrap();
+    client.start_with_default_executor();
+    assert_eq!(
+        client
+            .wait_for_initialization(Duration::from_secs(30))
+            .await,
+        Some(true)
+    );
+    client
+}
+
+/// One evaluation in the shape ld_compat.py prints.
+fn evaluate(client: &Client, flag: &str, raw_context: &Value) -> Value {
+    let context: Context = serde_json::from_value(raw_context.clone()).unwrap();
+    let detail = client.variation_detail(&context, flag, FlagValue::Json(Value::Null));
+    let reason = serde_json::to_value(&detail.reason).unwrap();
+    let value = if reason["kind"] == "ERROR" {
+        Value::Null
+    } else {
+        detail
+            .value
+            .and_then(|v| v.as_json())
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "flag": flag,
+        "context": raw_context["key"],
+        "value": value,
+        "variationIndex": detail.variation_index,
+        "reason": reason,
+    })
+}
+
+fn evaluate_all(client: &Client) -> Vec<Value> {
+    contexts_json()
+        .iter()
+        .flat_map(|context| {
+            flag_keys()
+                .into_iter()
+                .map(move |flag| (flag, context.clone()))
+        })
+        .map(|(flag, context)| evaluate(client, &flag, &context))
+        .collect()
+}
+
+fn find<'a>(results: &'a [Value], flag: &str, context: &str) -> &'a Value {
+    results
+        .iter()
+        .find(|r| r["flag"] == flag && r["context"] == context)
+        .unwrap()
+}
+
+/// Rule matches, targets, segments, prerequisites and off flags with known answers.
+fn check_known_answers(results: &[Value]) {
+    let cases = [
+        (
+            "checkout-v2",
+            "vip-user",
+            json!(true),
+            json!({"kind": "TARGET_MATCH"}),
+        ),
+        (
+            "checkout-v2",
+            "alice",
+            json!(true),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "rule-example-staff"}),
+        ),
+        (
+            "checkout-v2",
+            "beta-user-1",
+            json!(true),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 1, "ruleId": "rule-beta-segment"}),
+        ),
+        (
+            "checkout-v2",
+            "carol",
+            json!(true),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 1, "ruleId": "rule-beta-segment"}),
+        ),
+        (
+            "banner-text",
+            "alice",
+            json!("Grüß Gott ☀ — Willkommen"),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "rule-dach"}),
+        ),
+        (
+            "banner-text",
+            "bob",
+            json!("Bonjour à tous, ça va ?"),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 1, "ruleId": "rule-france"}),
+        ),
+        (
+            "banner-text",
+            "zoë-ünicode",
+            json!("Grüß Gott ☀ — Willkommen"),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "rule-dach"}),
+        ),
+        (
+            "banner-text",
+            "user-42",
+            json!("Hello 👋"),
+            json!({"kind": "FALLTHROUGH"}),
+        ),
+        (
+            "discount-rate",
+            "bob",
+            json!(0.333),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "rule-gold"}),
+        ),
+        (
+            "discount-rate",
+            "carol",
+            json!(1.0),
+            json!({"kind": "RULE_MATCH", "ruleIndex": 1, "ruleId": "rule-big-spender"}),
+        ),
+        (
+            "new-dashboard",
+            "vip-user",
+            json!(true),
+            json!({"kind": "FALLTHROUGH"}),
+        ),
+        (
+            "json-config",
+            "alice",
+            json!({"limit": 99, "label": "große Zahl", "ratio": 1.0, "tags": []}),
+            json!({"kind": "TARGET_MATCH"}),
+        ),
+    ];
+    for (flag, context, value, reason) in cases {
+        let got = find(results, flag, context);
+        assert_eq!(
+            (&got["value"], &got["reason"]),
+            (&value, &reason),
+            "{flag} for {context}"
+        );
+    }
+    // A failed prerequisite is reported as such wherever checkout-v2 is off for the context.
+    for context in contexts_json() {
+        let key = context["key"].as_str().unwrap();
+        if find(results, "checkout-v2", key)["value"] == json!(false) {
+            let dashboard = find(results, "new-dashboard", key);
+            assert_eq!(
+                dashboard["reason"],
+                json!({"kind": "PREREQUISITE_FAILED", "prerequisiteKey": "checkout-v2"})
+            );
+        }
+    }
+}
+
+async fn rust_sdk_end_to_end(backend: Backend) {
+    let prefix = format!("e2e{}", unique_run_id());
+    let fixture = fixture_json();
+    let data = TestData::new();
+    for flag in fixture["flags"].as_object().unwrap().values() {
+        data.use_preconfigured_flag(serde_json::from_value::<Flag>(flag.clone()).unwrap());
+    }
+    for segment in fixture["segments"].as_object().unwrap().values() {
+        data.use_preconfigured_segment(serde_json::from_value::<Segment>(segment.clone()).unwrap());
+    }
+    let writer = sdk_writer(backend.store(&prefix), &data).await;
+    assert!(
+        backend.store(&prefix).is_initialized().await.unwrap(),
+        "the writer initialized the store"
+    );
+
+    let ttl = Duration::from_secs(2);
+    let reader = daemon_reader(backend.store(&prefix), Some(ttl));
+    let from_reader = evaluate_all(&reader);
+    check_known_answers(&from_reader);
+    let off = find(&from_reader, "maintenance-mode", "bob");
+    assert_eq!(
+        (&off["value"], &off["reason"]),
+        (&json!(false), &json!({"kind": "OFF"}))
+    );
+    assert_eq!(
+        from_reader,
+        evaluate_all(&writer),
+        "the daemon reader agrees with the writer"
+    );
+
+    // An update through the writer reaches the reader once its cache entry expires.
+    let context = json!({"kind": "user", "key": "user-42"});
+    assert_eq!(
+        evaluate(&reader, "legacy-search", &context)["value"],
+        json!("old")
+    );
+    let cached_at = Instant::now();
+    let mut updated = fixture["flags"]["legacy-search"].clone();
+    updated["fallthrough"] = json!({"variation": 1});
+    data.use_preconfigured_flag(serde_json::from_value::<Flag>(updated).unwrap());
+    let stale = evaluate(&reader, "legacy-search", &context)["value"].clone();
+    if cached_at.elapsed() < ttl {
+        assert_eq!(
+            stale,
+            json!("old"),
+            "served from the SDK's cache until the TTL passes"
+        );
+    }
+    wait_for(&reader, "legacy-search", &context, |r| {
+        r["value"] == json!("new")
+    })
+    .await;
+
+    // A deletion by another writer (a tombstone): the flag is then not found.
+    assert!(
+        backend
+            .store(&prefix)
+            .upsert(&Kind::FEATURES, Item::tombstone("banner-text", 1_000))
+            .await
+            .unwrap()
+    );
+    wait_for(&reader, "banner-text", &context, |r| {
+        r["reason"] == json!({"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"})
+    })
+    .await;
+}
+
+/// Evaluates until `done` holds or 20 s pass (the cache TTL is 2 s).
+async fn wait_for(client: &Client, flag: &str, context: &Value, done: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let result = evaluate(client, flag, context);
+        if done(&result) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{flag} never changed: {result}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes the fixture and the mutations ld_compat.py applies, through flagstore.
+async fn flagstore_write(store: &DynStore) {
+    let fixture = fixture_json();
+    let items = |section: &str| -> Vec<Item> {
+        fixture[section]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, value)| Item::from_json(key.as_str(), value.to_string()).unwrap())
+            .collect()
+    };
+    let data = sort_for_init(vec![
+        Collection::new(Kind::FEATURES, items("flags")),
+        Collection::new(Kind::SEGMENTS, items("segments")),
+    ]);
+    store.init(&data).await.unwrap();
+    let mut updated = fixture["flags"]["legacy-search"].clone();
+    updated["version"] = json!(5);
+    updated["fallthrough"] = json!({"variation": 1});
+    assert!(
+        store
+            .upsert(
+                &Kind::FEATURES,
+                Item::from_json("legacy-search", updated.to_string()).unwrap()
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .upsert(&Kind::FEATURES, Item::tombstone("maintenance-mode", 10))
+            .await
+            .unwrap()
+    );
+}
+
+fn python_eval(backend: &Backend, prefix: &str) -> Vec<Value> {
+    let contexts = fixture("contexts.json");
+    let flags = fixture("flags.json");
+    let out = ld_compat(&[
+        "eval",
+        &backend.python_spec(prefix),
+        contexts.to_str().unwrap(),
+        flags.to_str().unwrap(),
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Python writes, Rust reads; Rust writes, Python reads; all four readings agree.
+async fn cross_sdk(backend: Backend) {
+    let run = unique_run_id();
+    let (python_prefix, rust_prefix) = (format!("py{run}"), format!("rs{run}"));
+
+    let flags = fixture("flags.json");
+    ld_compat(&[
+        "write",
+        &backend.python_spec(&python_prefix),
+        flags.to_str().unwrap(),
+    ]);
+    let rust_reads_python = evaluate_all(&daemon_reader(backend.store(&python_prefix), None));
+    let python_reads_python = python_eval(&backend, &python_prefix);
+    check_known_answers(&rust_reads_python);
+    assert_eq!(
+        rust_reads_python, python_reads_python,
+        "Python wrote; Rust and Python read alike"
+    );
+
+    flagstore_write(&backend.store(&rust_prefix)).await;
+    let rust_reads_rust = evaluate_all(&daemon_reader(backend.store(&rust_prefix), None));
+    let python_reads_rust = python_eval(&backend, &rust_prefix);
+    assert_eq!(
+        python_reads_rust, rust_reads_rust,
+        "flagstore wrote; Rust and Python read alike"
+    );
+    assert_eq!(
+        rust_reads_rust, rust_reads_python,
+        "both writers' stores evaluate the same"
+    );
+
+    // The mutations took effect on both sides: an upsert and a (Python-shaped or Go-shaped) delete.
+    for results in [&rust_reads_python, &python_reads_rust] {
+        assert_eq!(
+            find(results, "legacy-search", "user-42")["value"],
+            json!("new")
+        );
+        assert_eq!(
+            find(results, "maintenance-mode", "user-42")["reason"],
+            json!({"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"})
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_end_to_end_on_redis() {
+    rust_sdk_end_to_end(Backend::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_end_to_end_on_dynamodb() {
+    rust_sdk_end_to_end(Backend::dynamodb().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_end_to_end_on_consul() {
+    rust_sdk_end_to_end(Backend::consul()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_and_flagstore_agree_on_redis() {
+    cross_sdk(Backend::redis()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_and_flagstore_agree_on_dynamodb() {
+    cross_sdk(Backend::dynamodb().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_and_flagstore_agree_on_consul() {
+    cross_sdk(Backend::consul()).await;
+}
