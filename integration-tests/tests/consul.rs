@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstore::testing::{self, StoreFactory, UpsertHook, flag};
+use flagstore::testing::{self, SDK_TOMBSTONES, StoreFactory, UpsertHook, flag};
 use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_consul::consulrs::api;
 use flagstore_consul::consulrs::api::kv::requests::{DeleteKeyRequest, SetKeyRequest};
@@ -187,19 +187,7 @@ async fn writes_exactly_the_layout_other_sdks_read() {
 async fn reads_every_sdks_tombstone_shape_written_raw() {
     let consul = Consul::start();
     let client = raw_client(consul.address(), None);
-    let shapes = [
-        (
-            "go",
-            r#"{"key":"$deleted","version":11,"deleted":true}"#,
-            11,
-        ),
-        (
-            "python",
-            r#"{"key": "python", "version": 12, "deleted": true}"#,
-            12,
-        ),
-        ("node", r#"{"version":13,"deleted":true}"#, 13),
-    ];
+    let shapes = SDK_TOMBSTONES;
     for (key, json, _) in shapes {
         raw_put(&client, &format!("launchdarkly/features/{key}"), json).await;
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstore::testing::{self, StoreFactory, UpsertHook, flag, segment};
+use flagstore::testing::{self, SDK_TOMBSTONES, StoreFactory, UpsertHook, flag, segment};
 use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_dynamodb::aws_sdk_dynamodb::Client;
 use flagstore_dynamodb::aws_sdk_dynamodb::types::AttributeValue;
@@ -243,19 +243,7 @@ async fn reads_every_sdks_tombstone_shape_written_raw() {
     let db = DynamoDb::start();
     let store = store_on_new_table(&db, "").await;
     let client = store.client().await;
-    let shapes = [
-        (
-            "go",
-            r#"{"key":"$deleted","version":11,"deleted":true}"#,
-            11,
-        ),
-        (
-            "python",
-            r#"{"key": "python", "version": 12, "deleted": true}"#,
-            12,
-        ),
-        ("node", r#"{"version":13,"deleted":true}"#, 13),
-    ];
+    let shapes = SDK_TOMBSTONES;
     for (key, json, version) in shapes {
         let record = HashMap::from([
             (

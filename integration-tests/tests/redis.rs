@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstore::testing::{self, StoreFactory, UpsertHook, flag};
+use flagstore::testing::{self, SDK_TOMBSTONES, StoreFactory, UpsertHook, flag};
 use flagstore::{CachingStore, Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_integration_tests::redis::Redis;
 use flagstore_integration_tests::{free_port, maybe_cached};
@@ -192,19 +192,7 @@ async fn writes_exactly_the_schema_other_sdks_read() {
 async fn reads_every_sdks_tombstone_shape_written_raw() {
     let redis = Redis::start();
     let mut conn = raw(redis.url()).await;
-    let shapes = [
-        (
-            "go",
-            r#"{"key":"$deleted","version":11,"deleted":true,"on":false,"variations":null}"#,
-            11,
-        ),
-        (
-            "python",
-            r#"{"key": "python", "version": 12, "deleted": true}"#,
-            12,
-        ),
-        ("node", r#"{"version":13,"deleted":true}"#, 13),
-    ];
+    let shapes = SDK_TOMBSTONES;
     for (key, json, _) in shapes {
         let _: () = conn.hset("launchdarkly:features", key, json).await.unwrap();
     }

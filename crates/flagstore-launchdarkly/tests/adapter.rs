@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstore::testing::SDK_TOMBSTONES;
 use flagstore::{Collection, Item, Kind, MemoryStore, PersistentDataStore};
 use flagstore_launchdarkly::LaunchDarklyStore;
 use flagstore_launchdarkly::launchdarkly_server_sdk as ld;
@@ -15,20 +16,6 @@ use ld::{
     Client, ConfigBuilder, ContextBuilder, NullEventProcessorBuilder, PersistentDataStoreBuilder,
     PersistentDataStoreFactory,
 };
-
-const TOMBSTONES: [(&str, &str, u64); 3] = [
-    (
-        "go",
-        r#"{"key":"$deleted","version":11,"deleted":true}"#,
-        11,
-    ),
-    (
-        "python",
-        r#"{"key": "python", "version": 12, "deleted": true}"#,
-        12,
-    ),
-    ("node", r#"{"version":13,"deleted":true}"#, 13),
-];
 
 /// The memory store, counting reads of single items.
 #[derive(Debug, Default)]
@@ -68,7 +55,7 @@ impl PersistentDataStore for Counted {
 
 async fn with_tombstones() -> MemoryStore {
     let store = MemoryStore::new();
-    let items = TOMBSTONES
+    let items = SDK_TOMBSTONES
         .iter()
         .map(|(key, json, _)| Item::from_json(*key, *json).unwrap())
         .collect();
@@ -80,7 +67,7 @@ async fn with_tombstones() -> MemoryStore {
 }
 
 fn check_tombstones(adapter: &dyn ld::PersistentDataStore) {
-    for (key, _, version) in TOMBSTONES {
+    for (key, _, version) in SDK_TOMBSTONES {
         let item = adapter.flag(key).unwrap().unwrap();
         assert!(item.deleted, "{key} must read as deleted");
         assert_eq!(item.version, version, "{key}");
@@ -182,7 +169,7 @@ async fn every_sdks_tombstone_is_cached_by_the_sdk() {
     let client = Client::build(config).unwrap();
     client.start_with_default_executor();
     let context = ContextBuilder::new("user").build().unwrap();
-    for (key, _, _) in TOMBSTONES {
+    for (key, _, _) in SDK_TOMBSTONES {
         for _ in 0..10 {
             let detail = client.bool_variation_detail(&context, key, true);
             let reason = serde_json::to_value(&detail.reason).unwrap();

@@ -40,6 +40,23 @@ cases![
     unreachable_server_errors_without_hanging,
 ];
 
+/// A tombstone as each LaunchDarkly SDK writes it: `(storage key, JSON, version)`. Go (and Rust)
+/// write a flag-shaped record keyed `$deleted`, Python its dict with spaces, Node no key at all.
+/// Every reader must recognise all three.
+pub const SDK_TOMBSTONES: [(&str, &str, u64); 3] = [
+    (
+        "go",
+        r#"{"key":"$deleted","version":11,"deleted":true,"on":false}"#,
+        11,
+    ),
+    (
+        "python",
+        r#"{"key": "python", "version": 12, "deleted": true}"#,
+        12,
+    ),
+    ("node", r#"{"version":13,"deleted":true}"#, 13),
+];
+
 /// A flag whose JSON has non-ASCII text and floats, like real flags from other SDKs.
 pub fn flag(key: &str, version: u64) -> Item {
     let json = format!(
