@@ -1,0 +1,387 @@
+//! The store: one SQLite file, shared by the processes of one host.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flagstore::{
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, read_stored_items,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+const BACKEND: &str = "sqlite";
+
+/// The prefix used when none is given, as in the other backends.
+pub const DEFAULT_PREFIX: &str = "launchdarkly";
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS flagstore_items (
+        prefix  TEXT    NOT NULL,
+        kind    TEXT    NOT NULL,
+        key     TEXT    NOT NULL,
+        version INTEGER NOT NULL,
+        item    TEXT    NOT NULL,
+        PRIMARY KEY (prefix, kind, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS flagstore_inited (prefix TEXT PRIMARY KEY) WITHOUT ROWID;
+";
+
+/// Configures a [`SqliteStore`]; [`build`](Self::build) validates and does not touch the file.
+#[must_use]
+#[derive(Clone)]
+pub struct SqliteStoreBuilder {
+    path: PathBuf,
+    prefix: Option<String>,
+    busy_timeout: Duration,
+    #[cfg(feature = "testing")]
+    before_upsert_write: Option<flagstore::testing::UpsertHook>,
+}
+
+impl fmt::Debug for SqliteStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStoreBuilder")
+            .field("path", &self.path)
+            .field("prefix", &self.prefix)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStoreBuilder {
+    /// The key prefix; the empty string means the default, `launchdarkly`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// How long an operation waits for another process's write lock before failing (default 5 s).
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Runs `hook` inside every upsert just before its conditional write. For the conformance suite.
+    #[cfg(feature = "testing")]
+    pub fn before_upsert_write(mut self, hook: flagstore::testing::UpsertHook) -> Self {
+        self.before_upsert_write = Some(hook);
+        self
+    }
+
+    /// The store. Fails on an empty path or a zero busy timeout; the file is opened (and created
+    /// with its tables) by the first operation.
+    pub fn build(self) -> Result<SqliteStore> {
+        if self.path.as_os_str().is_empty() {
+            return Err(Error::config(BACKEND, "a database file path is required"));
+        }
+        if self.busy_timeout.is_zero() {
+            return Err(Error::config(BACKEND, "busy_timeout must be positive"));
+        }
+        let prefix = match self.prefix.as_deref() {
+            None | Some("") => DEFAULT_PREFIX.to_owned(),
+            Some(prefix) => prefix.to_owned(),
+        };
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: self.path,
+                prefix,
+                busy_timeout: self.busy_timeout,
+                connection: Mutex::new(None),
+                skipped: AtomicU64::new(0),
+            }),
+            #[cfg(feature = "testing")]
+            before_upsert_write: self.before_upsert_write,
+        })
+    }
+}
+
+/// A [`PersistentDataStore`] in one SQLite file.
+///
+/// For local development and single-host fleets: several processes on one host can share the
+/// file (it is opened in WAL mode, so readers never wait for the writer). It is the `flagstore`
+/// CLI's default store, so the CLI works on a machine with no database server. Other LaunchDarkly
+/// SDKs cannot read it; use Redis, DynamoDB or Consul to share flags across languages.
+///
+/// - `init` is one transaction: delete the prefix's items, insert the new ones, set the marker.
+/// - `upsert` is one statement, `INSERT … ON CONFLICT … DO UPDATE … WHERE excluded.version >
+///   version`: atomic across processes, so it never needs a retry.
+/// - Versions above `i64::MAX` cannot be stored (SQLite integers are 64-bit signed).
+///
+/// ```
+/// use flagstore::{Collection, Item, Kind, PersistentDataStore};
+/// use flagstore_sqlite::SqliteStore;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::builder(dir.path().join("flags.db")).build()?;
+/// let flag = Item::from_json("f", r#"{"key":"f","version":1}"#)?;
+/// store.init(&[Collection::new(Kind::FEATURES, vec![flag])]).await?;
+/// assert!(store.is_initialized().await?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+    #[cfg(feature = "testing")]
+    before_upsert_write: Option<flagstore::testing::UpsertHook>,
+}
+
+struct Inner {
+    path: PathBuf,
+    prefix: String,
+    busy_timeout: Duration,
+    connection: Mutex<Option<Connection>>,
+    skipped: AtomicU64,
+}
+
+impl Inner {
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let connection = Connection::open_with_flags(&self.path, flags)?;
+        connection.busy_timeout(self.busy_timeout)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(connection)
+    }
+
+    /// Runs `work` on the connection (opened on first use), on a blocking thread.
+    fn with<T>(
+        &self,
+        op: Operation,
+        work: impl FnOnce(&mut Connection, &str) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut slot: MutexGuard<'_, Option<Connection>> =
+            self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(self.open().map_err(|e| self.error(op, e))?);
+        }
+        match slot.as_mut() {
+            Some(connection) => work(connection, &self.prefix).map_err(|e| self.error(op, e)),
+            None => Err(Error::database(
+                BACKEND,
+                op,
+                "the database connection could not be opened",
+            )),
+        }
+    }
+
+    fn error(&self, op: Operation, err: rusqlite::Error) -> Error {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Error::timeout(BACKEND, op, self.busy_timeout)
+            }
+            Some(rusqlite::ErrorCode::PermissionDenied | rusqlite::ErrorCode::ReadOnly) => {
+                Error::permission_denied(BACKEND, op, err)
+            }
+            _ => Error::database(BACKEND, op, err),
+        }
+    }
+}
+
+fn to_sql_version(op: Operation, kind: &Kind, item: &Item) -> Result<i64> {
+    i64::try_from(item.version()).map_err(|_| {
+        Error::database(
+            BACKEND,
+            op,
+            format!("version {} is beyond SQLite's integers", item.version()),
+        )
+        .on(kind, Some(item.key()))
+    })
+}
+
+impl SqliteStore {
+    /// A builder for a store in the file at `path` (created if missing), prefix `launchdarkly`.
+    pub fn builder(path: impl AsRef<Path>) -> SqliteStoreBuilder {
+        SqliteStoreBuilder {
+            path: path.as_ref().to_path_buf(),
+            prefix: None,
+            busy_timeout: Duration::from_secs(5),
+            #[cfg(feature = "testing")]
+            before_upsert_write: None,
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// How many unreadable rows `get_all` has skipped since this store was built.
+    pub fn skipped_items(&self) -> u64 {
+        self.inner.skipped.load(Ordering::Relaxed)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: Operation,
+        work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| Error::database(BACKEND, op, format!("the database thread failed: {e}")))?
+    }
+}
+
+impl fmt::Display for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sqlite store {} (prefix {:?})",
+            self.inner.path.display(),
+            self.inner.prefix
+        )
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("prefix", &self.inner.prefix)
+            .field("busy_timeout", &self.inner.busy_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl PersistentDataStore for SqliteStore {
+    async fn init(&self, data: &[Collection]) -> Result<()> {
+        let op = Operation::Init;
+        let mut rows = Vec::new();
+        for collection in data {
+            for item in &collection.items {
+                let version = to_sql_version(op, &collection.kind, item)?;
+                rows.push((
+                    collection.kind.name().to_owned(),
+                    item.key().to_owned(),
+                    version,
+                    item.shared_json(),
+                ));
+            }
+        }
+        self.blocking(op, move |inner| {
+            inner.with(op, |connection, prefix| {
+                let tx = connection.transaction()?;
+                tx.execute("DELETE FROM flagstore_items WHERE prefix = ?1", params![prefix])?;
+                {
+                    let mut insert = tx.prepare(
+                        "INSERT OR REPLACE INTO flagstore_items (prefix, kind, key, version, item) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for (kind, key, version, json) in &rows {
+                        insert.execute(params![prefix, kind, key, version, &**json])?;
+                    }
+                }
+                tx.execute("INSERT OR IGNORE INTO flagstore_inited (prefix) VALUES (?1)", params![prefix])?;
+                tx.commit()
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
+        let op = Operation::Get;
+        let (kind2, key2) = (kind.clone(), key.to_owned());
+        let json = self
+            .blocking(op, move |inner| {
+                inner.with(op, |connection, prefix| {
+                    connection
+                        .query_row(
+                            "SELECT item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2 AND key = ?3",
+                            params![prefix, kind2.name(), key2],
+                            |row| row.get::<_, String>(0),
+                        )
+                        .optional()
+                })
+            })
+            .await
+            .map_err(|e| e.on(kind, Some(key)))?;
+        json.map(|json| {
+            Item::from_json(key, json).map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
+        })
+        .transpose()
+    }
+
+    async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let op = Operation::GetAll;
+        let kind2 = kind.clone();
+        let rows = self
+            .blocking(op, move |inner| {
+                inner.with(op, |connection, prefix| {
+                    let mut query = connection.prepare_cached(
+                        "SELECT key, item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2",
+                    )?;
+                    let rows = query.query_map(params![prefix, kind2.name()], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+                })
+            })
+            .await
+            .map_err(|e| e.on(kind, None))?;
+        Ok(read_stored_items(BACKEND, kind, rows, &self.inner.skipped))
+    }
+
+    async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
+        let op = Operation::Upsert;
+        let version = to_sql_version(op, kind, &item)?;
+        #[cfg(feature = "testing")]
+        if let Some(hook) = &self.before_upsert_write {
+            hook().await;
+        }
+        let (kind2, item2) = (kind.clone(), item.clone());
+        let changed = self
+            .blocking(op, move |inner| {
+                inner.with(op, |connection, prefix| {
+                    connection.execute(
+                        "INSERT INTO flagstore_items (prefix, kind, key, version, item) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (prefix, kind, key) DO UPDATE SET version = excluded.version, item = excluded.item
+                         WHERE excluded.version > flagstore_items.version",
+                        params![prefix, kind2.name(), item2.key(), version, item2.json()],
+                    )
+                })
+            })
+            .await
+            .map_err(|e| e.on(kind, Some(item.key())))?;
+        Ok(changed > 0)
+    }
+
+    async fn is_initialized(&self) -> Result<bool> {
+        let op = Operation::IsInitialized;
+        self.blocking(op, move |inner| {
+            inner.with(op, |connection, prefix| {
+                connection
+                    .query_row(
+                        "SELECT 1 FROM flagstore_inited WHERE prefix = ?1",
+                        params![prefix],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map(|found| found.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn is_available(&self) -> bool {
+        let op = Operation::IsAvailable;
+        self.blocking(op, move |inner| {
+            inner.with(op, |connection, _| {
+                connection.query_row("SELECT 1", [], |_| Ok(()))
+            })
+        })
+        .await
+        .is_ok()
+    }
+}

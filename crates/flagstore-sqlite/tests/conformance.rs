@@ -1,0 +1,100 @@
+//! The conformance suite against SQLite files, and two processes' worth of stores on one file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flagstore::testing::{self, StoreFactory, UpsertHook};
+use flagstore::{DynStore, Kind, PersistentDataStore};
+use flagstore_sqlite::SqliteStore;
+
+struct Sqlite {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl StoreFactory for Sqlite {
+    async fn store(&self, prefix: &str, hook: Option<UpsertHook>) -> DynStore {
+        let mut builder = SqliteStore::builder(&self.path).prefix(prefix);
+        if let Some(hook) = hook {
+            builder = builder.before_upsert_write(hook);
+        }
+        Arc::new(builder.build().unwrap())
+    }
+
+    async fn clear(&self, prefix: &str) {
+        // Initializing with nothing, then removing the marker, leaves the prefix empty.
+        let store = SqliteStore::builder(&self.path)
+            .prefix(prefix)
+            .build()
+            .unwrap();
+        store.init(&[]).await.unwrap();
+        let connection = rusqlite::Connection::open(&self.path).unwrap();
+        connection
+            .execute("DELETE FROM flagstore_inited WHERE prefix = ?1", [prefix])
+            .unwrap();
+    }
+
+    async fn unreachable_store(&self) -> DynStore {
+        // A path that cannot be created: a file inside a directory that does not exist.
+        let path = self.path.with_file_name("missing-dir").join("flags.db");
+        Arc::new(
+            SqliteStore::builder(path)
+                .busy_timeout(Duration::from_millis(200))
+                .build()
+                .unwrap(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.db");
+    testing::run(&Sqlite { _dir: dir, path }).await;
+}
+
+#[tokio::test]
+async fn the_file_is_shared_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = SqliteStore::builder(&path).build().unwrap();
+    let b = SqliteStore::builder(&path).build().unwrap();
+    a.init(&[]).await.unwrap();
+    assert!(b.is_initialized().await.unwrap());
+    assert!(
+        b.upsert(&Kind::FEATURES, testing::flag("f", 2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        a.get(&Kind::FEATURES, "f").await.unwrap(),
+        Some(testing::flag("f", 2))
+    );
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn builder_errors_name_the_setting() {
+    let err = SqliteStore::builder("").build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sqlite: invalid configuration: a database file path is required"
+    );
+    let err = SqliteStore::builder("x.db")
+        .busy_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sqlite: invalid configuration: busy_timeout must be positive"
+    );
+}
