@@ -1,1 +1,145 @@
-fn main() {}
+//! `flagstore`: load, dump, inspect, copy, evaluate and benchmark persistent feature stores.
+
+mod bench;
+mod commands;
+mod data;
+mod evaluate;
+mod store_url;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The store used when neither --store nor $FLAGSTORE_URL names one.
+const DEFAULT_STORE: &str = "sqlite:flagstore.db";
+
+/// Load, inspect, copy, evaluate and benchmark LaunchDarkly persistent feature stores
+/// (Redis, DynamoDB, Consul, SQLite), in the format every LaunchDarkly SDK shares.
+#[derive(Debug, Parser)]
+#[command(name = "flagstore", version, propagate_version = true)]
+struct Cli {
+    /// The store: redis://host:port[/db], rediss://…, dynamodb://TABLE[?endpoint=…&region=…],
+    /// consul://host:port[?dc=…] or sqlite:PATH, each with an optional ?prefix=…
+    /// [default: sqlite:flagstore.db]. Secrets come from $REDIS_URL (its password), AWS_* and
+    /// $CONSUL_HTTP_TOKEN, never from logs.
+    #[arg(long, global = true, env = "FLAGSTORE_URL", hide_env_values = true)]
+    store: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Initialize the store from a flag data file ({"flags":{…},"segments":{…}}), or - for stdin.
+    /// Every item is checked first: a bad file changes nothing.
+    Load {
+        /// The data file, or - to read standard input.
+        file: String,
+        /// Create the DynamoDB table first if it does not exist (other backends need none).
+        #[arg(long)]
+        create_table: bool,
+    },
+    /// Print the store's flags and segments as a data file on stdout (live items only).
+    Dump,
+    /// List keys and versions, of one kind (features, segments, …) or all.
+    Ls {
+        /// features (or flags), segments, or any other kind name.
+        kind: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one stored item's JSON exactly as stored.
+    Get {
+        /// features (or flags), segments, or any other kind name.
+        kind: String,
+        /// The item's key.
+        key: String,
+    },
+    /// Copy every flag and segment (tombstones included) into another store, replacing its data.
+    Copy {
+        /// The target store URL.
+        #[arg(long)]
+        to: String,
+        /// Create the target's DynamoDB table first if it does not exist.
+        #[arg(long)]
+        create_table: bool,
+    },
+    /// Whether the store is initialized, item counts, the largest items against the backend's
+    /// size limit, and the round-trip latency.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a flag through the LaunchDarkly Rust SDK in daemon mode: value, variation, reason.
+    Eval {
+        /// The flag key.
+        flag: String,
+        /// The context as JSON ({"kind":"user","key":"alice","email":…}), or just a user key.
+        #[arg(long)]
+        context: String,
+        /// Print {"value":…,"variationIndex":…,"reason":{…}} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure read latency (p50/p90/p99/max) and throughput, uncached and through the cache.
+    Bench {
+        /// How many reads in each mode.
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// How many reads run at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load the example flags into a store (a throwaway SQLite file unless --store is given) and
+    /// show how the LaunchDarkly SDK evaluates them for the example contexts.
+    Demo,
+}
+
+/// A failure, shown as one line.
+#[derive(Debug)]
+pub(crate) struct CliError(String);
+
+impl CliError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        CliError(message.into())
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<flagstore::Error> for CliError {
+    fn from(err: flagstore::Error) -> Self {
+        // One line: the error, then each cause.
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string().replace('\n', " "));
+            source = cause.source();
+        }
+        CliError(message)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli.store, cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

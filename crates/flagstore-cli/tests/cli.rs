@@ -1,0 +1,351 @@
+//! The `flagstore` binary as a user runs it, against every backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use flagstore::testing::unique_run_id;
+use flagstore_dynamodb::{DynamoDbStore, create_table};
+use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::dynamodb::DynamoDb;
+use flagstore_integration_tests::free_port;
+use flagstore_integration_tests::redis::Redis;
+use serde_json::{Value, json};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flags.json");
+
+/// Runs `flagstore --store STORE ARGS…` with a clean environment of AWS test credentials.
+fn flagstore(store: &str, args: &[&str]) -> Output {
+    flagstore_with_input(store, args, None)
+}
+
+fn flagstore_with_input(store: &str, args: &[&str], input: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
+    command
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("FLAGSTORE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite:{}", dir.join("flags.db").display())
+}
+
+async fn dynamo_url(db: &DynamoDb) -> String {
+    let table = format!("cli_{}", unique_run_id());
+    let store = DynamoDbStore::builder(&table)
+        .endpoint(db.endpoint())
+        .region("us-east-1")
+        .static_credentials("test", "test")
+        .build()
+        .unwrap();
+    create_table(store.client().await, &table).await.unwrap();
+    format!(
+        "dynamodb://{table}?endpoint={}&region=us-east-1",
+        db.endpoint()
+    )
+}
+
+/// `load` then `dump` gives back every item of the file, byte for byte.
+fn check_round_trip(store: &str) {
+    let loaded = flagstore(store, &["load", EXAMPLE]);
+    ok(&loaded);
+    assert!(String::from_utf8_lossy(&loaded.stderr).contains("loaded 7 flags and 1 segment into"));
+    let dumped = ok(&flagstore(store, &["dump"]));
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
+    let back: Value = serde_json::from_str(&dumped).unwrap();
+    assert_eq!(back, original, "{store}");
+    // Loading the dump and dumping again is byte-identical: stored JSON is never re-serialized.
+    ok(&flagstore_with_input(store, &["load", "-"], Some(&dumped)));
+    assert_eq!(ok(&flagstore(store, &["dump"])), dumped);
+}
+
+#[test]
+fn round_trip_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    check_round_trip(&sqlite_url(dir.path()));
+}
+
+#[test]
+fn round_trip_on_redis() {
+    let redis = Redis::start();
+    check_round_trip(&format!("{}?prefix=cli{}", redis.url(), unique_run_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_on_dynamodb() {
+    let db = DynamoDb::start();
+    check_round_trip(&dynamo_url(&db).await);
+}
+
+#[test]
+fn round_trip_on_consul() {
+    let consul = Consul::start();
+    let address = consul.address().replace("http://", "consul://");
+    check_round_trip(&format!("{address}?prefix=cli{}", unique_run_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_through_every_backend_keeps_identical_dumps() {
+    let (redis, db, consul) = (Redis::start(), DynamoDb::start(), Consul::start());
+    let dir = tempfile::tempdir().unwrap();
+    let fresh_table = format!("fresh_{}", unique_run_id());
+    let chain = [
+        format!("{}?prefix=copy{}", redis.url(), unique_run_id()),
+        format!(
+            "dynamodb://{fresh_table}?endpoint={}&region=us-east-1",
+            db.endpoint()
+        ),
+        format!(
+            "{}?prefix=copy{}",
+            consul.address().replace("http://", "consul://"),
+            unique_run_id()
+        ),
+        sqlite_url(dir.path()),
+    ];
+    ok(&flagstore(&chain[0], &["load", EXAMPLE]));
+    let first = ok(&flagstore(&chain[0], &["dump"]));
+    for pair in chain.windows(2) {
+        // The DynamoDB table does not exist yet: --create-table makes it.
+        let copied = flagstore(&pair[0], &["copy", "--to", &pair[1], "--create-table"]);
+        ok(&copied);
+        assert_eq!(
+            ok(&flagstore(&pair[1], &["dump"])),
+            first,
+            "{} -> {}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let listed: Value =
+        serde_json::from_str(&ok(&flagstore(&chain[3], &["ls", "--json"]))).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 8);
+}
+
+#[test]
+fn eval_prints_the_sdks_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_url(dir.path());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    let alice = r#"{"kind":"user","key":"alice","email":"alice@example.com","country":"at"}"#;
+    let out: Value = serde_json::from_str(&ok(&flagstore(
+        &store,
+        &["eval", "checkout-v2", "--context", alice, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({"value": true, "variationIndex": 0, "reason": {"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "rule-example-staff"}})
+    );
+    let out: Value = serde_json::from_str(&ok(&flagstore(
+        &store,
+        &["eval", "banner-text", "--context", alice, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(out["value"], json!("Grüß Gott ☀ — Willkommen"));
+    let out: Value = serde_json::from_str(&ok(&flagstore(
+        &store,
+        &["eval", "no-such-flag", "--context", "bob", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        out["reason"],
+        json!({"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"})
+    );
+    let text = ok(&flagstore(
+        &store,
+        &["eval", "maintenance-mode", "--context", "bob"],
+    ));
+    assert_eq!(
+        text,
+        "value:      false\nvariation:  1\nreason:     {\"kind\":\"OFF\"}\n"
+    );
+}
+
+#[test]
+fn bad_files_change_nothing_and_name_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_url(dir.path());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    let before = ok(&flagstore(&store, &["dump"]));
+    let cases = [
+        ("not json at all", "error: -: not a flag data file"),
+        (
+            r#"{"flags":{"ok":{"key":"ok","version":1},"broken":{"key":"broken"}}}"#,
+            "error: -: flags item \"broken\" is invalid: item has no version",
+        ),
+        (
+            r#"{"segments":{"s":{"key":"other","version":1}}}"#,
+            "error: -: segments item \"s\" has the key \"other\" inside",
+        ),
+        (
+            r#"{"flags":{"neg":{"key":"neg","version":-3}}}"#,
+            "error: -: flags item \"neg\" is invalid: item version -3 is not a non-negative integer",
+        ),
+    ];
+    for (input, start) in cases {
+        let err = failure(&flagstore_with_input(&store, &["load", "-"], Some(input)));
+        assert!(err.starts_with(start), "{err}");
+    }
+    let missing = failure(&flagstore(&store, &["load", "/no/such/file.json"]));
+    assert!(
+        missing.starts_with("error: could not read /no/such/file.json"),
+        "{missing}"
+    );
+    assert_eq!(
+        ok(&flagstore(&store, &["dump"])),
+        before,
+        "the store is unchanged"
+    );
+}
+
+#[test]
+fn bad_urls_are_one_line_errors_without_secrets() {
+    for (url, start) in [
+        ("memcached://h", "error: unknown store type \"memcached\""),
+        (
+            "redis://app:Sup3rSecret@h:notaport",
+            "error: redis: invalid configuration: \"redis://app:***@h:notaport\" is not a valid Redis URL",
+        ),
+        (
+            "redis://app:Sup3rSecret@h?db=2",
+            "error: unknown option \"db\" in \"redis://app:***@h\"",
+        ),
+        (
+            "dynamodb://flags?endpoint=ftp://x",
+            "error: dynamodb: invalid configuration: endpoint \"ftp://x\" is not an http:// or https:// URL",
+        ),
+    ] {
+        let err = failure(&flagstore(url, &["ls"]));
+        assert!(err.starts_with(start), "{url}: {err}");
+        assert!(!err.contains("Sup3rSecret"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_servers_fail_fast_with_a_clear_error() {
+    for url in [
+        format!("redis://127.0.0.1:{}", free_port()),
+        format!("consul://127.0.0.1:{}", free_port()),
+        format!(
+            "dynamodb://flags?endpoint=http://127.0.0.1:{}&region=us-east-1",
+            free_port()
+        ),
+    ] {
+        let started = Instant::now();
+        let err = failure(&flagstore(&url, &["status"]));
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{url} took {:?}",
+            started.elapsed()
+        );
+        assert!(err.contains("does not answer"), "{url}: {err}");
+        let err = failure(&flagstore(&url, &["ls"]));
+        assert!(
+            err.contains("failed") || err.contains("timed out"),
+            "{url}: {err}"
+        );
+    }
+}
+
+#[test]
+fn inspection_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_url(dir.path());
+    let status: Value =
+        serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
+    assert_eq!(status["initialized"], json!(false));
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    let status: Value =
+        serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
+    assert_eq!(status["initialized"], json!(true));
+    assert_eq!(
+        status["counts"]["features"],
+        json!({"items": 7, "deleted": 0})
+    );
+    assert_eq!(status["largest"][0]["key"], json!("checkout-v2"));
+    let ls = ok(&flagstore(&store, &["ls", "segments"]));
+    assert_eq!(
+        ls,
+        "segments   beta-testers                             v4\n"
+    );
+    let got = ok(&flagstore(&store, &["get", "flags", "maintenance-mode"]));
+    // Exactly as the file had it, whitespace and all.
+    assert!(
+        got.starts_with("{\n      \"key\": \"maintenance-mode\", \"version\": 9,"),
+        "{got}"
+    );
+    let err = failure(&flagstore(&store, &["get", "features", "nope"]));
+    assert_eq!(err, "error: features/nope is not in the store\n");
+    let bench: Value = serde_json::from_str(&ok(&flagstore(
+        &store,
+        &["bench", "--requests", "200", "--concurrency", "4", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(bench["flags"], json!(7));
+    assert!(bench["cached"]["readsPerSecond"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn the_demo_evaluates_the_examples() {
+    let output = Command::new(env!("CARGO_BIN_EXE_flagstore"))
+        .arg("demo")
+        .env_remove("FLAGSTORE_URL")
+        .output()
+        .unwrap();
+    let text = ok(&output);
+    assert!(
+        text.contains(r#"alice          banner-text     "Grüß Gott ☀ — Willkommen""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"{"kind":"PREREQUISITE_FAILED","prerequisiteKey":"checkout-v2"}"#));
+}
