@@ -14,11 +14,11 @@ use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::dynamodb::DynamoDb;
 use flagstore_integration_tests::python::{fixture, ld_compat};
 use flagstore_integration_tests::redis::Redis;
-use flagstore_launchdarkly::LaunchDarklyStore;
 use flagstore_launchdarkly::launchdarkly_server_sdk::{
-    Client, ConfigBuilder, Context, Flag, FlagValue, NullEventProcessorBuilder,
-    PersistentDataStoreBuilder, Segment, TestData,
+    Client, ConfigBuilder, Context, Flag, NullEventProcessorBuilder, PersistentDataStoreBuilder,
+    Segment, TestData,
 };
+use flagstore_launchdarkly::{LaunchDarklyStore, evaluation_json};
 use flagstore_redis::RedisStore;
 use serde_json::{Value, json};
 
@@ -162,23 +162,10 @@ async fn sdk_writer(store: DynStore, data: &TestData) -> Client {
 /// One evaluation in the shape ld_compat.py prints.
 fn evaluate(client: &Client, flag: &str, raw_context: &Value) -> Value {
     let context: Context = serde_json::from_value(raw_context.clone()).unwrap();
-    let detail = client.variation_detail(&context, flag, FlagValue::Json(Value::Null));
-    let reason = serde_json::to_value(&detail.reason).unwrap();
-    let value = if reason["kind"] == "ERROR" {
-        Value::Null
-    } else {
-        detail
-            .value
-            .and_then(|v| v.as_json())
-            .unwrap_or(Value::Null)
-    };
-    json!({
-        "flag": flag,
-        "context": raw_context["key"],
-        "value": value,
-        "variationIndex": detail.variation_index,
-        "reason": reason,
-    })
+    let mut result = evaluation_json(client, flag, &context);
+    result["flag"] = json!(flag);
+    result["context"] = raw_context["key"].clone();
+    result
 }
 
 fn evaluate_all(client: &Client) -> Vec<Value> {

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use flagstore::DynStore;
 use flagstore_launchdarkly::LaunchDarklyStore;
+pub(crate) use flagstore_launchdarkly::evaluation_json as evaluate;
 use flagstore_launchdarkly::launchdarkly_server_sdk::{
-    Client, ConfigBuilder, Context, ContextBuilder, FlagValue, NullEventProcessorBuilder,
+    Client, ConfigBuilder, Context, ContextBuilder, NullEventProcessorBuilder,
     PersistentDataStoreBuilder,
 };
-use serde_json::{Value, json};
 
 use crate::CliError;
 
@@ -41,19 +41,4 @@ pub(crate) fn parse_context(text: &str) -> Result<Context, CliError> {
             .build()
             .map_err(|e| CliError::new(format!("--context is not a valid key: {e}")))
     }
-}
-
-/// `{"value": …, "variationIndex": …, "reason": {"kind": …}}`, with the SDK's reason names.
-pub(crate) fn evaluate(client: &Client, flag: &str, context: &Context) -> Value {
-    let detail = client.variation_detail(context, flag, FlagValue::Json(Value::Null));
-    let reason = serde_json::to_value(&detail.reason).unwrap_or(Value::Null);
-    let value = if reason["kind"] == "ERROR" {
-        Value::Null
-    } else {
-        detail
-            .value
-            .and_then(|v| v.as_json())
-            .unwrap_or(Value::Null)
-    };
-    json!({ "value": value, "variationIndex": detail.variation_index, "reason": reason })
 }
