@@ -494,3 +494,51 @@ async fn a_server_that_goes_away_errors_within_the_deadline() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn unix_socket_urls_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let _redis = Redis::start_local(&["--unixsocket", socket.to_str().unwrap()]);
+    let store = RedisStore::builder()
+        .url(format!("redis+unix://{}", socket.display()))
+        .prefix("unix")
+        .build()
+        .unwrap();
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 1)])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&Kind::FEATURES, "f").await.unwrap(),
+        Some(flag("f", 1))
+    );
+}
+
+#[tokio::test]
+async fn a_caller_supplied_pool_is_used_as_it_is() {
+    use flagstore_redis::deadpool_redis::{Config, Runtime};
+    let redis = Redis::start();
+    let pool = Config::from_url(redis.url())
+        .create_pool(Some(Runtime::Tokio1))
+        .unwrap();
+    let store = RedisStore::builder()
+        .pool(pool)
+        .prefix("byo")
+        .build()
+        .unwrap();
+    assert_eq!(
+        store.to_string(),
+        r#"redis store on a caller-supplied pool (prefix "byo")"#
+    );
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 2)])])
+        .await
+        .unwrap();
+    let mut conn = raw(redis.url()).await;
+    assert!(conn.exists::<_, bool>("byo:features").await.unwrap());
+    assert_eq!(
+        store.pool().status().max_size,
+        Config::from_url(redis.url()).get_pool_config().max_size
+    );
+}
