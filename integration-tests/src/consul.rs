@@ -10,6 +10,7 @@ use testcontainers::core::WaitFor;
 
 use crate::docker::DockerService;
 use crate::process::{LocalServer, free_port, on_path};
+use crate::tls::generate;
 
 /// The variable naming an existing Consul agent (`http://host:port`) to test against.
 pub const ADDR_VAR: &str = "FLAGSTORE_TEST_CONSUL_ADDR";
@@ -18,10 +19,13 @@ const INSTALL_HINT: &str = "no Consul to test against: set FLAGSTORE_TEST_CONSUL
      install consul (Debian bullseye package; scripts/install-servers.sh does it), or run a Docker engine";
 
 /// A Consul agent the tests can use.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Consul {
     address: String,
+    http_address: String,
     token: Option<String>,
+    ca_pem: Option<String>,
+    _certs_dir: Option<TempDir>,
     _server: Option<LocalServer>,
     _container: Option<DockerService>,
 }
@@ -33,10 +37,9 @@ impl Consul {
             && !address.is_empty()
         {
             return Consul {
+                http_address: address.clone(),
                 address,
-                token: None,
-                _server: None,
-                _container: None,
+                ..Consul::default()
             };
         }
         if on_path("consul") {
@@ -49,11 +52,12 @@ impl Consul {
         let container = DockerService::start("hashicorp/consul", "1.15", 8500, ready, cmd)
             .unwrap_or_else(|e| panic!("{INSTALL_HINT}\n({e})"));
         let (host, port) = container.address();
+        let address = format!("http://{host}:{port}");
         Consul {
-            address: format!("http://{host}:{port}"),
-            token: None,
-            _server: None,
+            http_address: address.clone(),
+            address,
             _container: Some(container),
+            ..Consul::default()
         }
     }
 
@@ -63,7 +67,36 @@ impl Consul {
         Self::start_local(Some(master_token))
     }
 
+    /// A fresh local dev agent that also serves HTTPS with a throwaway CA; [`address`](Self::address)
+    /// is the `https://` one and [`ca_pem`](Self::ca_pem) the CA to trust.
+    pub fn start_tls() -> Consul {
+        let dir = TempDir::new().unwrap();
+        let certs = generate(dir.path());
+        let https = free_port();
+        let hcl = format!(
+            r#"ports {{ https = {https} }} cert_file = "{}" key_file = "{}" ca_file = "{}" verify_incoming = false"#,
+            certs.cert_file.display(),
+            certs.key_file.display(),
+            certs.ca_file.display()
+        );
+        let mut consul = Self::launch(None, Some(hcl));
+        consul.http_address = consul.address.clone();
+        consul.address = format!("https://127.0.0.1:{https}");
+        consul.ca_pem = Some(certs.ca_pem);
+        consul._certs_dir = Some(dir);
+        consul
+    }
+
     fn start_local(master_token: Option<&str>) -> Consul {
+        let acl = master_token.map(|token| {
+            format!(r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" agent = "{token}" }} }}"#)
+        });
+        let mut consul = Self::launch(master_token, acl);
+        consul.token = master_token.map(str::to_owned);
+        consul
+    }
+
+    fn launch(master_token: Option<&str>, hcl: Option<String>) -> Consul {
         assert!(on_path("consul"), "{INSTALL_HINT}");
         let mut last_error = String::new();
         for _ in 0..5 {
@@ -86,11 +119,9 @@ impl Consul {
             ] {
                 args.push(format!("{flag}={value}"));
             }
-            if let Some(token) = master_token {
+            if let Some(hcl) = &hcl {
                 args.push("-hcl".into());
-                args.push(format!(
-                    r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" agent = "{token}" }} }}"#
-                ));
+                args.push(hcl.clone());
             }
             let dir = TempDir::new().unwrap();
             let server = match LocalServer::start("consul", "consul", &args, dir, |log| {
@@ -106,10 +137,10 @@ impl Consul {
             match wait_for_kv_write(http, master_token) {
                 Ok(()) => {
                     return Consul {
+                        http_address: address.clone(),
                         address,
-                        token: master_token.map(str::to_owned),
                         _server: Some(server),
-                        _container: None,
+                        ..Consul::default()
                     };
                 }
                 Err(e) => last_error = format!("{e}\n{}", server.log_text()),
@@ -121,6 +152,16 @@ impl Consul {
     /// The agent's HTTP address.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The agent's plain HTTP address (the same as [`address`](Self::address) unless TLS).
+    pub fn http_address(&self) -> &str {
+        &self.http_address
+    }
+
+    /// The CA certificate (PEM) of a TLS agent.
+    pub fn ca_pem(&self) -> &str {
+        self.ca_pem.as_deref().expect("not a TLS agent")
     }
 
     /// The master token of an ACL agent.

@@ -22,6 +22,9 @@ struct ConsulFactory {
     address: String,
     token: Option<String>,
     datacenter: Option<String>,
+    ca_pem: Option<String>,
+    /// Where `clear` sends its raw requests.
+    raw_address: String,
     cached: bool,
 }
 
@@ -29,6 +32,7 @@ impl ConsulFactory {
     fn new(consul: &Consul) -> Self {
         ConsulFactory {
             address: consul.address().to_owned(),
+            raw_address: consul.http_address().to_owned(),
             token: consul.token().map(str::to_owned),
             ..Default::default()
         }
@@ -41,6 +45,9 @@ impl ConsulFactory {
         }
         if let Some(dc) = &self.datacenter {
             b = b.datacenter(dc);
+        }
+        if let Some(pem) = &self.ca_pem {
+            b = b.tls_root_certificate_pem(pem.as_bytes());
         }
         b
     }
@@ -58,7 +65,8 @@ impl StoreFactory for ConsulFactory {
     }
 
     async fn clear(&self, prefix: &str) {
-        let client = raw_client(&self.address, self.token.as_deref());
+        // Over the agent's plain HTTP port, bypassing the store under test (and its TLS).
+        let client = raw_client(&self.raw_address, self.token.as_deref());
         // The trailing slash: clearing "ld" must not touch "ld2".
         let request = DeleteKeyRequest {
             key: format!("{prefix}/"),
@@ -408,4 +416,24 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
         .unwrap();
     admin.init(&[]).await.unwrap();
     assert!(admin.is_initialized().await.unwrap());
+}
+
+#[tokio::test]
+async fn conformance_over_https_with_a_private_ca() {
+    let consul = Consul::start_tls();
+    assert!(consul.address().starts_with("https://"));
+    let ca_pem = Some(consul.ca_pem().to_owned());
+    testing::run(&ConsulFactory {
+        ca_pem,
+        ..ConsulFactory::new(&consul)
+    })
+    .await;
+    // Without the CA the agent's certificate is not trusted: a clean error, not a hang.
+    let untrusting = ConsulStore::builder()
+        .address(consul.address())
+        .build()
+        .unwrap();
+    let err = untrusting.get(&Kind::FEATURES, "f").await.unwrap_err();
+    assert!(err.is_outage(), "{err}");
+    assert!(!untrusting.is_available().await);
 }
