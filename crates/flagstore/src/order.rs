@@ -7,7 +7,8 @@ use serde::Deserialize;
 use crate::{Collection, Item, Kind};
 
 /// Orders a full data set the way stores must write it: segments first, then flags, then any other
-/// kind; within flags, every prerequisite before the flags that depend on it.
+/// kind; within flags, every prerequisite before the flags that depend on it; within segments,
+/// every segment a rule matches (`segmentMatch`) before the segments that match it.
 ///
 /// A store that cannot write atomically is briefly half-written during `init`; in this order a
 /// reader never sees a flag whose prerequisite or segment is missing. Items keep their given order
@@ -34,9 +35,14 @@ use crate::{Collection, Item, Kind};
 pub fn sort_for_init(mut data: Vec<Collection>) -> Vec<Collection> {
     data.sort_by_key(|c| c.kind.init_priority());
     for collection in &mut data {
-        if collection.kind == Kind::FEATURES {
-            collection.items = prerequisites_first(std::mem::take(&mut collection.items));
-        }
+        let dependencies: fn(&Item) -> Vec<String> = if collection.kind == Kind::FEATURES {
+            prerequisite_keys
+        } else if collection.kind == Kind::SEGMENTS {
+            matched_segment_keys
+        } else {
+            continue;
+        };
+        collection.items = dependencies_first(std::mem::take(&mut collection.items), dependencies);
     }
     data
 }
@@ -52,15 +58,50 @@ struct Prerequisite {
     key: String,
 }
 
+// An item whose dependencies cannot be read still gets written; it just has no ordering
+// constraint. The store reports unreadable items on read, not here.
+
 fn prerequisite_keys(item: &Item) -> Vec<String> {
-    // A flag whose prerequisites cannot be read still gets written; it just has no ordering
-    // constraint. The store reports unreadable items on read, not here.
     serde_json::from_str::<Prerequisites>(item.json())
         .map(|p| p.prerequisites.into_iter().map(|p| p.key).collect())
         .unwrap_or_default()
 }
 
-fn prerequisites_first(items: Vec<Item>) -> Vec<Item> {
+#[derive(Deserialize)]
+struct SegmentRules {
+    #[serde(default)]
+    rules: Vec<SegmentRule>,
+}
+
+#[derive(Deserialize)]
+struct SegmentRule {
+    #[serde(default)]
+    clauses: Vec<Clause>,
+}
+
+#[derive(Deserialize)]
+struct Clause {
+    #[serde(default)]
+    op: String,
+    #[serde(default)]
+    values: Vec<serde_json::Value>,
+}
+
+fn matched_segment_keys(item: &Item) -> Vec<String> {
+    serde_json::from_str::<SegmentRules>(item.json())
+        .map(|s| {
+            s.rules
+                .into_iter()
+                .flat_map(|rule| rule.clauses)
+                .filter(|clause| clause.op == "segmentMatch")
+                .flat_map(|clause| clause.values)
+                .filter_map(|value| value.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn dependencies_first(items: Vec<Item>, dependencies: fn(&Item) -> Vec<String>) -> Vec<Item> {
     let index: HashMap<String, usize> = items
         .iter()
         .enumerate()
@@ -80,7 +121,7 @@ fn prerequisites_first(items: Vec<Item>) -> Vec<Item> {
                 continue;
             }
             stack.push((i, true));
-            for key in prerequisite_keys(&items[i]).iter().rev() {
+            for key in dependencies(&items[i]).iter().rev() {
                 if let Some(&dep) = index.get(key)
                     && !visited.contains(&dep)
                 {
@@ -107,6 +148,10 @@ mod tests {
             prereqs.join(",")
         );
         Item::from_json(key, json).unwrap()
+    }
+
+    fn prerequisites_first(items: Vec<Item>) -> Vec<Item> {
+        dependencies_first(items, prerequisite_keys)
     }
 
     fn keys(items: &[Item]) -> Vec<&str> {
@@ -165,6 +210,31 @@ mod tests {
         let sorted = prerequisites_first(items);
         assert_eq!(sorted[0].key(), format!("f{}", n - 1));
         assert_eq!(sorted[n - 1].key(), "f0");
+    }
+
+    #[test]
+    fn segments_matched_by_other_segments_come_first() {
+        let segment = |key: &str, matches: &[&str]| {
+            let values: Vec<String> = matches.iter().map(|m| format!("{m:?}")).collect();
+            let json = format!(
+                r#"{{"key":"{key}","version":1,"rules":[{{"clauses":[{{"attribute":"","op":"segmentMatch","values":[{}]}},{{"attribute":"email","op":"in","values":["x"]}}]}}]}}"#,
+                values.join(",")
+            );
+            Item::from_json(key, json).unwrap()
+        };
+        let sorted = sort_for_init(vec![Collection::new(
+            Kind::SEGMENTS,
+            vec![
+                segment("all-staff", &["engineers", "sales"]),
+                segment("engineers", &[]),
+                segment("sales", &["emea"]),
+                segment("emea", &[]),
+            ],
+        )]);
+        assert_eq!(
+            keys(&sorted[0].items),
+            ["engineers", "emea", "sales", "all-staff"]
+        );
     }
 
     #[test]
