@@ -258,17 +258,23 @@ impl StoreUrl {
 
 /// The password of `$REDIS_URL`, for a store URL that carries none.
 fn password_from_env(url: &str) -> Option<String> {
-    let has_own = url::Url::parse(url)
+    password_from(url, std::env::var("REDIS_URL").ok().as_deref())
+}
+
+/// The decoded password of `env_url` if `url` has none. URLs percent-encode passwords; this is
+/// plain percent-decoding (form decoding would turn a `+` into a space).
+fn password_from(url: &str, env_url: Option<&str>) -> Option<String> {
+    if url::Url::parse(url)
         .ok()
-        .is_some_and(|u| u.password().is_some());
-    if has_own {
+        .is_some_and(|u| u.password().is_some())
+    {
         return None;
     }
-    let env = std::env::var("REDIS_URL").ok()?;
-    let password = url::Url::parse(&env).ok()?.password()?.to_owned();
-    url::form_urlencoded::parse(format!("p={password}").as_bytes())
-        .next()
-        .map(|(_, p)| p.into_owned())
+    let env = url::Url::parse(env_url?).ok()?;
+    let decoded = percent_encoding::percent_decode_str(env.password()?)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -344,6 +350,25 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(StoreUrl::parse(raw).unwrap(), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn takes_the_password_from_redis_url_decoded_exactly() {
+        let env = Some("redis://:a+b%40c%2Fd@elsewhere:6379");
+        assert_eq!(
+            password_from("redis://cache:6379", env).as_deref(),
+            Some("a+b@c/d")
+        );
+        assert_eq!(
+            password_from("redis://u:own@cache", env),
+            None,
+            "the URL's own password wins"
+        );
+        assert_eq!(password_from("redis://cache", None), None);
+        assert_eq!(
+            password_from("redis://cache", Some("redis://elsewhere")),
+            None
+        );
     }
 
     #[test]
