@@ -15,10 +15,14 @@ const EXAMPLE_FLAGS: &str = include_str!("../../../examples/flags.json");
 const EXAMPLE_CONTEXTS: &str = include_str!("../../../examples/contexts.json");
 
 pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), CliError> {
-    if let Command::Demo = command {
-        return demo(store).await;
-    }
-    let url = store.unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    // The demo works on a throwaway SQLite file unless a store is named.
+    let scratch = (store.is_none() && matches!(command, Command::Demo))
+        .then(|| std::env::temp_dir().join(format!("flagstore-demo-{}.db", std::process::id())));
+    let url = match (store, &scratch) {
+        (Some(url), _) => url,
+        (None, Some(path)) => format!("sqlite:{}", path.display()),
+        (None, None) => DEFAULT_STORE.to_owned(),
+    };
     let parsed = StoreUrl::parse(&url)?;
     if let Command::Load {
         create_table: true, ..
@@ -74,14 +78,8 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
             concurrency,
             json,
         } => bench::run(store, requests, concurrency, json).await,
-        Command::Demo => unreachable_demo(),
+        Command::Demo => demo(store, scratch.as_deref()).await,
     }
-}
-
-fn unreachable_demo() -> Result<(), CliError> {
-    Err(CliError::new(
-        "internal error: demo is handled before opening a store",
-    ))
 }
 
 /// `features`, `flags` and `segments` as the SDKs name them; any other kind as given.
@@ -282,10 +280,9 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     Ok(())
 }
 
-async fn demo(store: Option<String>) -> Result<(), CliError> {
-    let scratch = std::env::temp_dir().join(format!("flagstore-demo-{}.db", std::process::id()));
-    let url = store.unwrap_or_else(|| format!("sqlite:{}", scratch.display()));
-    let store = StoreUrl::parse(&url)?.open()?.store;
+/// Loads the examples into `store` and prints evaluations; removes `scratch` (the throwaway
+/// SQLite file, with its WAL files) afterwards.
+async fn demo(store: DynStore, scratch: Option<&std::path::Path>) -> Result<(), CliError> {
     println!("flagstore demo on {store}");
     let data = data::parse(EXAMPLE_FLAGS)?;
     write_all(&store, &data, "loaded").await?;
@@ -314,9 +311,11 @@ async fn demo(store: Option<String>) -> Result<(), CliError> {
         }
     }
     client.close();
-    let _ = std::fs::remove_file(&scratch);
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+    if let Some(scratch) = scratch {
+        let _ = std::fs::remove_file(scratch);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+        }
     }
     Ok(())
 }
