@@ -45,7 +45,14 @@ if ! command -v consul >/dev/null 2>&1; then
     # Bookworm has no consul package; bullseye's is added from the mirror this machine already
     # uses. Nothing else is taken from bullseye: every other package has a newer bookworm version.
     mirror="$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)"
-    mirror="${mirror:-http://deb.debian.org/debian}"
+    if [ -z "$mirror" ]; then
+        mirror="$(sed -n 's/^deb \(http[^ ]*debian\)\/* .*/\1/p' /etc/apt/sources.list 2>/dev/null | head -1)"
+    fi
+    if [ -z "$mirror" ]; then
+        echo "install-servers: cannot find the Debian mirror this machine uses (no http(s) .../debian URI in" >&2
+        echo "  /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list); install consul 1.8.7 by hand" >&2
+        exit 1
+    fi
     list=/etc/apt/sources.list.d/flagstore-bullseye.list
     if [ ! -f "$list" ]; then
         echo "install-servers: adding the bullseye suite of $mirror for consul"

@@ -208,3 +208,102 @@ fn put_once(port: u16, token: Option<&str>) -> Result<(), String> {
         Err(response.lines().next().unwrap_or_default().to_owned())
     }
 }
+
+/// Plain requests to Consul's KV API, bypassing the store under test: to set up and inspect
+/// what other writers would see.
+#[derive(Debug, Clone)]
+pub struct RawConsul {
+    client: flagstore_consul::reqwest::Client,
+    address: String,
+    token: Option<String>,
+}
+
+impl RawConsul {
+    /// A client for the agent at `address` (`http://host:port`), sending `token` if given.
+    pub fn new(address: &str, token: Option<&str>) -> RawConsul {
+        RawConsul {
+            client: flagstore_consul::reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            address: address.trim_end_matches('/').to_owned(),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: flagstore_consul::reqwest::Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> (u16, String) {
+        let mut request = self
+            .client
+            .request(method, format!("{}/v1/kv/{path_and_query}", self.address));
+        if let Some(token) = &self.token {
+            request = request.header("X-Consul-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// The value under `key`, if any (`?raw`: the bytes as stored).
+    pub async fn get(&self, key: &str) -> Option<String> {
+        let (status, body) = self
+            .send(
+                flagstore_consul::reqwest::Method::GET,
+                &format!("{key}?raw"),
+                None,
+            )
+            .await;
+        (status == 200).then_some(body)
+    }
+
+    /// Writes `value` under `key`; the HTTP status (200 when Consul took it).
+    pub async fn put_bytes(&self, key: &str, value: Vec<u8>) -> u16 {
+        self.send(flagstore_consul::reqwest::Method::PUT, key, Some(value))
+            .await
+            .0
+    }
+
+    /// Writes `value` under `key`, which must succeed.
+    pub async fn put(&self, key: &str, value: &str) {
+        assert_eq!(
+            self.put_bytes(key, value.as_bytes().to_vec()).await,
+            200,
+            "PUT {key}"
+        );
+    }
+
+    /// Every key under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let (status, body) = self
+            .send(
+                flagstore_consul::reqwest::Method::GET,
+                &format!("{prefix}?keys"),
+                None,
+            )
+            .await;
+        if status == 200 {
+            serde_json::from_str(&body).unwrap()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Deletes every key under `prefix`.
+    pub async fn delete_recursive(&self, prefix: &str) {
+        let (status, body) = self
+            .send(
+                flagstore_consul::reqwest::Method::DELETE,
+                &format!("{prefix}?recurse"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "DELETE {prefix}: {body}");
+    }
+}

@@ -9,12 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flagstore::testing::{self, SDK_TOMBSTONES, StoreFactory, UpsertHook, flag};
 use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
-use flagstore_consul::consulrs::api;
-use flagstore_consul::consulrs::api::kv::requests::{DeleteKeyRequest, SetKeyRequest};
-use flagstore_consul::consulrs::client::{ConsulClient, ConsulClientSettingsBuilder};
-use flagstore_consul::consulrs::kv;
 use flagstore_consul::{ConsulStore, ConsulStoreBuilder, MAX_TXN_BODY, MAX_VALUE_SIZE};
-use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::consul::{Consul, RawConsul};
 use flagstore_integration_tests::{free_port, maybe_cached};
 
 #[derive(Default)]
@@ -66,14 +62,9 @@ impl StoreFactory for ConsulFactory {
 
     async fn clear(&self, prefix: &str) {
         // Over the agent's plain HTTP port, bypassing the store under test (and its TLS).
-        let client = raw_client(&self.raw_address, self.token.as_deref());
+        let client = RawConsul::new(&self.raw_address, self.token.as_deref());
         // The trailing slash: clearing "ld" must not touch "ld2".
-        let request = DeleteKeyRequest {
-            key: format!("{prefix}/"),
-            recurse: Some(true),
-            ..Default::default()
-        };
-        api::exec_with_result(&client, request).await.unwrap();
+        client.delete_recursive(&format!("{prefix}/")).await;
     }
 
     async fn unreachable_store(&self) -> DynStore {
@@ -85,50 +76,6 @@ impl StoreFactory for ConsulFactory {
             .unwrap();
         Arc::new(store)
     }
-}
-
-fn raw_client(address: &str, token: Option<&str>) -> ConsulClient {
-    let mut settings = ConsulClientSettingsBuilder::default();
-    settings.address(address);
-    if let Some(token) = token {
-        settings.token(token.to_owned());
-    }
-    ConsulClient::new(settings.build().unwrap()).unwrap()
-}
-
-async fn raw_get(client: &ConsulClient, key: &str) -> Option<String> {
-    match kv::read(client, key, None).await {
-        Ok(mut res) => {
-            let pair = res.response.pop()?;
-            Some(
-                pair.value
-                    .map(|v| v.try_into().unwrap())
-                    .unwrap_or_default(),
-            )
-        }
-        Err(_) => None,
-    }
-}
-
-async fn raw_put(client: &ConsulClient, key: &str, value: &str) {
-    let request = SetKeyRequest {
-        key: key.to_owned(),
-        value: value.as_bytes().to_vec(),
-        ..Default::default()
-    };
-    assert!(
-        api::exec_with_result(client, request)
-            .await
-            .unwrap()
-            .response
-    );
-}
-
-async fn raw_keys(client: &ConsulClient, prefix: &str) -> Vec<String> {
-    kv::keys(client, prefix, None)
-        .await
-        .map(|r| r.response)
-        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -164,8 +111,8 @@ async fn writes_exactly_the_layout_other_sdks_read() {
         .upsert(&Kind::SEGMENTS, Item::tombstone("gone", 2))
         .await
         .unwrap();
-    let client = raw_client(consul.address(), None);
-    let mut keys = raw_keys(&client, "launchdarkly/").await;
+    let client = RawConsul::new(consul.address(), None);
+    let mut keys = client.keys("launchdarkly/").await;
     keys.sort();
     assert_eq!(
         keys,
@@ -176,17 +123,13 @@ async fn writes_exactly_the_layout_other_sdks_read() {
         ]
     );
     assert_eq!(
-        raw_get(&client, "launchdarkly/features/my-flag")
-            .await
-            .unwrap(),
+        client.get("launchdarkly/features/my-flag").await.unwrap(),
         f.json(),
         "byte for byte"
     );
-    assert_eq!(raw_get(&client, "launchdarkly/$inited").await.unwrap(), "");
+    assert_eq!(client.get("launchdarkly/$inited").await.unwrap(), "");
     assert_eq!(
-        raw_get(&client, "launchdarkly/segments/gone")
-            .await
-            .unwrap(),
+        client.get("launchdarkly/segments/gone").await.unwrap(),
         r#"{"key":"$deleted","version":2,"deleted":true}"#
     );
 }
@@ -194,10 +137,12 @@ async fn writes_exactly_the_layout_other_sdks_read() {
 #[tokio::test]
 async fn reads_every_sdks_tombstone_shape_written_raw() {
     let consul = Consul::start();
-    let client = raw_client(consul.address(), None);
+    let client = RawConsul::new(consul.address(), None);
     let shapes = SDK_TOMBSTONES;
     for (key, json, _) in shapes {
-        raw_put(&client, &format!("launchdarkly/features/{key}"), json).await;
+        client
+            .put(&format!("launchdarkly/features/{key}"), json)
+            .await;
     }
     let store = ConsulStore::builder()
         .address(consul.address())
@@ -302,13 +247,11 @@ async fn values_at_the_limit_are_written_and_over_it_refused() {
         "{err:?}"
     );
     // Consul itself enforces the limit: the refusal spares a write that would fail.
-    let client = raw_client(consul.address(), None);
-    let request = SetKeyRequest {
-        key: "launchdarkly/features/raw".to_owned(),
-        value: vec![b'x'; MAX_VALUE_SIZE + 1],
-        ..Default::default()
-    };
-    assert!(api::exec_with_result(&client, request).await.is_err());
+    let client = RawConsul::new(consul.address(), None);
+    let status = client
+        .put_bytes("launchdarkly/features/raw", vec![b'x'; MAX_VALUE_SIZE + 1])
+        .await;
+    assert_eq!(status, 413, "Consul refuses the raw value too");
 }
 
 #[tokio::test]
@@ -342,7 +285,7 @@ async fn prefix_ld_never_touches_ld2() {
 #[tokio::test]
 async fn unreadable_values_are_reported_not_hidden() {
     let consul = Consul::start();
-    let client = raw_client(consul.address(), None);
+    let client = RawConsul::new(consul.address(), None);
     let store = ConsulStore::builder()
         .address(consul.address())
         .prefix("corrupt")
@@ -352,7 +295,7 @@ async fn unreadable_values_are_reported_not_hidden() {
         .init(&[Collection::new(Kind::FEATURES, vec![flag("good", 1)])])
         .await
         .unwrap();
-    raw_put(&client, "corrupt/features/bad", "{oops").await;
+    client.put("corrupt/features/bad", "{oops").await;
     let err = store.get(&Kind::FEATURES, "bad").await.unwrap_err();
     assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
     assert_eq!(
@@ -362,6 +305,16 @@ async fn unreadable_values_are_reported_not_hidden() {
     let all = store.get_all(&Kind::FEATURES).await.unwrap();
     assert_eq!(all.iter().map(Item::key).collect::<Vec<_>>(), ["good"]);
     assert_eq!(store.skipped_items(), 1);
+    let checked = store.get_all_checked(&Kind::FEATURES).await.unwrap();
+    assert_eq!(checked.unreadable.len(), 1);
+    assert_eq!(checked.unreadable[0].key, "bad");
+
+    // As in the Go SDK, a corrupt value counts as version 0: a versioned upsert repairs it.
+    assert!(store.upsert(&Kind::FEATURES, flag("bad", 5)).await.unwrap());
+    assert_eq!(
+        store.get(&Kind::FEATURES, "bad").await.unwrap(),
+        Some(flag("bad", 5))
+    );
 }
 
 const MASTER: &str = "b7e1c4f0-flagstore-master-token";

@@ -3,12 +3,16 @@
 use std::io::{IsTerminal, Read};
 use std::time::{Duration, Instant};
 
-use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, redact_url, sort_for_init};
+use std::collections::BTreeMap;
+
+use flagstore::{
+    Collection, DynStore, Error, Item, Kind, PersistentDataStore, redact_url, sort_for_init,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::evaluate::{daemon_client, evaluate, parse_context};
-use crate::store_url::{Opened, StoreUrl};
+use crate::evaluate::{Witness, daemon_client, evaluate, parse_context};
+use crate::store_url::{Opened, SizeLimit, StoreUrl};
 use crate::{CliError, Command, DEFAULT_STORE, bench, data};
 
 const EXAMPLE_FLAGS: &str = include_str!("../../../examples/flags.json");
@@ -30,14 +34,17 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
     {
         parsed.create_table().await?;
     }
-    let opened = parsed.open()?;
+    // Only commands that write may create a store that does not exist yet.
+    let writes = matches!(command, Command::Load { .. } | Command::Demo);
+    let opened = parsed.open(writes)?;
     let store = opened.store.clone();
     match command {
-        Command::Load { file, .. } => load(&store, &file).await,
-        Command::Dump => {
+        Command::Load { file, .. } => load(&opened, &file).await,
+        Command::Dump { skip_invalid } => {
+            require_initialized(&store).await?;
             let (flags, segments) = (
-                store.get_all(&Kind::FEATURES).await?,
-                store.get_all(&Kind::SEGMENTS).await?,
+                read_kind(&store, &Kind::FEATURES, Unreadable::Fail { skip_invalid }).await?,
+                read_kind(&store, &Kind::SEGMENTS, Unreadable::Fail { skip_invalid }).await?,
             );
             println!("{}", data::render(&flags, &segments)?);
             Ok(())
@@ -53,7 +60,11 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
                 None => Err(CliError::new(format!("{kind}/{key} is not in the store"))),
             }
         }
-        Command::Copy { to, create_table } => copy(&store, &to, create_table).await,
+        Command::Copy {
+            to,
+            create_table,
+            skip_invalid,
+        } => copy(&store, &to, create_table, skip_invalid).await,
         Command::Status { json } => status(&url, &opened, json).await,
         Command::Eval {
             flag,
@@ -62,8 +73,11 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
         } => {
             let context = parse_context(&context)?;
             require_initialized(&store).await?;
-            let client = daemon_client(store)?;
+            let witness = Witness::new(store);
+            let client = daemon_client(witness.clone())?;
             let result = evaluate(&client, &flag, &context);
+            client.close();
+            witness.verdict()?;
             if json {
                 println!("{result}");
             } else {
@@ -115,6 +129,121 @@ fn spinner(message: String) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// What to do about stored values that are not valid items.
+#[derive(Clone, Copy)]
+enum Unreadable {
+    /// Name each on stderr, and fail unless `skip_invalid`: for a dump or copy, a partial
+    /// answer would be a silently partial backup.
+    Fail { skip_invalid: bool },
+    /// Name each on stderr and go on: for listings.
+    Warn,
+}
+
+/// Every readable item of `kind`, naming each unreadable one on stderr.
+async fn read_kind(
+    store: &DynStore,
+    kind: &Kind,
+    unreadable: Unreadable,
+) -> Result<Vec<Item>, CliError> {
+    let stored = store.get_all_checked(kind).await?;
+    for bad in &stored.unreadable {
+        eprintln!(
+            "warning: {kind}/{} is unreadable and was skipped: {}",
+            bad.key, bad.error
+        );
+    }
+    if let Unreadable::Fail {
+        skip_invalid: false,
+    } = unreadable
+        && !stored.unreadable.is_empty()
+    {
+        return Err(CliError::new(format!(
+            "{} stored {kind} item(s) are unreadable (named above); nothing was written. \
+             Fix them, or pass --skip-invalid to go on without them",
+            stored.unreadable.len()
+        )));
+    }
+    Ok(stored.items)
+}
+
+/// Refuses, before anything is written, a data set holding items over the target's size limit.
+fn check_sizes(data: &[Collection], limit: Option<&SizeLimit>) -> Result<(), CliError> {
+    let Some(limit) = limit else { return Ok(()) };
+    let oversized: Vec<String> = data
+        .iter()
+        .flat_map(|c| c.items.iter().map(move |item| (&c.kind, item)))
+        .filter_map(|(kind, item)| {
+            let size = (limit.measure)(kind, item);
+            (size > limit.bytes).then(|| format!("{kind}/{} is {size} bytes", item.key()))
+        })
+        .collect();
+    if oversized.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::new(format!(
+        "{} over {}'s {}-byte item limit, so the store would silently lack {}: {}; nothing was written",
+        if oversized.len() == 1 {
+            "one item is"
+        } else {
+            "some items are"
+        },
+        limit.backend,
+        limit.bytes,
+        if oversized.len() == 1 { "it" } else { "them" },
+        oversized.join(", ")
+    )))
+}
+
+/// Checks that the store holds exactly `data` (keys and versions) after an init.
+///
+/// On backends whose init is not atomic (DynamoDB, Consul), two loads at the same time can
+/// interleave and leave a mix of both data sets. Checking afterwards catches it: a load that
+/// succeeds left the store holding exactly its file.
+async fn verify(store: &DynStore, data: &[Collection]) -> Result<(), CliError> {
+    let mut differences = Vec::new();
+    for kind in flagstore::replaced_kinds(data) {
+        let wanted: BTreeMap<&str, u64> = data
+            .iter()
+            .filter(|c| &c.kind == kind)
+            .flat_map(|c| c.items.iter().map(|i| (i.key(), i.version())))
+            .collect();
+        let stored = store.get_all_checked(kind).await?;
+        let held: BTreeMap<&str, u64> = stored
+            .items
+            .iter()
+            .map(|i| (i.key(), i.version()))
+            .chain(stored.unreadable.iter().map(|u| (u.key.as_str(), u64::MAX)))
+            .collect();
+        for (key, version) in &wanted {
+            match held.get(key) {
+                Some(v) if v == version => {}
+                Some(_) => differences.push(format!("{kind}/{key} has another version")),
+                None => differences.push(format!("{kind}/{key} is missing")),
+            }
+        }
+        differences.extend(
+            held.keys()
+                .filter(|key| !wanted.contains_key(*key))
+                .map(|key| format!("{kind}/{key} should not be there")),
+        );
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<_> = differences.iter().take(5).cloned().collect();
+    Err(CliError::new(format!(
+        "the store changed while it was written ({} difference(s): {}{}): was another load or copy \
+         writing it at the same time? Run this one again once the other has finished",
+        differences.len(),
+        shown.join(", "),
+        if differences.len() > shown.len() {
+            ", …"
+        } else {
+            ""
+        }
+    )))
+}
+
 async fn write_all(store: &DynStore, data: &[Collection], verb: &str) -> Result<(), CliError> {
     let count = |kind: &Kind| {
         data.iter()
@@ -141,11 +270,12 @@ async fn write_all(store: &DynStore, data: &[Collection], verb: &str) -> Result<
         bar.finish_and_clear();
     }
     result?;
+    verify(store, data).await?;
     eprintln!("{verb} {summary} into {store} in {:.1?}", started.elapsed());
     Ok(())
 }
 
-async fn load(store: &DynStore, file: &str) -> Result<(), CliError> {
+async fn load(opened: &Opened, file: &str) -> Result<(), CliError> {
     let text = if file == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -157,7 +287,8 @@ async fn load(store: &DynStore, file: &str) -> Result<(), CliError> {
             .map_err(|e| CliError::new(format!("could not read {file}: {e}")))?
     };
     let data = data::parse(&text).map_err(|e| CliError::new(format!("{file}: {e}")))?;
-    write_all(store, &data, "loaded").await
+    check_sizes(&data, opened.limit.as_ref())?;
+    write_all(&opened.store, &data, "loaded").await
 }
 
 async fn ls(store: &DynStore, kind: Option<&str>, json: bool) -> Result<(), CliError> {
@@ -167,7 +298,7 @@ async fn ls(store: &DynStore, kind: Option<&str>, json: bool) -> Result<(), CliE
     };
     let mut rows = Vec::new();
     for kind in kinds {
-        let mut items = store.get_all(&kind).await?;
+        let mut items = read_kind(store, &kind, Unreadable::Warn).await?;
         items.sort_by(|a, b| a.key().cmp(b.key()));
         rows.extend(items.into_iter().map(|item| (kind.clone(), item)));
     }
@@ -191,18 +322,31 @@ async fn ls(store: &DynStore, kind: Option<&str>, json: bool) -> Result<(), CliE
     Ok(())
 }
 
-async fn copy(source: &DynStore, to: &str, create_table: bool) -> Result<(), CliError> {
+async fn copy(
+    source: &DynStore,
+    to: &str,
+    create_table: bool,
+    skip_invalid: bool,
+) -> Result<(), CliError> {
     let target_url = StoreUrl::parse(to)?;
+    require_initialized(source).await?;
+    let unreadable = Unreadable::Fail { skip_invalid };
+    let data = sort_for_init(vec![
+        Collection::new(
+            Kind::FEATURES,
+            read_kind(source, &Kind::FEATURES, unreadable).await?,
+        ),
+        Collection::new(
+            Kind::SEGMENTS,
+            read_kind(source, &Kind::SEGMENTS, unreadable).await?,
+        ),
+    ]);
     if create_table {
         target_url.create_table().await?;
     }
-    let target = target_url.open()?.store;
-    require_initialized(source).await?;
-    let data = sort_for_init(vec![
-        Collection::new(Kind::FEATURES, source.get_all(&Kind::FEATURES).await?),
-        Collection::new(Kind::SEGMENTS, source.get_all(&Kind::SEGMENTS).await?),
-    ]);
-    write_all(&target, &data, "copied").await
+    let target = target_url.open(true)?;
+    check_sizes(&data, target.limit.as_ref())?;
+    write_all(&target.store, &data, "copied").await
 }
 
 async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> {
@@ -211,19 +355,25 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     let available = store.is_available().await;
     let round_trip = started.elapsed();
     if !available {
-        return Err(CliError::new(format!(
-            "{store} does not answer (after {round_trip:.1?})"
-        )));
+        // The health check only says yes or no; a real read says why.
+        return Err(match store.is_initialized().await {
+            Err(err @ Error::PermissionDenied { .. }) => CliError::from(err),
+            _ => CliError::new(format!("{store} does not answer (after {round_trip:.1?})")),
+        });
     }
     let initialized = store.is_initialized().await?;
     let mut counts = serde_json::Map::new();
     let mut largest: Vec<(Kind, Item, usize)> = Vec::new();
     for kind in [Kind::FEATURES, Kind::SEGMENTS] {
-        let items = store.get_all(&kind).await?;
+        let stored = store.get_all_checked(&kind).await?;
+        for bad in &stored.unreadable {
+            eprintln!("warning: {kind}/{} is unreadable: {}", bad.key, bad.error);
+        }
+        let items = stored.items;
         let deleted = items.iter().filter(|i| i.is_deleted()).count();
         counts.insert(
             kind.name().to_owned(),
-            json!({"items": items.len(), "deleted": deleted}),
+            json!({"items": items.len(), "deleted": deleted, "unreadable": stored.unreadable.len()}),
         );
         for item in items {
             let size = opened
@@ -255,10 +405,11 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     println!("initialized:  {}", if initialized { "yes" } else { "no" });
     for (kind, count) in &counts {
         println!(
-            "{:<13} {} ({} deleted)",
+            "{:<13} {} ({} deleted, {} unreadable)",
             format!("{kind}:"),
             count["items"],
-            count["deleted"]
+            count["deleted"],
+            count["unreadable"]
         );
     }
     match limit {

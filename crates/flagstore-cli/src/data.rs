@@ -2,9 +2,11 @@
 //! `{"flags": {KEY: FLAG, ...}, "segments": {KEY: SEGMENT, ...}}`.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use flagstore::{Collection, Item, Kind, sort_for_init};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::CliError;
@@ -13,9 +15,40 @@ use crate::CliError;
 #[serde(deny_unknown_fields)]
 struct DataFile<'a> {
     #[serde(borrow)]
-    flags: Option<BTreeMap<String, &'a RawValue>>,
+    flags: Option<Section<'a>>,
     #[serde(borrow)]
-    segments: Option<BTreeMap<String, &'a RawValue>>,
+    segments: Option<Section<'a>>,
+}
+
+/// One section of a data file: items by key. A key given twice is refused (plain JSON parsing
+/// would silently keep the last copy), and the error names it with its line.
+struct Section<'a>(BTreeMap<String, &'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Section<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Items<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for Items<'a> {
+            type Value = Section<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of items by key")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut items = BTreeMap::new();
+                while let Some((key, item)) = map.next_entry::<String, &'de RawValue>()? {
+                    if items.contains_key(&key) {
+                        return Err(de::Error::custom(format!("the key {key:?} is given twice")));
+                    }
+                    items.insert(key, item);
+                }
+                Ok(Section(items))
+            }
+        }
+
+        deserializer.deserialize_map(Items(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -64,11 +97,15 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Collection>, CliError> {
         Ok(Collection::new(kind, items))
     };
     Ok(sort_for_init(vec![
-        collection(Kind::FEATURES, "flags", file.flags.unwrap_or_default())?,
+        collection(
+            Kind::FEATURES,
+            "flags",
+            file.flags.map(|s| s.0).unwrap_or_default(),
+        )?,
         collection(
             Kind::SEGMENTS,
             "segments",
-            file.segments.unwrap_or_default(),
+            file.segments.map(|s| s.0).unwrap_or_default(),
         )?,
     ]))
 }
@@ -138,6 +175,10 @@ mod tests {
                 .starts_with("not a flag data file (unknown field `flagValues`")
         );
         assert!(err("[]").starts_with("not a flag data file"));
+        assert_eq!(
+            err("{\"flags\": {\n\"a\": {\"version\":1},\n\"a\": {\"version\":2}}}"),
+            "not a flag data file (the key \"a\" is given twice at line 3 column 19); expected {\"flags\": {...}, \"segments\": {...}}"
+        );
         assert!(err("{}").starts_with("the file has neither"));
     }
 }

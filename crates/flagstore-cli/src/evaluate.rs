@@ -1,13 +1,15 @@
-//! Evaluations through the real LaunchDarkly SDK, in daemon mode.
+//! Evaluations through the real LaunchDarkly SDK, in daemon mode, and honest about failures.
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
-use flagstore::DynStore;
+use async_trait::async_trait;
+use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, StoredItems};
 use flagstore_launchdarkly::LaunchDarklyStore;
 pub(crate) use flagstore_launchdarkly::evaluation_json as evaluate;
 use flagstore_launchdarkly::launchdarkly_server_sdk::{
-    Client, ConfigBuilder, Context, ContextBuilder, NullEventProcessorBuilder,
-    PersistentDataStoreBuilder,
+    Client, ConfigBuilder, Context, ContextBuilder, Flag, NullEventProcessorBuilder,
+    PersistentDataStoreBuilder, Segment,
 };
 
 use crate::CliError;
@@ -40,5 +42,124 @@ pub(crate) fn parse_context(text: &str) -> Result<Context, CliError> {
         ContextBuilder::new(text)
             .build()
             .map_err(|e| CliError::new(format!("--context is not a valid key: {e}")))
+    }
+}
+
+/// The store as the SDK sees it during an evaluation, keeping every item it read and every
+/// error it got.
+///
+/// The SDK answers FLAG_NOT_FOUND, with the default value, both when a flag is missing and when
+/// reading it failed (a database error, a corrupt value) or its JSON is not a flag it can parse.
+/// Only the first is a true answer; the witness lets the CLI tell them apart.
+#[derive(Debug)]
+pub(crate) struct Witness {
+    store: DynStore,
+    seen: Mutex<Vec<(Kind, Item)>>,
+    errors: Mutex<Vec<flagstore::Error>>,
+}
+
+impl Witness {
+    pub(crate) fn new(store: DynStore) -> Arc<Witness> {
+        Arc::new(Witness {
+            store,
+            seen: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn note<T>(
+        &self,
+        result: flagstore::Result<T>,
+        items: impl Fn(&T) -> Vec<Item>,
+        kind: &Kind,
+    ) -> flagstore::Result<T> {
+        match &result {
+            Ok(value) => {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.extend(items(value).into_iter().map(|item| (kind.clone(), item)));
+            }
+            Err(err) => self
+                .errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(err.clone()),
+        }
+        result
+    }
+
+    /// The first error the SDK got from the store, or the first item it read that the SDK
+    /// cannot parse: either means the evaluation's answer is not the store's.
+    pub(crate) fn verdict(&self) -> Result<(), CliError> {
+        if let Some(err) = self
+            .errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+        {
+            return Err(CliError::from(err.clone()));
+        }
+        for (kind, item) in self.seen.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if item.is_deleted() {
+                continue;
+            }
+            let parsed = if *kind == Kind::FEATURES {
+                serde_json::from_str::<Flag>(item.json()).map(drop)
+            } else if *kind == Kind::SEGMENTS {
+                serde_json::from_str::<Segment>(item.json()).map(drop)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = parsed {
+                return Err(CliError::new(format!(
+                    "{kind}/{} is stored but the LaunchDarkly SDK cannot read it ({e}), so it evaluates as not found",
+                    item.key()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Witness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.store.fmt(f)
+    }
+}
+
+#[async_trait]
+#[deny(clippy::missing_trait_methods)]
+impl PersistentDataStore for Witness {
+    async fn init(&self, data: &[Collection]) -> flagstore::Result<()> {
+        let result = self.store.init(data).await;
+        self.note(result, |_| Vec::new(), &Kind::FEATURES)
+    }
+
+    async fn get(&self, kind: &Kind, key: &str) -> flagstore::Result<Option<Item>> {
+        let result = self.store.get(kind, key).await;
+        self.note(result, |item| item.iter().cloned().collect(), kind)
+    }
+
+    async fn get_all(&self, kind: &Kind) -> flagstore::Result<Vec<Item>> {
+        let result = self.store.get_all(kind).await;
+        self.note(result, Vec::clone, kind)
+    }
+
+    async fn get_all_checked(&self, kind: &Kind) -> flagstore::Result<StoredItems> {
+        let result = self.store.get_all_checked(kind).await;
+        self.note(result, |stored| stored.items.clone(), kind)
+    }
+
+    async fn upsert(&self, kind: &Kind, item: Item) -> flagstore::Result<bool> {
+        let result = self.store.upsert(kind, item).await;
+        self.note(result, |_| Vec::new(), kind)
+    }
+
+    async fn is_initialized(&self) -> flagstore::Result<bool> {
+        let result = self.store.is_initialized().await;
+        self.note(result, |_| Vec::new(), &Kind::FEATURES)
+    }
+
+    async fn is_available(&self) -> bool {
+        self.store.is_available().await
     }
 }

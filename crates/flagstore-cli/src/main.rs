@@ -42,7 +42,12 @@ enum Command {
         create_table: bool,
     },
     /// Print the store's flags and segments as a data file on stdout (live items only).
-    Dump,
+    /// Fails if any stored item is unreadable, unless --skip-invalid is given.
+    Dump {
+        /// Leave unreadable stored items out (each is named on stderr) instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
     /// List keys and versions, of one kind (features, segments, …) or all.
     Ls {
         /// features (or flags), segments, or any other kind name.
@@ -59,6 +64,8 @@ enum Command {
         key: String,
     },
     /// Copy every flag and segment (tombstones included) into another store, replacing its data.
+    /// Fails before writing if any stored item is unreadable (unless --skip-invalid) or too
+    /// large for the target.
     Copy {
         /// The target store URL.
         #[arg(long)]
@@ -66,6 +73,9 @@ enum Command {
         /// Create the target's DynamoDB table first if it does not exist.
         #[arg(long)]
         create_table: bool,
+        /// Leave unreadable stored items out (each is named on stderr) instead of failing.
+        #[arg(long)]
+        skip_invalid: bool,
     },
     /// Whether the store is initialized, item counts, the largest items against the backend's
     /// size limit, and the round-trip latency.
@@ -102,6 +112,21 @@ enum Command {
     Demo,
 }
 
+/// Shows what the libraries log, on stderr: warnings and errors by default, as `RUST_LOG`
+/// says otherwise (`RUST_LOG=debug`, `RUST_LOG=flagstore_redis=trace`, …). The libraries never
+/// log a password or token.
+fn log_to_stderr() {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .from_env_lossy();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
 /// A failure, shown as one line.
 #[derive(Debug)]
 pub(crate) struct CliError(String);
@@ -135,6 +160,7 @@ impl From<flagstore::Error> for CliError {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    log_to_stderr();
     match commands::run(cli.store, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

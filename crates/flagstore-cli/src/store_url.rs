@@ -43,6 +43,7 @@ pub(crate) type Measure = Box<dyn Fn(&Kind, &Item) -> usize + Send + Sync>;
 
 /// How large one item may be in a backend.
 pub(crate) struct SizeLimit {
+    pub(crate) backend: &'static str,
     pub(crate) bytes: usize,
     pub(crate) measure: Measure,
 }
@@ -56,10 +57,25 @@ pub(crate) struct Opened {
 impl StoreUrl {
     pub(crate) fn parse(raw: &str) -> Result<StoreUrl, CliError> {
         let shown = redact_url(raw).into_owned();
-        let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
+        // Options start at the first '?' after the user-info, which runs to the last '@':
+        // passwords may hold an unencoded '?'.
+        let options_from = raw.rfind('@').unwrap_or(0);
+        let (base, query) = match raw[options_from..].find('?') {
+            Some(at) => (&raw[..options_from + at], &raw[options_from + at + 1..]),
+            None => (raw, ""),
+        };
         let mut options: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
+        for (i, (name, _)) in options.iter().enumerate() {
+            if options[..i].iter().any(|(earlier, _)| earlier == name) {
+                // Only the part before '?': a value might be a secret.
+                let base = redact_url(base);
+                return Err(CliError::new(format!(
+                    "option {name:?} is given twice in {base:?}"
+                )));
+            }
+        }
         let mut take = |name: &str| -> Option<String> {
             options
                 .iter()
@@ -97,6 +113,11 @@ impl StoreUrl {
                     .strip_prefix("//")
                     .unwrap_or(rest)
                     .trim_end_matches('/');
+                if authority.contains('@') {
+                    return Err(CliError::new(format!(
+                        "{shown:?}: a consul:// URL takes no user or token; the ACL token comes from $CONSUL_HTTP_TOKEN"
+                    )));
+                }
                 let address = match authority {
                     "" => flagstore_consul::DEFAULT_ADDRESS.to_owned(),
                     a if a.contains(':') => format!("http://{a}"),
@@ -146,8 +167,10 @@ impl StoreUrl {
     }
 
     /// Opens the store. Secrets come from the environment: the password of `$REDIS_URL` (when
-    /// this URL has none), `AWS_*` through the AWS chain, `CONSUL_HTTP_TOKEN`.
-    pub(crate) fn open(&self) -> Result<Opened, CliError> {
+    /// this URL has none), `AWS_*` through the AWS chain, `CONSUL_HTTP_TOKEN`. With `create`
+    /// false (commands that only read), a store that does not exist is not created: an SQLite
+    /// file that is not there is reported, not made.
+    pub(crate) fn open(&self, create: bool) -> Result<Opened, CliError> {
         let timeout = Duration::from_secs(5);
         match self {
             StoreUrl::Redis { url, prefix } => {
@@ -170,6 +193,7 @@ impl StoreUrl {
                 let store = std::sync::Arc::new(self.dynamodb()?);
                 let sizer = std::sync::Arc::clone(&store);
                 let limit = SizeLimit {
+                    backend: "DynamoDB",
                     bytes: MAX_ITEM_SIZE,
                     measure: Box::new(move |kind, item| {
                         estimated_size(&sizer.namespace(kind), item)
@@ -196,6 +220,7 @@ impl StoreUrl {
                     builder = builder.prefix(prefix);
                 }
                 let limit = SizeLimit {
+                    backend: "Consul",
                     bytes: MAX_VALUE_SIZE,
                     measure: Box::new(|_, item| item.len()),
                 };
@@ -205,7 +230,13 @@ impl StoreUrl {
                 })
             }
             StoreUrl::Sqlite { path, prefix } => {
-                let mut builder = SqliteStore::builder(path);
+                if !create && !path.exists() {
+                    return Err(CliError::new(format!(
+                        "the store {} does not exist (load data into it first)",
+                        path.display()
+                    )));
+                }
+                let mut builder = SqliteStore::builder(path).create_if_missing(create);
                 if let Some(prefix) = prefix {
                     builder = builder.prefix(prefix);
                 }
@@ -392,11 +423,53 @@ mod tests {
                 "unknown option \"token\" in \"consul://h\"; options are dc and prefix",
             ),
             ("sqlite:", "\"sqlite:\" names no file: use sqlite:PATH"),
+            (
+                "redis://:s3cret@h?prefix=a&prefix=b",
+                "option \"prefix\" is given twice in \"redis://:***@h\"",
+            ),
+            (
+                "consul://s3cret@host",
+                "\"consul://***@host\": a consul:// URL takes no user or token",
+            ),
         ];
         for (raw, start) in cases {
             let err = StoreUrl::parse(raw).unwrap_err().to_string();
             assert!(err.starts_with(start), "{raw}: {err}");
             assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn passwords_with_url_characters_and_typos_never_show() {
+        // Unencoded '/', '?' and '#' in passwords (common in generated ones), and typos.
+        let cases = [
+            (
+                "redis://:s3cret/PW@h?db=1",
+                "unknown option \"db\" in \"redis://:***@h\"",
+            ),
+            (
+                "redis://:s3cret?PW@h",
+                "\"redis://:***@h\" is not a valid Redis URL",
+            ),
+            ("redis://:s3cret#PW@h", "\"redis://:***@h\""),
+            ("redis:/:s3cret@h", "\"redis:/:***@h\" is not a Redis URL"),
+            ("redis:s3cret@h", "\"redis:***@h\" is not a Redis URL"),
+            (
+                "redis//:s3cret@h",
+                "unknown store type \"redis//\" in \"***@h\"",
+            ),
+            ("consul://s3cret@host:8500", "\"consul://***@host:8500\""),
+        ];
+        for (raw, want) in cases {
+            let err = StoreUrl::parse(raw)
+                .and_then(|url| url.open(false).map(|_| ()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{raw}: {err}");
+            assert!(
+                !err.contains("s3cret") && !err.contains("PW"),
+                "{raw}: {err}"
+            );
         }
     }
 }

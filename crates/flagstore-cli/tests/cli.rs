@@ -301,16 +301,19 @@ async fn unreachable_servers_fail_fast_with_a_clear_error() {
 fn inspection_commands() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_url(dir.path());
-    let status: Value =
-        serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
-    assert_eq!(status["initialized"], json!(false));
+    // Commands that only read never create a store.
+    for command in [&["status"][..], &["ls"], &["dump"], &["get", "flags", "x"]] {
+        let err = failure(&flagstore(&store, command));
+        assert!(err.contains("does not exist"), "{command:?}: {err}");
+    }
+    assert!(!dir.path().join("flags.db").exists());
     ok(&flagstore(&store, &["load", EXAMPLE]));
     let status: Value =
         serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
     assert_eq!(status["initialized"], json!(true));
     assert_eq!(
         status["counts"]["features"],
-        json!({"items": 7, "deleted": 0})
+        json!({"items": 7, "deleted": 0, "unreadable": 0})
     );
     assert_eq!(status["largest"][0]["key"], json!("checkout-v2"));
     let ls = ok(&flagstore(&store, &["ls", "segments"]));

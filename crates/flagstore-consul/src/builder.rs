@@ -3,10 +3,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use consulrs::client::{ConsulClient, ConsulClientSettings};
-use flagstore::{Error, Result, Secret};
+use flagstore::{Error, Result, Secret, redact_url};
 
-use crate::error::BACKEND;
+use crate::BACKEND;
+use crate::http::Http;
 use crate::store::ConsulStore;
 
 /// The address used when none is given and `CONSUL_HTTP_ADDR` is unset.
@@ -44,6 +44,7 @@ pub struct ConsulStoreBuilder {
     client_identity_pem: Option<Secret>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    http_client: Option<reqwest::Client>,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -59,6 +60,7 @@ impl Default for ConsulStoreBuilder {
             client_identity_pem: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            http_client: None,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
         }
@@ -158,6 +160,15 @@ impl ConsulStoreBuilder {
         self
     }
 
+    /// Sends requests through this HTTP client instead of one the builder makes (to share a
+    /// connection pool, or for TLS or proxy settings of your own). The request timeout still
+    /// bounds every call; TLS settings and the connect timeout belong to the client, so setting
+    /// them here as well is refused at [`build`](Self::build).
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http_client = Some(client);
+        self
+    }
+
     /// Runs `hook` inside every upsert between reading the stored value and the check-and-set
     /// write, where a concurrent writer can race this one. For the conformance suite.
     #[cfg(feature = "testing")]
@@ -187,13 +198,23 @@ impl ConsulStoreBuilder {
             Some(p) => p.to_owned(),
         };
         let raw_address = self.address.as_deref().unwrap_or(DEFAULT_ADDRESS);
-        let address = url::Url::parse(raw_address)
+        let base = url::Url::parse(raw_address)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.username().is_empty())
+            .filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+            })
             .ok_or_else(|| {
-                Error::config(BACKEND, format!("address {raw_address:?} is not an http:// or https:// URL of a Consul agent"))
+                Error::config(
+                    BACKEND,
+                    format!(
+                        "address {:?} is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)",
+                        redact_url(raw_address)
+                    ),
+                )
             })?;
-        // consulrs puts the token in a header and would panic on a value a header cannot hold.
         if let Some(token) = &self.token
             && !token.expose().bytes().all(|b| b.is_ascii_graphic())
         {
@@ -202,19 +223,57 @@ impl ConsulStoreBuilder {
                 "the ACL token holds characters an HTTP header cannot carry",
             ));
         }
+        let client = match self.http_client {
+            Some(client) => {
+                if self.ca_pem.is_some() || self.client_identity_pem.is_some() {
+                    return Err(Error::config(
+                        BACKEND,
+                        "TLS certificates were given together with http_client(); configure TLS on that client instead",
+                    ));
+                }
+                if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT {
+                    return Err(Error::config(
+                        BACKEND,
+                        "connect_timeout was given together with http_client(); set it on that client instead",
+                    ));
+                }
+                client
+            }
+            None => self.make_client()?,
+        };
+        let http = Http {
+            client,
+            base,
+            token: self.token,
+            datacenter: self.datacenter,
+            request_timeout: self.request_timeout,
+        };
+        Ok(ConsulStore::new(
+            http,
+            prefix,
+            #[cfg(feature = "testing")]
+            self.before_upsert_write,
+        ))
+    }
 
+    fn make_client(&self) -> Result<reqwest::Client> {
         let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
-            .timeout(self.request_timeout)
-            .use_rustls_tls();
+            .timeout(self.request_timeout);
         if let Some(pem) = &self.ca_pem {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                Error::config(
-                    BACKEND,
-                    format!("the TLS root certificate is unusable: {e}"),
-                )
-            })?;
-            http = http.add_root_certificate(cert);
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| {
+                    Error::config(
+                        BACKEND,
+                        "the TLS root certificate is unusable: no PEM certificate found",
+                    )
+                })?;
+            http = http.tls_built_in_root_certs(false);
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
         }
         if let Some(identity) = &self.client_identity_pem {
             let identity =
@@ -223,32 +282,8 @@ impl ConsulStoreBuilder {
                 })?;
             http = http.identity(identity);
         }
-        let http = http.build().map_err(|e| {
-            Error::config(BACKEND, format!("could not set up the HTTP client: {e}"))
-        })?;
-        let settings = ConsulClientSettings {
-            address: address.to_string(),
-            ca_certs: Vec::new(),
-            client_cert: None,
-            client_key: None,
-            token: self.token.as_ref().map(|t| t.expose().to_owned()),
-            verify: true,
-            version: 1,
-        };
-        // consulrs builds its own HTTP client without timeouts; this one has them.
-        let client = ConsulClient {
-            http: rustify::clients::reqwest::Client::new(address.as_str(), http),
-            settings,
-        };
-        Ok(ConsulStore::new(
-            client,
-            address.to_string(),
-            self.datacenter,
-            prefix,
-            self.request_timeout,
-            #[cfg(feature = "testing")]
-            self.before_upsert_write,
-        ))
+        http.build()
+            .map_err(|e| Error::config(BACKEND, format!("could not set up the HTTP client: {e}")))
     }
 }
 
@@ -263,6 +298,7 @@ impl fmt::Debug for ConsulStoreBuilder {
             .field("client_identity_pem", &self.client_identity_pem)
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("http_client", &self.http_client.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -277,11 +313,11 @@ mod tests {
         let err = |b: ConsulStoreBuilder| b.build().unwrap_err().to_string();
         assert_eq!(
             err(ConsulStore::builder().address("127.0.0.1:8500")),
-            r#"consul: invalid configuration: address "127.0.0.1:8500" is not an http:// or https:// URL of a Consul agent"#
+            r#"consul: invalid configuration: address "127.0.0.1:8500" is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)"#
         );
         assert_eq!(
             err(ConsulStore::builder().address("ftp://h")),
-            r#"consul: invalid configuration: address "ftp://h" is not an http:// or https:// URL of a Consul agent"#
+            r#"consul: invalid configuration: address "ftp://h" is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)"#
         );
         assert_eq!(
             err(ConsulStore::builder().prefix("a/b")),
@@ -294,6 +330,15 @@ mod tests {
         assert!(
             err(ConsulStore::builder().tls_root_certificate_pem("junk"))
                 .contains("TLS root certificate")
+        );
+        let shown = err(ConsulStore::builder().address("http://s3cret-token@consul:8500"));
+        assert!(shown.contains(r#""http://***@consul:8500""#), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            err(ConsulStore::builder()
+                .http_client(reqwest::Client::new())
+                .tls_root_certificate_pem("pem")),
+            "consul: invalid configuration: TLS certificates were given together with http_client(); configure TLS on that client instead"
         );
     }
 

@@ -3,7 +3,7 @@
 #![warn(missing_docs)]
 
 mod builder;
-mod error;
+mod http;
 mod store;
 mod txn;
 
@@ -14,5 +14,8 @@ pub use builder::{
 pub use store::{ConsulStore, MAX_VALUE_SIZE};
 pub use txn::{MAX_TXN_BODY, MAX_TXN_OPS};
 
-/// The Consul client crate this store is built on.
-pub use consulrs;
+/// The backend name errors and logs carry.
+const BACKEND: &str = "consul";
+
+/// The HTTP client this store is built on, for [`ConsulStoreBuilder::http_client`].
+pub use reqwest;

@@ -1,25 +1,19 @@
-//! The store: the LaunchDarkly Consul key layout over consulrs.
+//! The store: the LaunchDarkly Consul key layout over Consul's HTTP API.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use consulrs::api::kv::common::KVPair;
-use consulrs::api::kv::requests::{ReadKeyRequest, ReadKeysRequest, SetKeyRequest};
-use consulrs::api::{self, ApiResponse};
-use consulrs::client::ConsulClient;
-use consulrs::error::ClientError;
 use flagstore::{
-    Collection, Error, Item, ItemError, Kind, Operation, PersistentDataStore, Result,
-    UPSERT_ATTEMPTS, read_stored_items,
+    Collection, Error, Item, ItemError, Kind, Operation, PersistentDataStore, Result, StoredItems,
+    UPSERT_ATTEMPTS, contention_backoff, version_to_replace,
 };
 
+use crate::BACKEND;
 use crate::builder::ConsulStoreBuilder;
-use crate::error::{BACKEND, from_consul};
-use crate::txn::{Step, TxnRequest, TxnResults, Write, plan};
+use crate::http::{Http, KvPair, detail};
+use crate::txn::{Step, TxnResults, Write, plan};
 
 /// Consul's limit on one KV value: 512 KiB.
 pub const MAX_VALUE_SIZE: usize = 524_288;
@@ -42,7 +36,13 @@ pub const MAX_VALUE_SIZE: usize = 524_288;
 ///   an error-level log naming kind, key and size and deletes any older copy; `upsert` returns
 ///   [`Error::ItemTooLarge`].
 /// - `get_all` skips values that are not valid item JSON with an error log, counted in
-///   [`ConsulStore::skipped_items`]; `get` of one returns [`Error::InvalidItem`].
+///   [`ConsulStore::skipped_items`]; `get` of one returns [`Error::InvalidItem`];
+///   `get_all_checked` reports them. An upsert over such a value treats it as version 0 and
+///   replaces it (as the Go SDK's store does), with a warning log.
+/// - Only Consul's own answers count: a 404 without Consul's `X-Consul-Index` header (another
+///   HTTP server at the address) is an error, not "nothing stored". Consul answers a recursive
+///   read the token may not see with an empty 404; when a kind reads as empty, a plain read of
+///   its folder tells a permission problem ([`Error::PermissionDenied`]) from a truly empty kind.
 ///
 /// ```no_run
 /// use flagstore::{CachingStore, Kind, PersistentDataStore};
@@ -55,11 +55,8 @@ pub const MAX_VALUE_SIZE: usize = 524_288;
 /// # Ok(()) }
 /// ```
 pub struct ConsulStore {
-    client: ConsulClient,
-    address: String,
-    datacenter: Option<String>,
+    http: Http,
     prefix: String,
-    request_timeout: Duration,
     skipped: AtomicU64,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
@@ -72,19 +69,13 @@ impl ConsulStore {
     }
 
     pub(crate) fn new(
-        client: ConsulClient,
-        address: String,
-        datacenter: Option<String>,
+        http: Http,
         prefix: String,
-        request_timeout: Duration,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
         ConsulStore {
-            client,
-            address,
-            datacenter,
+            http,
             prefix,
-            request_timeout,
             skipped: AtomicU64::new(0),
             #[cfg(feature = "testing")]
             before_upsert_write,
@@ -98,7 +89,7 @@ impl ConsulStore {
 
     /// Whether requests carry an ACL token.
     pub fn has_token(&self) -> bool {
-        self.client.settings.token.is_some()
+        self.http.token.is_some()
     }
 
     /// How many unreadable values `get_all` has skipped since this store was built.
@@ -116,68 +107,25 @@ impl ConsulStore {
         format!("{}/$inited", self.prefix)
     }
 
-    /// One request under the request timeout; Consul's 404 becomes `None`.
-    async fn call<T>(
-        &self,
-        op: Operation,
-        request: impl Future<Output = std::result::Result<ApiResponse<T>, ClientError>>,
-    ) -> Result<Option<T>> {
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(Ok(response)) => Ok(Some(response.response)),
-            Ok(Err(ClientError::APIError { code: 404, .. })) => Ok(None),
-            Ok(Err(err)) => Err(from_consul(op, self.request_timeout, err)),
-            Err(_) => Err(Error::timeout(BACKEND, op, self.request_timeout)),
-        }
-    }
-
-    async fn read(&self, op: Operation, key: &str, recurse: bool) -> Result<Vec<KVPair>> {
-        let request = ReadKeyRequest {
-            key: key.to_owned(),
-            dc: self.datacenter.clone(),
-            recurse: recurse.then_some(true),
-            ..Default::default()
-        };
-        Ok(self
-            .call(op, api::exec_with_result(&self.client, request))
-            .await?
-            .unwrap_or_default())
-    }
-
-    async fn put(&self, op: Operation, key: &str, value: &str, cas: Option<u64>) -> Result<bool> {
-        let request = SetKeyRequest {
-            key: key.to_owned(),
-            value: value.as_bytes().to_vec(),
-            cas,
-            dc: self.datacenter.clone(),
-            ..Default::default()
-        };
-        Ok(self
-            .call(op, api::exec_with_result(&self.client, request))
-            .await?
-            .unwrap_or(false))
+    /// The folder of `kind`'s items: `{prefix}/{kind}/`.
+    fn folder(&self, kind: &Kind) -> String {
+        format!("{}/{}/", self.prefix, kind)
     }
 
     async fn run_txn(&self, writes: &[Write], body: Vec<u8>) -> Result<()> {
         let op = Operation::Init;
-        let request = TxnRequest {
-            body,
-            dc: self.datacenter.clone(),
-            ..Default::default()
-        };
-        match tokio::time::timeout(
-            self.request_timeout,
-            api::exec_with_result(&self.client, request),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
+        let answer = self.http.txn(op, body).await?;
+        match answer.status.as_u16() {
+            200 => Ok(()),
             // A rolled-back transaction answers 409 with the failed operations.
-            Ok(Err(ClientError::APIError { code: 409, message })) => {
-                let errors = message
-                    .as_deref()
-                    .and_then(|m| serde_json::from_str::<TxnResults>(m).ok())
+            _ => {
+                let errors = serde_json::from_str::<TxnResults>(&answer.body)
+                    .ok()
                     .and_then(|r| r.errors)
                     .unwrap_or_default();
+                if errors.is_empty() {
+                    return Err(Error::database(BACKEND, op, detail(&answer)));
+                }
                 let detail: Vec<String> = errors
                     .iter()
                     .map(|e| {
@@ -196,8 +144,6 @@ impl ConsulStore {
                     Err(Error::database(BACKEND, op, detail))
                 }
             }
-            Ok(Err(err)) => Err(from_consul(op, self.request_timeout, err)),
-            Err(_) => Err(Error::timeout(BACKEND, op, self.request_timeout)),
         }
     }
 
@@ -227,24 +173,26 @@ impl ConsulStore {
         let op = Operation::Upsert;
         self.fits(op, kind, item)?;
         let key = self.item_key(kind, item.key());
-        for _ in 0..UPSERT_ATTEMPTS {
-            let current = self.read(op, &key, false).await?.into_iter().next();
+        for attempt in 0..UPSERT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(contention_backoff(attempt - 1)).await;
+            }
+            let current = self.http.get(op, &key).await?;
             #[cfg(feature = "testing")]
             if let Some(hook) = &self.before_upsert_write {
                 hook().await;
             }
             let index = match current {
                 Some(pair) => {
-                    let old = decode(item.key(), &pair)
-                        .map_err(|e| Error::invalid_item(BACKEND, op, kind, item.key(), e))?;
-                    if old.version() >= item.version() {
+                    let stored = pair.text().unwrap_or_default();
+                    if version_to_replace(BACKEND, kind, item.key(), &stored) >= item.version() {
                         return Ok(false);
                     }
                     pair.modify_index
                 }
                 None => 0,
             };
-            if self.put(op, &key, item.json(), Some(index)).await? {
+            if self.http.put(op, &key, item.json(), Some(index)).await? {
                 return Ok(true);
             }
             tracing::debug!(kind = %kind, key = item.key(), "check-and-set lost a race; retrying");
@@ -258,21 +206,20 @@ impl ConsulStore {
     }
 }
 
-/// The item in a KV pair (consulrs hands values over as base64).
-fn decode(key: &str, pair: &KVPair) -> std::result::Result<Item, ItemError> {
-    let json: String = match pair.value.clone() {
-        Some(value) => value.try_into().map_err(|e: ClientError| {
-            ItemError::MalformedRecord(format!("value is not UTF-8 base64: {e}"))
-        })?,
-        None => String::new(),
-    };
-    Item::from_json(key, json)
+/// The item in a KV pair.
+fn decode(key: &str, pair: &KvPair) -> std::result::Result<Item, ItemError> {
+    match pair.text() {
+        Some(json) => Item::from_json(key, json),
+        None => Err(ItemError::MalformedRecord(
+            "value is not base64 of UTF-8 text".to_owned(),
+        )),
+    }
 }
 
 impl fmt::Display for ConsulStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "consul store at {} (", self.address)?;
-        if let Some(dc) = &self.datacenter {
+        write!(f, "consul store at {} (", self.http.base)?;
+        if let Some(dc) = &self.http.datacenter {
             write!(f, "datacenter {dc:?}, ")?;
         }
         write!(f, "prefix {:?})", self.prefix)
@@ -282,11 +229,11 @@ impl fmt::Display for ConsulStore {
 impl fmt::Debug for ConsulStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsulStore")
-            .field("address", &self.address)
-            .field("datacenter", &self.datacenter)
+            .field("address", &self.http.base.as_str())
+            .field("datacenter", &self.http.datacenter)
             .field("prefix", &self.prefix)
             .field("token", &self.has_token().then_some(flagstore::REDACTED))
-            .field("request_timeout", &self.request_timeout)
+            .field("request_timeout", &self.http.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -297,15 +244,7 @@ impl PersistentDataStore for ConsulStore {
         let op = Operation::Init;
         let marker = self.inited_key();
         // The trailing slash keeps prefix "ld" from listing "ld2/...".
-        let listing = ReadKeysRequest {
-            key: format!("{}/", self.prefix),
-            dc: self.datacenter.clone(),
-            ..Default::default()
-        };
-        let existing = self
-            .call(op, api::exec_with_result(&self.client, listing))
-            .await?
-            .unwrap_or_default();
+        let existing = self.http.keys(op, &format!("{}/", self.prefix)).await?;
         let mut stale: BTreeSet<String> = existing.into_iter().filter(|k| *k != marker).collect();
 
         let mut writes = Vec::new();
@@ -333,7 +272,7 @@ impl PersistentDataStore for ConsulStore {
             match step {
                 Step::Txn { writes, body } => self.run_txn(&writes, body).await?,
                 Step::Put { key, value } => {
-                    self.put(op, &key, &value, None).await?;
+                    self.http.put(op, &key, &value, None).await?;
                 }
             }
         }
@@ -342,36 +281,40 @@ impl PersistentDataStore for ConsulStore {
 
     async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
         let op = Operation::Get;
-        let pairs = self
-            .read(op, &self.item_key(kind, key), false)
+        let pair = self
+            .http
+            .get(op, &self.item_key(kind, key))
             .await
             .map_err(|e| e.on(kind, Some(key)))?;
-        pairs
-            .first()
-            .map(|pair| {
-                decode(key, pair).map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
-            })
-            .transpose()
+        pair.map(|pair| {
+            decode(key, &pair).map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
+        })
+        .transpose()
     }
 
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let stored = self.get_all_checked(kind).await?;
+        Ok(stored.into_readable(BACKEND, kind, &self.skipped))
+    }
+
+    async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
         let op = Operation::GetAll;
-        let dir = format!("{}/{}/", self.prefix, kind);
-        let pairs = self
-            .read(op, &dir, true)
-            .await
-            .map_err(|e| e.on(kind, None))?;
-        let stored = pairs.iter().filter_map(|pair| {
-            let key = pair.key.strip_prefix(&dir).filter(|k| !k.is_empty())?;
-            // A value that is not even base64 text reads as invalid JSON, and is skipped as such.
-            let json = pair
-                .value
-                .clone()
-                .and_then(|v| v.try_into().ok())
-                .unwrap_or_default();
-            Some((key.to_owned(), json))
-        });
-        Ok(read_stored_items(BACKEND, kind, stored, &self.skipped))
+        let folder = self.folder(kind);
+        let read = async {
+            let pairs = self.http.get_recursive(op, &folder).await?;
+            if pairs.is_empty() {
+                // Consul filters what the token may not read out of a recursive read, and
+                // answers an empty 404 when nothing is left; a plain read of the folder is
+                // refused outright (403) when that is why.
+                self.http.get(op, &folder).await?;
+            }
+            Ok::<_, Error>(pairs)
+        };
+        let pairs = read.await.map_err(|e| e.on(kind, None))?;
+        Ok(StoredItems::from_results(pairs.iter().filter_map(|pair| {
+            let key = pair.key.strip_prefix(&folder).filter(|k| !k.is_empty())?;
+            Some((key.to_owned(), decode(key, pair)))
+        })))
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
@@ -381,15 +324,12 @@ impl PersistentDataStore for ConsulStore {
     }
 
     async fn is_initialized(&self) -> Result<bool> {
-        Ok(!self
-            .read(Operation::IsInitialized, &self.inited_key(), false)
-            .await?
-            .is_empty())
+        let op = Operation::IsInitialized;
+        Ok(self.http.get(op, &self.inited_key()).await?.is_some())
     }
 
     async fn is_available(&self) -> bool {
-        self.read(Operation::IsAvailable, &self.inited_key(), false)
-            .await
-            .is_ok()
+        let op = Operation::IsAvailable;
+        self.http.get(op, &self.inited_key()).await.is_ok()
     }
 }

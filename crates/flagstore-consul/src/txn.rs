@@ -1,31 +1,9 @@
-//! Consul's `/v1/txn` endpoint, which consulrs lacks, in consulrs's own style (a rustify
-//! endpoint run through its middleware), and the planning of `init`'s writes into transactions.
+//! Consul's `/v1/txn` endpoint: the planning of `init`'s writes into transactions, and the
+//! answer to a rolled-back one.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use consulrs::api::Features;
-use consulrs::api::features::FeaturedEndpoint;
-use rustify_derive::Endpoint;
 use serde::Deserialize;
-
-/// `PUT /v1/txn`: applies a list of operations atomically.
-#[derive(Debug, Default, Endpoint)]
-#[endpoint(path = "txn", method = "PUT", response = "TxnResults")]
-pub(crate) struct TxnRequest {
-    #[endpoint(skip)]
-    pub(crate) features: Option<Features>,
-    /// The operations as a JSON array (built by [`Plan`]).
-    #[endpoint(raw)]
-    pub(crate) body: Vec<u8>,
-    #[endpoint(query)]
-    pub(crate) dc: Option<String>,
-}
-
-impl FeaturedEndpoint for TxnRequest {
-    fn features(&self) -> Option<Features> {
-        self.features.clone()
-    }
-}
 
 /// What Consul answers to a transaction: results on success, errors on a rollback (status 409).
 #[derive(Debug, Default, Deserialize)]

@@ -94,30 +94,47 @@ pub fn estimated_size(namespace: &str, item: &Item) -> usize {
         + item.len()
 }
 
-/// The `(key, json)` of a stored record, for [`flagstore::read_stored_items`]; a record missing
-/// either attribute gives an empty JSON, which reads as invalid.
-pub(crate) fn stored_pair(record: &HashMap<String, AttributeValue>) -> (String, String) {
-    let text = |name: &str| match record.get(name) {
-        Some(AttributeValue::S(s)) => s.clone(),
+/// The key of a stored record and its item, for [`flagstore::StoredItems`]; a record without a
+/// string `key` attribute is reported under the empty key.
+pub(crate) fn stored_item(
+    record: &HashMap<String, AttributeValue>,
+) -> (String, Result<Item, ItemError>) {
+    let key = match record.get(SORT_KEY) {
+        Some(AttributeValue::S(key)) => key.clone(),
         _ => String::new(),
     };
-    (text(SORT_KEY), text(ITEM_ATTR))
+    let item = item_from_record(&key, record);
+    (key, item)
 }
 
-/// The item in a record read by key.
+/// The item in a record. Its version is the `version` attribute, which is what conditional
+/// writes compare (the other SDKs' stores read it the same way); the JSON's own version is the
+/// fallback when the attribute is missing or not a whole number, and such a record is
+/// repaired by the next upsert of the item.
 pub(crate) fn item_from_record(
     key: &str,
     record: &HashMap<String, AttributeValue>,
 ) -> Result<Item, ItemError> {
-    match record.get(ITEM_ATTR) {
-        Some(AttributeValue::S(json)) => Item::from_json(key, json.as_str()),
-        Some(_) => Err(ItemError::MalformedRecord(format!(
-            "attribute {ITEM_ATTR:?} is not a string"
-        ))),
-        None => Err(ItemError::MalformedRecord(format!(
-            "attribute {ITEM_ATTR:?} is missing"
-        ))),
-    }
+    let item = match record.get(ITEM_ATTR) {
+        Some(AttributeValue::S(json)) => Item::from_json(key, json.as_str())?,
+        Some(_) => {
+            return Err(ItemError::MalformedRecord(format!(
+                "attribute {ITEM_ATTR:?} is not a string"
+            )));
+        }
+        None => {
+            return Err(ItemError::MalformedRecord(format!(
+                "attribute {ITEM_ATTR:?} is missing"
+            )));
+        }
+    };
+    Ok(match record.get(VERSION_ATTR) {
+        Some(AttributeValue::N(n)) => match n.parse::<u64>() {
+            Ok(version) => item.with_version(version),
+            Err(_) => item,
+        },
+        _ => item,
+    })
 }
 
 #[cfg(test)]
@@ -132,6 +149,36 @@ mod tests {
         let some = Namespaces::new("prod".to_owned());
         assert_eq!(some.kind(&Kind::SEGMENTS), "prod:segments");
         assert_eq!(some.inited(), "prod:$inited");
+    }
+
+    #[test]
+    fn the_version_attribute_is_the_version() {
+        let record = |version: Option<AttributeValue>| {
+            let mut record = HashMap::from([
+                (SORT_KEY.to_owned(), AttributeValue::S("k".into())),
+                (
+                    ITEM_ATTR.to_owned(),
+                    AttributeValue::S(r#"{"version":5}"#.into()),
+                ),
+            ]);
+            if let Some(version) = version {
+                record.insert(VERSION_ATTR.to_owned(), version);
+            }
+            record
+        };
+        let version = |r| stored_item(&r).1.unwrap().version();
+        assert_eq!(version(record(Some(AttributeValue::N("3".into())))), 3);
+        assert_eq!(version(record(None)), 5, "missing: the JSON's");
+        assert_eq!(
+            version(record(Some(AttributeValue::S("3".into())))),
+            5,
+            "mistyped"
+        );
+        assert_eq!(
+            version(record(Some(AttributeValue::N("3.5".into())))),
+            5,
+            "not whole"
+        );
     }
 
     #[test]

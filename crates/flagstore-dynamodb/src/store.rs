@@ -11,7 +11,7 @@ use aws_config::ConfigLoader;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use flagstore::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, read_stored_items,
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
     replaced_kinds,
 };
 use tokio::sync::OnceCell;
@@ -21,7 +21,7 @@ use crate::builder::DynamoDbStoreBuilder;
 use crate::error::{BACKEND, from_sdk, is_throttled};
 use crate::schema::{
     MAX_ITEM_SIZE, Namespaces, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size,
-    item_attributes, item_from_record, key_attributes, stored_pair,
+    item_attributes, item_from_record, key_attributes, stored_item,
 };
 
 /// BatchWriteItem's limit on requests per call.
@@ -81,13 +81,18 @@ impl ClientSource {
 ///   BatchWriteItem calls of 25: the new items in the order given, then deletes of keys no longer
 ///   present, then the marker. Writes DynamoDB leaves unprocessed or throttles are retried with
 ///   backoff until the batch deadline, then reported as an error; never dropped.
-/// - `upsert` is one conditional PutItem; a failed condition means "not updated".
+/// - `upsert` is one conditional PutItem; a failed condition means "not updated". A record
+///   whose `version` attribute is missing or not a number is replaced.
+/// - Reads take an item's version from its `version` attribute, which is what the condition
+///   compares (as the other SDKs' stores do), falling back to the JSON's when the attribute is
+///   missing or malformed.
 /// - An item over DynamoDB's 400 KB limit ([`MAX_ITEM_SIZE`], estimated by
 ///   [`estimated_size`](crate::estimated_size)) is never sent: `init` skips it with an
 ///   error-level log naming kind, key and size, writes the rest and deletes any older copy (stale
 ///   data must not be served); `upsert` returns [`Error::ItemTooLarge`].
 /// - `get_all` skips unreadable records with an error log and counts them in
-///   [`DynamoDbStore::skipped_items`]; `get` of one returns [`Error::InvalidItem`].
+///   [`DynamoDbStore::skipped_items`]; `get` of one returns [`Error::InvalidItem`];
+///   `get_all_checked` reports them.
 ///
 /// ```no_run
 /// use flagstore::{CachingStore, Kind, PersistentDataStore};
@@ -391,17 +396,17 @@ impl PersistentDataStore for DynamoDbStore {
     }
 
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let stored = self.get_all_checked(kind).await?;
+        Ok(stored.into_readable(BACKEND, kind, &self.skipped))
+    }
+
+    async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
         let op = Operation::GetAll;
         let records = self
             .query_all(op, &self.names.kind(kind), false)
             .await
             .map_err(|e| e.on(kind, None))?;
-        Ok(read_stored_items(
-            BACKEND,
-            kind,
-            records.iter().map(stored_pair),
-            &self.skipped,
-        ))
+        Ok(StoredItems::from_results(records.iter().map(stored_item)))
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
@@ -417,13 +422,18 @@ impl PersistentDataStore for DynamoDbStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item_attributes(&namespace, &item)))
+            // The other SDKs' condition, plus: a record whose version attribute is missing or not
+            // a number (written by hand, or by a broken writer) can be repaired by an upsert.
             .condition_expression(
-                "attribute_not_exists(#namespace) or attribute_not_exists(#key) or :version > #version",
+                "attribute_not_exists(#namespace) or attribute_not_exists(#key) \
+                 or attribute_not_exists(#version) or (not attribute_type(#version, :number)) \
+                 or :version > #version",
             )
             .expression_attribute_names("#namespace", PARTITION_KEY)
             .expression_attribute_names("#key", SORT_KEY)
             .expression_attribute_names("#version", VERSION_ATTR)
             .expression_attribute_values(":version", AttributeValue::N(item.version().to_string()))
+            .expression_attribute_values(":number", AttributeValue::S("N".to_owned()))
             .send();
         match tokio::time::timeout(self.request_timeout, request).await {
             Ok(Ok(_)) => Ok(true),

@@ -22,7 +22,8 @@ pub const DEFAULT_PREFIX: &str = "launchdarkly";
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// Time allowed to open a connection (TCP, TLS and the `HELLO`/`AUTH`/`SELECT` handshake).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time allowed for each command's answer.
+/// Time allowed for one whole operation: waiting for a pooled connection, connecting if need
+/// be, every command and every retry.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configures a [`RedisStore`]. Made by [`RedisStore::builder`]; [`build`](Self::build) checks
@@ -141,13 +142,16 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Time allowed to open a connection.
+    /// Time allowed to open a connection (TCP, TLS and the handshake); it is spent within the
+    /// operation's [`response_timeout`](Self::response_timeout), not on top of it.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Time allowed for each command's answer, and for waiting on a free pooled connection.
+    /// Time allowed for one whole operation: waiting for a free pooled connection, connecting if
+    /// need be, every command and every retry. An operation that runs out fails with
+    /// [`Error::Timeout`](flagstore::Error::Timeout) naming the time it waited.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
@@ -200,7 +204,6 @@ impl RedisStoreBuilder {
             pool,
             prefix,
             target,
-            self.connect_timeout,
             self.response_timeout,
             #[cfg(feature = "testing")]
             self.before_upsert_write,

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Connection, Pool};
 use flagstore::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, UPSERT_ATTEMPTS,
-    read_stored_items, replaced_kinds,
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
+    UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
 };
 
 use crate::builder::RedisStoreBuilder;
@@ -27,12 +27,14 @@ const HSET_CHUNK: usize = 500;
 ///
 /// - `init` is one MULTI/EXEC: delete the kinds' hashes, write every item, set the marker.
 /// - `upsert` is WATCH, HGET, compare versions, MULTI/HSET/EXEC on one pooled connection, retried
-///   up to [`UPSERT_ATTEMPTS`] times when another writer changes the hash in between.
+///   up to [`UPSERT_ATTEMPTS`] times, after a short random backoff, when another writer changes
+///   the hash in between. A stored value that is not valid item JSON counts as version 0, so a
+///   versioned upsert repairs it (as the Go SDK's store does), with a warning log.
 /// - `get_all` skips an item another program stored as invalid JSON, with an error log, and
 ///   counts it in [`RedisStore::skipped_items`]; `get` of that key returns
-///   [`Error::InvalidItem`].
-/// - Each operation is bounded: connect and response timeouts per command, and an overall
-///   deadline of connect timeout + 4 × response timeout.
+///   [`Error::InvalidItem`]; `get_all_checked` reports it.
+/// - Each operation, retries and connecting included, finishes or fails within the response
+///   timeout: one budget per call, and a [`Error::Timeout`] reports the time actually waited.
 ///
 /// ```no_run
 /// use flagstore::{CachingStore, Kind, PersistentDataStore};
@@ -51,7 +53,6 @@ pub struct RedisStore {
     prefix: String,
     target: String,
     response_timeout: Duration,
-    deadline: Duration,
     skipped: AtomicU64,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
@@ -67,7 +68,6 @@ impl RedisStore {
         pool: Pool,
         prefix: String,
         target: String,
-        connect_timeout: Duration,
         response_timeout: Duration,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
@@ -76,7 +76,6 @@ impl RedisStore {
             prefix,
             target,
             response_timeout,
-            deadline: connect_timeout + response_timeout * 4,
             skipped: AtomicU64::new(0),
             #[cfg(feature = "testing")]
             before_upsert_write,
@@ -115,16 +114,21 @@ impl RedisStore {
             .map_err(|e| from_pool(op, self.response_timeout, e))
     }
 
-    /// Runs one whole operation under the overall deadline, naming kind and key in any error.
+    /// Runs one whole operation (waiting for a connection, connecting, every command and retry)
+    /// within the response timeout, naming kind and key in any error. A timeout, whichever layer
+    /// noticed it, reports the time actually waited.
     async fn bounded<T>(
         &self,
         op: Operation,
         target: Option<(&Kind, Option<&str>)>,
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let result = match tokio::time::timeout(self.deadline, work).await {
+        let started = tokio::time::Instant::now();
+        let result = match tokio::time::timeout(self.response_timeout, work).await {
+            Ok(Err(Error::Timeout { .. })) | Err(_) => {
+                Err(Error::timeout(BACKEND, op, started.elapsed()))
+            }
             Ok(result) => result,
-            Err(_) => Err(Error::timeout(BACKEND, op, self.deadline)),
         };
         match target {
             Some((kind, key)) => result.map_err(|e| e.on(kind, key)),
@@ -139,7 +143,10 @@ impl RedisStore {
     async fn try_upsert(&self, kind: &Kind, item: &Item) -> Result<bool> {
         let op = Operation::Upsert;
         let hash = self.hash_key(kind);
-        for _ in 0..UPSERT_ATTEMPTS {
+        for attempt in 0..UPSERT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(contention_backoff(attempt - 1)).await;
+            }
             // One connection for WATCH through EXEC: the watch belongs to the connection. A
             // connection dropped mid-watch is UNWATCHed by the pool before reuse.
             let mut conn = self.connection(op).await?;
@@ -156,16 +163,14 @@ impl RedisStore {
             if let Some(hook) = &self.before_upsert_write {
                 hook().await;
             }
-            if let Some(old) = old {
-                let old = Item::from_json(item.key(), old)
-                    .map_err(|e| Error::invalid_item(BACKEND, op, kind, item.key(), e))?;
-                if old.version() >= item.version() {
-                    redis::cmd("UNWATCH")
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .map_err(self.redis_err(op))?;
-                    return Ok(false);
-                }
+            if let Some(old) = old
+                && version_to_replace(BACKEND, kind, item.key(), &old) >= item.version()
+            {
+                redis::cmd("UNWATCH")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(self.redis_err(op))?;
+                return Ok(false);
             }
             let committed: Option<()> = redis::pipe()
                 .atomic()
@@ -202,7 +207,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("pool_size", &status.size)
             .field("pool_max_size", &status.max_size)
-            .field("deadline", &self.deadline)
+            .field("response_timeout", &self.response_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -251,6 +256,11 @@ impl PersistentDataStore for RedisStore {
     }
 
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let stored = self.get_all_checked(kind).await?;
+        Ok(stored.into_readable(BACKEND, kind, &self.skipped))
+    }
+
+    async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
         let op = Operation::GetAll;
         self.bounded(op, Some((kind, None)), async {
             let mut conn = self.connection(op).await?;
@@ -258,7 +268,7 @@ impl PersistentDataStore for RedisStore {
                 .hgetall(self.hash_key(kind))
                 .await
                 .map_err(self.redis_err(op))?;
-            Ok(read_stored_items(BACKEND, kind, pairs, &self.skipped))
+            Ok(read_stored_items(pairs))
         })
         .await
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flagstore::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, read_stored_items,
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
+    read_stored_items,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -36,6 +37,7 @@ pub struct SqliteStoreBuilder {
     path: PathBuf,
     prefix: Option<String>,
     busy_timeout: Duration,
+    create_if_missing: bool,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -46,11 +48,20 @@ impl fmt::Debug for SqliteStoreBuilder {
             .field("path", &self.path)
             .field("prefix", &self.prefix)
             .field("busy_timeout", &self.busy_timeout)
+            .field("create_if_missing", &self.create_if_missing)
             .finish_non_exhaustive()
     }
 }
 
 impl SqliteStoreBuilder {
+    /// Whether the first operation creates the file when it does not exist (the default). Off,
+    /// every operation on a missing file fails with an error naming it: for tools that only read
+    /// and must not leave an empty database behind.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
     /// The key prefix; the empty string means the default, `launchdarkly`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Some(prefix.into());
@@ -88,6 +99,7 @@ impl SqliteStoreBuilder {
                 path: self.path,
                 prefix,
                 busy_timeout: self.busy_timeout,
+                create_if_missing: self.create_if_missing,
                 connection: Mutex::new(None),
                 skipped: AtomicU64::new(0),
             }),
@@ -133,15 +145,17 @@ struct Inner {
     path: PathBuf,
     prefix: String,
     busy_timeout: Duration,
+    create_if_missing: bool,
     connection: Mutex<Option<Connection>>,
     skipped: AtomicU64,
 }
 
 impl Inner {
     fn open(&self) -> rusqlite::Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if self.create_if_missing {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
         let connection = Connection::open_with_flags(&self.path, flags)?;
         connection.busy_timeout(self.busy_timeout)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -159,6 +173,13 @@ impl Inner {
         let mut slot: MutexGuard<'_, Option<Connection>> =
             self.connection.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
+            if !self.create_if_missing && !self.path.exists() {
+                return Err(Error::database(
+                    BACKEND,
+                    op,
+                    format!("{} does not exist", self.path.display()),
+                ));
+            }
             *slot = Some(self.open().map_err(|e| self.error(op, e))?);
         }
         match slot.as_mut() {
@@ -202,6 +223,7 @@ impl SqliteStore {
             path: path.as_ref().to_path_buf(),
             prefix: None,
             busy_timeout: Duration::from_secs(5),
+            create_if_missing: true,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
         }
@@ -314,6 +336,11 @@ impl PersistentDataStore for SqliteStore {
     }
 
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+        let stored = self.get_all_checked(kind).await?;
+        Ok(stored.into_readable(BACKEND, kind, &self.inner.skipped))
+    }
+
+    async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
         let op = Operation::GetAll;
         let kind2 = kind.clone();
         let rows = self
@@ -330,7 +357,7 @@ impl PersistentDataStore for SqliteStore {
             })
             .await
             .map_err(|e| e.on(kind, None))?;
-        Ok(read_stored_items(BACKEND, kind, rows, &self.inner.skipped))
+        Ok(read_stored_items(rows))
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

@@ -65,6 +65,17 @@ impl Item {
         }
     }
 
+    /// The same item with the version its database records beside the JSON.
+    ///
+    /// For backends that keep the version in a field of its own (DynamoDB's `version`
+    /// attribute): that field is what their conditional writes compare, so it is the version
+    /// readers must see too, as the other SDKs' stores do. The JSON is unchanged.
+    #[must_use]
+    pub fn with_version(mut self, version: u64) -> Item {
+        self.version = version;
+        self
+    }
+
     /// The storage key (the hash field, sort key or key path segment), which is not necessarily
     /// the `key` inside the JSON: tombstones often carry `$deleted` or no key at all.
     pub fn key(&self) -> &str {

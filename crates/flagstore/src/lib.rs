@@ -63,5 +63,7 @@ pub use kind::Kind;
 pub use memory::{MemoryDatabase, MemoryStore};
 pub use order::sort_for_init;
 pub use secret::{REDACTED, Secret, redact_url};
-pub use store::{Collection, DynStore, PersistentDataStore, UPSERT_ATTEMPTS, replaced_kinds};
-pub use stored::read_stored_items;
+pub use store::{
+    Collection, DynStore, PersistentDataStore, UPSERT_ATTEMPTS, contention_backoff, replaced_kinds,
+};
+pub use stored::{StoredItems, UnreadableItem, read_stored_items, version_to_replace};

@@ -6,12 +6,14 @@ use std::fmt;
 /// What secrets are replaced with.
 pub const REDACTED: &str = "***";
 
-/// The URL with the password of its user-info part replaced by `***`, for logs and messages.
+/// The URL with anything that may be a password or token replaced by `***`, for logs and messages.
 ///
-/// Works on any `scheme://user:password@host...` string without parsing it, so even a URL too
-/// malformed to connect with is safe to put in an error message. A user name without a password
-/// is kept; a lone token in the user-info (`redis://token@host`, which Redis reads as a password)
-/// is masked.
+/// Works on any text without parsing it as a URL, so even a string too malformed to connect with
+/// is safe to put in an error message. Everything between the scheme and the *last* `@` is
+/// treated as user-info: generated passwords often hold unencoded `/`, `?` or `#`, and typos such
+/// as `redis:pw@h` or `redis//:pw@h` must not leak either. A plain user name (`user:` followed by
+/// the password) is kept; anything else in that span is masked whole. Text without an `@` has no
+/// user-info and is returned as it is.
 ///
 /// ```
 /// use flagstore::redact_url;
@@ -19,24 +21,45 @@ pub const REDACTED: &str = "***";
 /// assert_eq!(redact_url("redis://app:hunter2@cache:6379/2"), "redis://app:***@cache:6379/2");
 /// assert_eq!(redact_url("rediss://:hunter2@cache"), "rediss://:***@cache");
 /// assert_eq!(redact_url("redis://s3cr3t@cache"), "redis://***@cache");
+/// assert_eq!(redact_url("redis://:abc/def@cache"), "redis://:***@cache");
+/// assert_eq!(redact_url("redis:pw@cache"), "redis:***@cache");
 /// assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
 /// ```
 pub fn redact_url(url: &str) -> Cow<'_, str> {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+    // The last '@' ends the user-info: passwords may contain '@' themselves.
+    let Some(at) = url.rfind('@') else {
         return Cow::Borrowed(url);
     };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    // The last '@' of the authority ends the user-info: passwords may contain '@' themselves.
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return Cow::Borrowed(url);
-    };
-    let userinfo = &rest[..at];
-    let masked = match userinfo.find(':') {
-        Some(colon) => format!("{}:{REDACTED}", &userinfo[..colon]),
+    let start = scheme_end(url).filter(|&end| end <= at).unwrap_or(0);
+    let userinfo = &url[start..at];
+    let user = userinfo
+        .split_once(':')
+        .map(|(user, _)| user)
+        .filter(|user| {
+            user.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.~%".contains(c))
+        });
+    let masked = match user {
+        Some(user) => format!("{user}:{REDACTED}"),
         None => REDACTED.to_owned(),
     };
-    Cow::Owned(format!("{}{masked}{}", &url[..scheme_end], &rest[at..]))
+    Cow::Owned(format!("{}{masked}{}", &url[..start], &url[at..]))
+}
+
+/// Where the text after a URL scheme starts: after `scheme://`, `scheme:/` or `scheme:`, when
+/// the text opens with a scheme name (letters, digits, `+`, `-`, `.`, starting with a letter).
+fn scheme_end(url: &str) -> Option<usize> {
+    let colon = url.find(':')?;
+    let scheme = &url[..colon];
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !valid {
+        return None;
+    }
+    let rest = &url[colon + 1..];
+    let slashes = rest.len() - rest.trim_start_matches('/').len();
+    Some(colon + 1 + slashes.min(2))
 }
 
 /// A secret string whose `Debug` and `Display` print `***`.
@@ -86,12 +109,44 @@ mod tests {
             ("redis://u:p@ss@h", "redis://u:***@h"),
             ("redis://:p@h?x=1", "redis://:***@h?x=1"),
             ("redis://h/0#insecure", "redis://h/0#insecure"),
-            ("redis://h/path@x", "redis://h/path@x"),
             ("not a url", "not a url"),
             ("consul://tok@h:8500", "consul://***@h:8500"),
+            ("consul://token@host", "consul://***@host"),
+            // Unencoded '/', '?' and '#' in a password (common in generated ones).
+            ("redis://:s3cret/PW@h", "redis://:***@h"),
+            ("redis://:s3cret?PW@h", "redis://:***@h"),
+            ("redis://:s3cret#PW@h", "redis://:***@h"),
+            ("redis://app:s3cret/PW@h:1/0", "redis://app:***@h:1/0"),
+            // Typos in the scheme separator.
+            ("redis:/:pw@h", "redis:/:***@h"),
+            ("redis:pw@h", "redis:***@h"),
+            ("redis//:pw@h", "***@h"),
+            ("//:pw@h", "***@h"),
+            // An '@' later in the text is treated as the end of user-info: masking too much is safe.
+            ("redis://h/path@x", "redis://***@x"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn no_secret_survives_any_shape() {
+        for secret in ["s3cret/PW", "s3cret?PW", "s3cret#PW", "s3:cr@et", "pw"] {
+            for shape in [
+                "redis://:{}@h",
+                "redis://user:{}@h:6379/0",
+                "rediss://{}@h",
+                "redis:/:{}@h",
+                "redis:{}@h",
+                "redis//:{}@h",
+                "consul://{}@host",
+                "redis+unix://:{}@/tmp/redis.sock",
+            ] {
+                let url = shape.replace("{}", secret);
+                let shown = redact_url(&url);
+                assert!(!shown.contains(secret), "{url} shown as {shown}");
+            }
         }
     }
 }

@@ -5,12 +5,29 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Item, Kind, Result};
+use crate::{Item, Kind, Result, StoredItems};
 
 /// How many times an upsert reads, compares and tries to write before giving up with
 /// [`Error::Contention`](crate::Error::Contention). Every backend uses this bound: enough for any
 /// real contention, small enough to fail fast on a bug.
 pub const UPSERT_ATTEMPTS: u32 = 10;
+
+/// How long an upsert that lost a race waits before attempt `attempt + 1`: a random time up to
+/// a window that doubles with every lost race (2 ms, 4 ms, … capped at 128 ms). Writers that
+/// collided then spread out instead of colliding again in lockstep; the ten attempts together
+/// wait well under a second.
+///
+/// ```
+/// use std::time::Duration;
+/// use flagstore::contention_backoff;
+///
+/// assert!(contention_backoff(0) <= Duration::from_millis(2));
+/// assert!(contention_backoff(30) <= Duration::from_millis(128));
+/// ```
+pub fn contention_backoff(attempt: u32) -> std::time::Duration {
+    let window_us = 2_000u64 << attempt.min(6);
+    std::time::Duration::from_micros(fastrand::u64(0..=window_us))
+}
 
 /// All items of one kind, as handed to [`PersistentDataStore::init`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +85,24 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
     async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>>;
 
     /// Every item of `kind`, tombstones included, each under its storage key (no key twice).
+    ///
+    /// A stored value that is not a valid item (written by another program, say) is skipped with
+    /// an error-level log, so that it cannot hide every other flag; use
+    /// [`get_all_checked`](Self::get_all_checked) to see which.
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>>;
+
+    /// Every value stored for `kind`: the readable items as [`get_all`](Self::get_all) returns
+    /// them, and the unreadable ones with the reason for each, for callers that must not lose an
+    /// item silently (a backup, a copy).
+    ///
+    /// The default suits stores that cannot hold an unreadable value; every store that reads
+    /// what other programs wrote overrides it.
+    async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
+        Ok(StoredItems {
+            items: self.get_all(kind).await?,
+            unreadable: Vec::new(),
+        })
+    }
 
     /// Writes `item` if nothing is stored under its key or the stored version is lower.
     /// Returns whether it wrote. Safe against concurrent writers in other processes; retries
@@ -95,6 +129,9 @@ macro_rules! forward_store {
             }
             async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
                 (**self).get_all(kind).await
+            }
+            async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
+                (**self).get_all_checked(kind).await
             }
             async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
                 (**self).upsert(kind, item).await

@@ -1,32 +1,29 @@
 //! The TTL caching wrapper around any store.
 
+mod builder;
+mod entry;
+mod outage;
 mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use moka::future::Cache;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result};
+use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
+use entry::{CacheKey, Cached, Entry, replaced};
+use outage::Pending;
 
+pub use builder::CachingStoreBuilder;
 pub use status::StoreStatus;
 
 /// The SDKs' default cache time.
 pub const DEFAULT_CACHE_TIME: Duration = Duration::from_secs(15);
-
-/// Longest TTL accepted; anything longer is a mistake for [`CachingStoreBuilder::cache_forever`]
-/// (and moka refuses TTLs over 1000 years).
-const MAX_CACHE_TIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
-const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
 const BACKEND: &str = "cache";
 
@@ -38,7 +35,8 @@ pub enum CacheMode {
     Ttl(Duration),
     /// No caching: every read goes to the database.
     Disabled,
-    /// Entries never expire; failed writes are kept and written back when the database returns.
+    /// Entries never expire; the cache is the source of truth and is written back to the
+    /// database after an outage.
     Forever,
 }
 
@@ -46,13 +44,19 @@ pub enum CacheMode {
 ///
 /// - **TTL** (the default, 15 s): items, "not found" answers and whole-kind reads are cached for
 ///   the TTL. Concurrent misses on one key make one database read. Errors are never cached. A
-///   successful upsert updates the item's entry and drops its kind's whole-kind entry.
+///   successful upsert updates the item's entry and drops its kind's whole-kind entry. A failed
+///   `init` empties the cache, so that nothing older is served as if the init had not happened.
 /// - **Disabled** (`cache_time(Duration::ZERO)` or `no_caching()`): every read goes to the database.
-/// - **Forever**: entries never expire. A write that fails still updates the cache and is written
-///   back when the database recovers, so this process's view survives an outage intact.
+/// - **Forever**: entries never expire and the cache is the source of truth. Upserts update the
+///   whole-kind entry in place, so `get_all` keeps answering through an outage. A write that
+///   fails still updates the cache. When the database recovers, the cache restores it: a
+///   database that came back uninitialized (or whose init failed) is initialized from the cached
+///   data set; otherwise every cached item is written back as an upsert, which restores lost
+///   items without overwriting a newer version another writer stored meanwhile.
 ///
 /// Fresh entries are served even while the database is down. The wrapper tracks the database's
-/// health: see [`CachingStore::status`] and [`CachingStore::subscribe`].
+/// health: see [`CachingStore::status`] and [`CachingStore::subscribe`]. After an outage in
+/// TTL or disabled mode the status asks for a refresh ([`StoreStatus::refresh_needed`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,121 +83,6 @@ pub struct CachingStore {
     inner: Arc<Inner>,
 }
 
-/// Configures a [`CachingStore`]; made by [`CachingStore::builder`].
-#[must_use]
-pub struct CachingStoreBuilder {
-    store: Arc<dyn PersistentDataStore>,
-    mode: CacheMode,
-    capacity_bytes: Option<u64>,
-    poll_interval: Duration,
-}
-
-impl fmt::Debug for CachingStoreBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CachingStoreBuilder")
-            .field("store", &format_args!("{}", self.store))
-            .field("mode", &self.mode)
-            .field("capacity_bytes", &self.capacity_bytes)
-            .field("poll_interval", &self.poll_interval)
-            .finish()
-    }
-}
-
-impl CachingStoreBuilder {
-    /// Caches entries for `ttl`; `Duration::ZERO` turns caching off. The default is 15 seconds.
-    pub fn cache_time(mut self, ttl: Duration) -> Self {
-        self.mode = if ttl.is_zero() {
-            CacheMode::Disabled
-        } else {
-            CacheMode::Ttl(ttl)
-        };
-        self
-    }
-
-    /// Keeps entries until they are replaced, and writes back what failed to reach the database
-    /// once it recovers. For a process that is the source of truth for its store.
-    pub fn cache_forever(mut self) -> Self {
-        self.mode = CacheMode::Forever;
-        self
-    }
-
-    /// Sends every read to the database.
-    pub fn no_caching(mut self) -> Self {
-        self.mode = CacheMode::Disabled;
-        self
-    }
-
-    /// Bounds the cache to about this many bytes of item JSON; least-used entries are evicted
-    /// first. Unbounded by default. Evicted entries are simply read again; in forever mode,
-    /// writes awaiting write-back are kept outside the cache and are never evicted.
-    pub fn capacity_bytes(mut self, bytes: u64) -> Self {
-        self.capacity_bytes = Some(bytes);
-        self
-    }
-
-    /// The first delay between health polls while the database is unavailable; it doubles on each
-    /// failed poll up to 10 seconds. The default is 500 ms.
-    pub fn status_poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
-    /// The configured store.
-    ///
-    /// Fails if the TTL is over 100 years (use [`cache_forever`](Self::cache_forever)), the
-    /// capacity is zero, or the poll interval is zero.
-    pub fn build(self) -> Result<CachingStore> {
-        if let CacheMode::Ttl(ttl) = self.mode
-            && ttl > MAX_CACHE_TIME
-        {
-            return Err(Error::config(
-                BACKEND,
-                format!("cache_time of {ttl:?} is over 100 years; use cache_forever() instead"),
-            ));
-        }
-        if self.capacity_bytes == Some(0) {
-            return Err(Error::config(
-                BACKEND,
-                "capacity_bytes must be positive; use no_caching() to turn the cache off",
-            ));
-        }
-        if self.poll_interval.is_zero() {
-            return Err(Error::config(
-                BACKEND,
-                "status_poll_interval must be positive",
-            ));
-        }
-        let cache = match self.mode {
-            CacheMode::Disabled => None,
-            CacheMode::Ttl(_) | CacheMode::Forever => {
-                let mut builder = Cache::builder().weigher(|key: &CacheKey, entry: &Entry| {
-                    u32::try_from(key.weight() + entry.value.weight()).unwrap_or(u32::MAX)
-                });
-                if let Some(bytes) = self.capacity_bytes {
-                    builder = builder.max_capacity(bytes);
-                }
-                if let CacheMode::Ttl(ttl) = self.mode {
-                    // Expiry is decided by `Entry::is_fresh`; moka's own TTL only frees memory.
-                    builder = builder.time_to_live(ttl);
-                }
-                Some(builder.build())
-            }
-        };
-        let (status, _) = watch::channel(StoreStatus::AVAILABLE);
-        Ok(CachingStore {
-            inner: Arc::new(Inner {
-                store: self.store,
-                mode: self.mode,
-                cache,
-                inited: Mutex::new(Inited::Unknown),
-                status,
-                poll_interval: self.poll_interval,
-                pending: Mutex::new(Pending::default()),
-            }),
-        })
-    }
-}
-
 struct Inner {
     store: Arc<dyn PersistentDataStore>,
     mode: CacheMode,
@@ -214,69 +103,9 @@ enum Inited {
     Yes,
 }
 
-#[derive(Default)]
-struct Pending {
-    init: Option<Vec<Collection>>,
-    items: HashMap<(Kind, String), Item>,
-}
-
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.init.is_none() && self.items.is_empty()
-    }
-
-    fn add_item(&mut self, kind: &Kind, item: &Item) {
-        let slot = self.items.entry((kind.clone(), item.key().to_owned()));
-        slot.and_modify(|old| {
-            if old.version() < item.version() {
-                *old = item.clone();
-            }
-        })
-        .or_insert_with(|| item.clone());
-    }
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum CacheKey {
-    Item(Kind, String),
-    All(Kind),
-}
-
-impl CacheKey {
-    fn weight(&self) -> usize {
-        match self {
-            CacheKey::Item(kind, key) => kind.name().len() + key.len(),
-            CacheKey::All(kind) => kind.name().len(),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Entry {
-    loaded_at: Instant,
-    value: Cached,
-}
-
-#[derive(Clone)]
-enum Cached {
-    Item(Option<Item>),
-    All(Arc<Vec<Item>>),
-}
-
-impl Cached {
-    fn weight(&self) -> usize {
-        // Approximate overhead of an entry besides its JSON and keys.
-        const ENTRY_OVERHEAD: usize = 64;
-        ENTRY_OVERHEAD
-            + match self {
-                Cached::Item(item) => item.as_ref().map_or(0, |i| i.key().len() + i.len()),
-                Cached::All(items) => items.iter().map(|i| i.key().len() + i.len()).sum(),
-            }
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a single assignment or take; poison cannot leave a torn value.
+    // Every critical section here is a single assignment, take or merge; poison cannot leave a
+    // torn value.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -290,12 +119,7 @@ impl CachingStore {
 
     /// Like [`builder`](Self::builder), for a store already behind an `Arc`.
     pub fn builder_for(store: Arc<dyn PersistentDataStore>) -> CachingStoreBuilder {
-        CachingStoreBuilder {
-            store,
-            mode: CacheMode::Ttl(DEFAULT_CACHE_TIME),
-            capacity_bytes: None,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-        }
+        CachingStoreBuilder::new(store)
     }
 
     /// How this store caches.
@@ -328,10 +152,7 @@ impl CachingStore {
 
     /// Drops every cached entry (not the writes awaiting write-back).
     pub fn invalidate_all(&self) {
-        if let Some(cache) = &self.inner.cache {
-            cache.invalidate_all();
-        }
-        *lock(&self.inner.inited) = Inited::Unknown;
+        self.inner.flush();
     }
 
     /// Cached entries and their approximate weight in bytes, after pending evictions are applied.
@@ -355,6 +176,13 @@ impl Inner {
         }
     }
 
+    fn flush(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+        *lock(&self.inited) = Inited::Unknown;
+    }
+
     /// A cached value, loading it (once, however many callers ask at the same time) if it is
     /// missing or stale. Failed loads are handed to every waiting caller and never cached.
     async fn cached<F>(
@@ -373,12 +201,7 @@ impl Inner {
             cache.invalidate(&key).await;
         }
         let loaded = cache
-            .try_get_with(key, async move {
-                load.await.map(|value| Entry {
-                    loaded_at: Instant::now(),
-                    value,
-                })
-            })
+            .try_get_with(key, async move { load.await.map(Entry::now) })
             .await;
         match loaded {
             Ok(entry) => Ok(entry.value),
@@ -390,173 +213,61 @@ impl Inner {
         }
     }
 
-    /// Notes an error: an outage marks the store unavailable and starts the health poll.
-    fn observe(self: &Arc<Self>, err: &Error) {
-        if !err.is_outage() {
-            return;
-        }
-        let went_down = self.status.send_if_modified(|status| {
-            let was_up = status.available;
-            status.available = false;
-            was_up
-        });
-        if went_down {
-            tracing::warn!(store = %self.store, error = %err, "store unavailable; polling until it recovers");
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(poll_until_available(Arc::downgrade(self)));
-                }
-                Err(_) => tracing::error!(
-                    store = %self.store,
-                    "no Tokio runtime to poll the store's health on; its status will stay unavailable"
-                ),
-            }
-        }
-    }
-
-    fn remember<T>(self: &Arc<Self>, result: Result<T>) -> Result<T> {
-        if let Err(err) = &result {
-            self.observe(err);
-        }
-        result
-    }
-
+    /// Fills the cache with a full data set: an entry per item and a whole-kind entry per kind
+    /// the init replaced (flags and segments always, empty if the data has none).
     async fn fill(&self, data: &[Collection]) {
         let Some(cache) = &self.cache else { return };
         cache.invalidate_all();
-        let now = Instant::now();
-        for collection in data {
-            for item in &collection.items {
-                let key = CacheKey::Item(collection.kind.clone(), item.key().to_owned());
-                cache
-                    .insert(
-                        key,
-                        Entry {
-                            loaded_at: now,
-                            value: Cached::Item(Some(item.clone())),
-                        },
-                    )
-                    .await;
+        for kind in crate::replaced_kinds(data) {
+            let items: Vec<Item> = data
+                .iter()
+                .filter(|c| &c.kind == kind)
+                .flat_map(|c| c.items.iter().cloned())
+                .collect();
+            for item in &items {
+                let entry = Entry::now(Cached::Item(Some(item.clone())));
+                cache.insert(CacheKey::item(kind, item.key()), entry).await;
             }
-            let all = Cached::All(Arc::new(collection.items.clone()));
-            cache
-                .insert(
-                    CacheKey::All(collection.kind.clone()),
-                    Entry {
-                        loaded_at: now,
-                        value: all,
-                    },
-                )
-                .await;
+            let all = Entry::now(Cached::All(Arc::new(items)));
+            cache.insert(CacheKey::All(kind.clone()), all).await;
         }
     }
 
-    /// Forever mode: makes the cache show `item` even though the database has not taken it.
-    async fn keep_unwritten(&self, kind: &Kind, item: &Item) {
-        let Some(cache) = &self.cache else { return };
-        let item_key = CacheKey::Item(kind.clone(), item.key().to_owned());
-        let newer = match cache.get(&item_key).await.map(|e| e.value) {
-            Some(Cached::Item(Some(cached))) => cached.version() < item.version(),
-            _ => true,
-        };
-        if !newer {
-            return;
-        }
-        let now = Instant::now();
-        cache
-            .insert(
-                item_key,
-                Entry {
-                    loaded_at: now,
-                    value: Cached::Item(Some(item.clone())),
-                },
-            )
-            .await;
+    /// Makes the cache show `item` as the current one: its own entry, and in place in the
+    /// whole-kind entry if that is cached.
+    async fn show(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
+        let entry = Entry::now(Cached::Item(Some(item.clone())));
+        cache.insert(CacheKey::item(kind, item.key()), entry).await;
         let all_key = CacheKey::All(kind.clone());
         if let Some(Cached::All(items)) = cache.get(&all_key).await.map(|e| e.value) {
-            let mut items = Vec::clone(&items);
-            match items.iter_mut().find(|i| i.key() == item.key()) {
-                Some(slot) => *slot = item.clone(),
-                None => items.push(item.clone()),
-            }
-            cache
-                .insert(
-                    all_key,
-                    Entry {
-                        loaded_at: now,
-                        value: Cached::All(Arc::new(items)),
-                    },
-                )
-                .await;
+            let all = Entry::now(Cached::All(Arc::new(replaced(&items, item))));
+            cache.insert(all_key, all).await;
         }
     }
 
-    /// Forever mode: writes what the database missed during the outage. A failed init is
-    /// repeated whole; failed upserts are replayed as upserts, so a newer version another writer
-    /// stored meanwhile still wins.
-    async fn write_back(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *lock(&self.pending));
-        if pending.is_empty() {
-            return Ok(());
+    /// Forever mode: shows `item` unless the cache already holds a version at least as new.
+    async fn keep_unwritten(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
+        let newer = match cache.get(&CacheKey::item(kind, item.key())).await {
+            Some(Entry {
+                value: Cached::Item(Some(cached)),
+                ..
+            }) => cached.version() < item.version(),
+            _ => true,
+        };
+        if newer {
+            self.show(cache, kind, item).await;
         }
-        let mut remaining = pending;
-        if let Some(data) = remaining.init.take()
-            && let Err(err) = self.store.init(&data).await
-        {
-            remaining.init = Some(data);
-            self.requeue(remaining);
-            return Err(err);
-        }
-        let items: Vec<_> = remaining.items.drain().collect();
-        let mut items = items.into_iter();
-        while let Some(((kind, key), item)) = items.next() {
-            if let Err(err) = self.store.upsert(&kind, item.clone()).await {
-                remaining.items.insert((kind, key), item);
-                remaining.items.extend(items);
-                self.requeue(remaining);
-                return Err(err);
+    }
+
+    /// Forever mode, after the database refused an upsert as not newer: caches what it holds.
+    async fn refresh_item(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, key: &str) {
+        match self.store.get(kind, key).await {
+            Ok(Some(current)) => self.show(cache, kind, &current).await,
+            _ => {
+                cache.invalidate(&CacheKey::item(kind, key)).await;
+                cache.invalidate(&CacheKey::All(kind.clone())).await;
             }
         }
-        tracing::info!(store = %self.store, "wrote cached data back to the recovered store");
-        Ok(())
-    }
-
-    fn requeue(&self, failed: Pending) {
-        let mut pending = lock(&self.pending);
-        if pending.init.is_none() {
-            pending.init = failed.init;
-        }
-        for ((kind, _), item) in &failed.items {
-            pending.add_item(kind, item);
-        }
-    }
-}
-
-/// Polls the database's health with backoff until it answers (and, in forever mode, takes the
-/// write-back), then announces recovery. Stops early if the store is dropped.
-async fn poll_until_available(inner: Weak<Inner>) {
-    let mut delay = match inner.upgrade() {
-        Some(inner) => inner.poll_interval,
-        None => return,
-    };
-    loop {
-        tokio::time::sleep(delay).await;
-        let Some(inner) = inner.upgrade() else { return };
-        delay = (delay * 2).min(MAX_POLL_INTERVAL.max(inner.poll_interval));
-        if !inner.store.is_available().await {
-            continue;
-        }
-        let forever = inner.mode == CacheMode::Forever;
-        if forever && let Err(err) = inner.write_back().await {
-            tracing::warn!(store = %inner.store, error = %err, "write-back failed; retrying");
-            continue;
-        }
-        tracing::info!(store = %inner.store, "store available again");
-        inner.status.send_replace(StoreStatus {
-            available: true,
-            refresh_needed: !forever,
-        });
-        return;
     }
 }
 
@@ -596,11 +307,14 @@ impl PersistentDataStore for CachingStore {
             (Err(err), CacheMode::Forever) if err.is_outage() => {
                 inner.fill(data).await;
                 *lock(&inner.inited) = Inited::Yes;
-                let mut pending = lock(&inner.pending);
-                *pending = Pending::default();
-                pending.init = Some(data.to_vec());
+                *lock(&inner.pending) = Pending {
+                    init_failed: true,
+                    ..Pending::default()
+                };
             }
-            (Err(_), _) => {}
+            // The database may hold part of the new data, or none of it: whatever is cached no
+            // longer says what it holds.
+            (Err(_), _) => inner.flush(),
         }
         inner.remember(result)
     }
@@ -612,10 +326,7 @@ impl PersistentDataStore for CachingStore {
         };
         let store = Arc::clone(&inner.store);
         let load = async move { store.get(kind, key).await.map(Cached::Item) };
-        match inner
-            .cached(cache, CacheKey::Item(kind.clone(), key.to_owned()), load)
-            .await?
-        {
+        match inner.cached(cache, CacheKey::item(kind, key), load).await? {
             Cached::Item(item) => Ok(item),
             Cached::All(_) => unreachable_entry(kind, Some(key)),
         }
@@ -642,38 +353,39 @@ impl PersistentDataStore for CachingStore {
         }
     }
 
+    /// Always reads the database: callers want to know what it holds, unreadable values included.
+    async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
+        let inner = &self.inner;
+        inner.remember(inner.store.get_all_checked(kind).await)
+    }
+
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
         let inner = &self.inner;
         let forever = inner.mode == CacheMode::Forever;
         let result = inner.store.upsert(kind, item.clone()).await;
-        if forever && lock(&inner.pending).init.is_some() {
-            // An init is waiting to be written back; replaying this after it keeps it current.
-            lock(&inner.pending).add_item(kind, &item);
-        }
         let Some(cache) = &inner.cache else {
             return inner.remember(result);
         };
-        let item_key = CacheKey::Item(kind.clone(), item.key().to_owned());
-        let all_key = CacheKey::All(kind.clone());
-        match &result {
-            Ok(true) => {
-                let entry = Entry {
-                    loaded_at: Instant::now(),
-                    value: Cached::Item(Some(item)),
-                };
-                cache.insert(item_key, entry).await;
-                cache.invalidate(&all_key).await;
+        match (&result, forever) {
+            (Ok(true), true) => inner.show(cache, kind, &item).await,
+            (Ok(true), false) => {
+                let key = CacheKey::item(kind, item.key());
+                cache
+                    .insert(key, Entry::now(Cached::Item(Some(item))))
+                    .await;
+                cache.invalidate(&CacheKey::All(kind.clone())).await;
             }
-            // The database holds something at least as new: read it next time.
-            Ok(false) => {
-                cache.invalidate(&item_key).await;
-                cache.invalidate(&all_key).await;
+            // The database holds something at least as new.
+            (Ok(false), true) => inner.refresh_item(cache, kind, item.key()).await,
+            (Ok(false), false) => {
+                cache.invalidate(&CacheKey::item(kind, item.key())).await;
+                cache.invalidate(&CacheKey::All(kind.clone())).await;
             }
-            Err(err) if forever && err.is_outage() => {
-                inner.keep_unwritten(kind, &item).await;
+            (Err(err), true) if err.is_outage() => {
+                inner.keep_unwritten(cache, kind, &item).await;
                 lock(&inner.pending).add_item(kind, &item);
             }
-            Err(_) => {}
+            (Err(_), _) => {}
         }
         inner.remember(result)
     }

@@ -405,6 +405,158 @@ async fn forever_write_back_does_not_overwrite_newer_data() {
     assert_eq!(double.inner.get(&F, "f").await.unwrap(), Some(item("f", 9)));
 }
 
+/// The database lost everything while it was down: a restarted Redis without persistence.
+fn wipe(double: &Double) {
+    let db = double.inner.database();
+    db.clear(double.inner.prefix());
+}
+
+fn sorted(mut items: Vec<Item>) -> Vec<Item> {
+    items.sort_by(|x, y| x.key().cmp(y.key()));
+    items
+}
+
+#[tokio::test(start_paused = true)]
+async fn forever_mode_restores_a_database_that_comes_back_empty() {
+    let double = Double::new();
+    let store = forever(&double);
+    let flags: Vec<Item> = (0..1000).map(|i| item(&format!("f{i:04}"), 1)).collect();
+    let data = [
+        Collection::new(Kind::SEGMENTS, vec![item("s", 3)]),
+        Collection::new(F, flags.clone()),
+    ];
+    store.init(&data).await.unwrap();
+    let mut rx = store.subscribe();
+
+    double.set_failing(true);
+    wipe(&double);
+    assert!(store.upsert(&F, item("f0007", 2)).await.is_err());
+    assert!(!next_status(&mut rx).await.available);
+    double.set_failing(false);
+    let up = next_status(&mut rx).await;
+    assert!(up.available && !up.refresh_needed, "{up:?}");
+
+    // Every other reader sees the whole data set again, marker included.
+    assert!(double.inner.is_initialized().await.unwrap());
+    let stored = sorted(double.inner.get_all(&F).await.unwrap());
+    assert_eq!(stored.len(), 1000);
+    assert_eq!(stored[7], item("f0007", 2));
+    assert_eq!(stored[8], item("f0008", 1));
+    assert_eq!(
+        double.inner.get_all(&Kind::SEGMENTS).await.unwrap(),
+        vec![item("s", 3)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forever_mode_restores_items_lost_from_an_initialized_database() {
+    let double = Double::new();
+    let store = forever(&double);
+    store
+        .init(&[Collection::new(F, vec![item("a", 1), item("b", 1)])])
+        .await
+        .unwrap();
+    let mut rx = store.subscribe();
+    double.set_failing(true);
+    assert!(store.upsert(&F, item("c", 1)).await.is_err());
+    assert!(!next_status(&mut rx).await.available);
+    // The database came back from an old snapshot: marker there, "b" missing, "a" newer.
+    double.inner.database().clear(double.inner.prefix());
+    double.set_failing(false);
+    double
+        .inner
+        .init(&[Collection::new(F, vec![item("a", 5)])])
+        .await
+        .unwrap();
+
+    let up = next_status(&mut rx).await;
+    assert!(up.available && !up.refresh_needed);
+    assert_eq!(
+        sorted(double.inner.get_all(&F).await.unwrap()),
+        vec![item("a", 5), item("b", 1), item("c", 1)],
+        "lost items restored; the newer version another writer stored is kept"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forever_mode_without_a_full_data_set_asks_for_a_refresh() {
+    let double = Double::new();
+    double
+        .inner
+        .init(&[Collection::new(F, vec![item("a", 1)])])
+        .await
+        .unwrap();
+    let store = forever(&double);
+    assert_eq!(store.get(&F, "a").await.unwrap(), Some(item("a", 1)));
+    let mut rx = store.subscribe();
+    double.set_failing(true);
+    wipe(&double);
+    assert!(store.upsert(&F, item("b", 1)).await.is_err());
+    assert!(!next_status(&mut rx).await.available);
+    double.set_failing(false);
+    let up = next_status(&mut rx).await;
+    assert!(up.available && up.refresh_needed, "{up:?}");
+    assert_eq!(double.inner.get(&F, "b").await.unwrap(), Some(item("b", 1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn forever_mode_serves_get_all_through_an_outage_after_an_upsert() {
+    let double = Double::new();
+    let store = forever(&double);
+    store
+        .init(&[Collection::new(F, vec![item("a", 1), item("b", 1)])])
+        .await
+        .unwrap();
+    assert!(store.upsert(&F, item("a", 2)).await.unwrap());
+    assert!(store.upsert(&F, item("n", 1)).await.unwrap());
+    double.set_failing(true);
+    let reads = double.reads();
+    assert_eq!(
+        sorted(store.get_all(&F).await.unwrap()),
+        vec![item("a", 2), item("b", 1), item("n", 1)]
+    );
+    assert_eq!(double.reads(), reads, "served from the cache");
+}
+
+#[tokio::test(start_paused = true)]
+async fn forever_mode_caches_what_the_database_kept_after_a_refused_upsert() {
+    let double = Double::new();
+    let store = forever(&double);
+    store
+        .init(&[Collection::new(F, vec![item("a", 1)])])
+        .await
+        .unwrap();
+    double.inner.upsert(&F, item("a", 7)).await.unwrap();
+    assert!(!store.upsert(&F, item("a", 3)).await.unwrap());
+    double.set_failing(true);
+    assert_eq!(store.get(&F, "a").await.unwrap(), Some(item("a", 7)));
+    assert_eq!(store.get_all(&F).await.unwrap(), vec![item("a", 7)]);
+}
+
+#[tokio::test]
+async fn a_failed_init_in_ttl_mode_empties_the_cache() {
+    let double = Double::new();
+    let store = cached(&double, Duration::from_secs(60));
+    store
+        .init(&[Collection::new(F, vec![item("old", 1)])])
+        .await
+        .unwrap();
+    assert!(store.is_initialized().await.unwrap());
+    double.set_failing(true);
+    assert!(
+        store
+            .init(&[Collection::new(F, vec![item("new", 1)])])
+            .await
+            .is_err()
+    );
+    assert!(
+        store.get(&F, "old").await.is_err(),
+        "the old data set is not served as if the init had not happened"
+    );
+    assert!(store.get_all(&F).await.is_err());
+    assert!(store.is_initialized().await.is_err());
+}
+
 #[tokio::test]
 async fn ttl_mode_does_not_cache_failed_writes() {
     let double = Double::new();
