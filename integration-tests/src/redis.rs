@@ -128,6 +128,14 @@ impl Redis {
         &self.url
     }
 
+    /// The server's URL on database `db`, replacing any database the URL names (a shared server
+    /// from `FLAGSTORE_TEST_REDIS_URL` may name one).
+    pub fn url_with_db(&self, db: u8) -> String {
+        let mut url = url::Url::parse(&self.url).expect("a Redis URL");
+        url.set_path(&format!("/{db}"));
+        url.to_string()
+    }
+
     /// The throwaway CA certificate (PEM) of a TLS server.
     pub fn ca_pem(&self) -> &str {
         &self.certs.as_ref().expect("not a TLS server").ca_pem
@@ -141,6 +149,51 @@ impl Redis {
     /// Stops a local server now, to test what happens when Redis goes away.
     pub fn stop(&mut self) {
         self.server.take();
+    }
+
+    /// After [`stop`](Self::stop): a new, empty local server on the same port, as when a Redis
+    /// without persistence restarts.
+    pub fn restart_empty(&mut self) {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a local plain server's URL ends in its port");
+        self.server.take();
+        let mut args = base_args();
+        args.extend(["--port".to_owned(), port.to_string()]);
+        let server = LocalServer::start(
+            "redis-server",
+            "redis-server",
+            &args,
+            TempDir::new().unwrap(),
+            |log| log.contains("Ready to accept connections"),
+        )
+        .unwrap_or_else(|e| panic!("could not restart redis-server on port {port}: {e}"));
+        self.server = Some(server);
+    }
+
+    /// Freezes a local server (SIGSTOP): it keeps accepting connections and never answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Unfreezes a server frozen by [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let server = self
+            .server
+            .as_ref()
+            .expect("only a server this process started");
+        let status = std::process::Command::new("kill")
+            .args([signal, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {}", server.pid());
     }
 }
 

@@ -101,7 +101,7 @@ async fn conformance_behind_the_cache() {
 #[tokio::test]
 async fn conformance_with_one_connection_on_another_database() {
     let redis = Redis::start();
-    let url = format!("{}/5", redis.url());
+    let url = redis.url_with_db(5);
     testing::run(&RedisFactory {
         url,
         pool_size: Some(1),
@@ -144,7 +144,11 @@ async fn tls_without_the_ca_fails_cleanly() {
 #[tokio::test]
 async fn writes_exactly_the_schema_other_sdks_read() {
     let redis = Redis::start();
-    let store = RedisStore::builder().url(redis.url()).build().unwrap();
+    // The default prefix, so a database of its own: on a shared server nothing else is there.
+    let url = redis.url_with_db(6);
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let store = RedisStore::builder().url(&url).build().unwrap();
     let flag = flag("my-flag", 3);
     let segment =
         Item::from_json("beta", r#"{"key":"beta","version":2,"included":["a"]}"#).unwrap();
@@ -160,7 +164,6 @@ async fn writes_exactly_the_schema_other_sdks_read() {
         .await
         .unwrap();
 
-    let mut conn = raw(redis.url()).await;
     let mut keys: Vec<String> = conn.keys("*").await.unwrap();
     keys.sort();
     assert_eq!(
@@ -191,13 +194,16 @@ async fn writes_exactly_the_schema_other_sdks_read() {
 #[tokio::test]
 async fn reads_every_sdks_tombstone_shape_written_raw() {
     let redis = Redis::start();
-    let mut conn = raw(redis.url()).await;
+    // The default prefix, so a database of its own.
+    let url = redis.url_with_db(8);
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
     let shapes = SDK_TOMBSTONES;
     for (key, json, _) in shapes {
         let _: () = conn.hset("launchdarkly:features", key, json).await.unwrap();
     }
     let _: () = conn.set("launchdarkly:$inited", "").await.unwrap();
-    let store = RedisStore::builder().url(redis.url()).build().unwrap();
+    let store = RedisStore::builder().url(&url).build().unwrap();
     assert!(store.is_initialized().await.unwrap());
     for (key, json, version) in shapes {
         let item = store.get(&Kind::FEATURES, key).await.unwrap().unwrap();
@@ -265,20 +271,19 @@ async fn a_corrupt_value_from_another_writer_is_reported_not_hidden() {
 #[tokio::test]
 async fn empty_prefix_means_the_default_and_prefixes_do_not_leak() {
     let redis = Redis::start();
-    let store = RedisStore::builder()
-        .url(redis.url())
-        .prefix("")
-        .build()
-        .unwrap();
+    // The default prefix, so a database of its own.
+    let url = redis.url_with_db(7);
+    let mut conn = raw(&url).await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let store = RedisStore::builder().url(&url).prefix("").build().unwrap();
     assert_eq!(store.prefix(), "launchdarkly");
     store.init(&[]).await.unwrap();
     let ld2 = RedisStore::builder()
-        .url(redis.url())
+        .url(&url)
         .prefix("launchdarkly2")
         .build()
         .unwrap();
     assert!(!ld2.is_initialized().await.unwrap());
-    let mut conn = raw(redis.url()).await;
     assert!(
         conn.exists::<_, bool>("launchdarkly:$inited")
             .await
@@ -289,8 +294,10 @@ async fn empty_prefix_means_the_default_and_prefixes_do_not_leak() {
 #[tokio::test]
 async fn database_index_in_the_url_is_used() {
     let redis = Redis::start();
+    let mut db3 = raw(&redis.url_with_db(3)).await;
+    let _: () = db3.del("dbtest:features").await.unwrap();
     let store = RedisStore::builder()
-        .url(format!("{}/3", redis.url()))
+        .url(redis.url_with_db(3))
         .prefix("dbtest")
         .build()
         .unwrap();
@@ -298,10 +305,9 @@ async fn database_index_in_the_url_is_used() {
         .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 1)])])
         .await
         .unwrap();
-    let mut db3 = raw(&format!("{}/3", redis.url())).await;
     assert!(db3.exists::<_, bool>("dbtest:features").await.unwrap());
-    let mut db0 = raw(redis.url()).await;
-    assert!(!db0.exists::<_, bool>("dbtest:features").await.unwrap());
+    let mut db4 = raw(&redis.url_with_db(4)).await;
+    assert!(!db4.exists::<_, bool>("dbtest:features").await.unwrap());
 }
 
 const APP_PASSWORD: &str = "app-S3cr3t-pw";
