@@ -295,6 +295,42 @@ impl RawConsul {
         }
     }
 
+    /// A new ACL token whose one policy has these rules (HCL), made with this client's token
+    /// (which must be allowed to manage ACLs).
+    pub async fn token_with_rules(&self, name: &str, rules: &str) -> String {
+        let send = |path: &str, body: serde_json::Value| {
+            let mut request = self
+                .client
+                .put(format!("{}/v1/acl/{path}", self.address))
+                .body(body.to_string());
+            if let Some(token) = &self.token {
+                request = request.header("X-Consul-Token", token);
+            }
+            request.send()
+        };
+        let policy = send("policy", serde_json::json!({"Name": name, "Rules": rules}))
+            .await
+            .unwrap();
+        assert!(
+            policy.status().is_success(),
+            "policy: {}",
+            policy.text().await.unwrap()
+        );
+        let token = send(
+            "token",
+            serde_json::json!({"Description": name, "Policies": [{"Name": name}]}),
+        )
+        .await
+        .unwrap();
+        assert!(
+            token.status().is_success(),
+            "token: {}",
+            token.text().await.unwrap()
+        );
+        let body: serde_json::Value = serde_json::from_str(&token.text().await.unwrap()).unwrap();
+        body["SecretID"].as_str().unwrap().to_owned()
+    }
+
     /// Deletes every key under `prefix`.
     pub async fn delete_recursive(&self, prefix: &str) {
         let (status, body) = self

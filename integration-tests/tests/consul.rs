@@ -372,6 +372,105 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
 }
 
 #[tokio::test]
+async fn a_token_that_may_not_read_is_refused_not_empty() {
+    let consul = Consul::start_with_acl(MASTER);
+    let admin = ConsulStore::builder()
+        .address(consul.address())
+        .token(MASTER)
+        .build()
+        .unwrap();
+    admin
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 1)])])
+        .await
+        .unwrap();
+    let raw = RawConsul::new(consul.address(), Some(MASTER));
+    // Allowed to read another prefix only: Consul filters this store's keys out of a
+    // recursive read and answers it with an empty 404.
+    let token = raw
+        .token_with_rules(
+            "elsewhere",
+            r#"key_prefix "elsewhere/" { policy = "read" }"#,
+        )
+        .await;
+    let reader = ConsulStore::builder()
+        .address(consul.address())
+        .token(&token)
+        .build()
+        .unwrap();
+    for err in [
+        reader.get_all(&Kind::FEATURES).await.unwrap_err(),
+        reader.get_all(&Kind::SEGMENTS).await.unwrap_err(),
+        reader.get(&Kind::FEATURES, "f").await.unwrap_err(),
+        reader.is_initialized().await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    }
+    assert!(!format!("{reader:?} {reader}").contains(&token));
+    // Allowed to read it: a kind with nothing in it is truly empty.
+    let token = raw
+        .token_with_rules(
+            "reader",
+            r#"key_prefix "launchdarkly/" { policy = "read" }"#,
+        )
+        .await;
+    let reader = ConsulStore::builder()
+        .address(consul.address())
+        .token(&token)
+        .build()
+        .unwrap();
+    assert_eq!(
+        reader.get_all(&Kind::FEATURES).await.unwrap(),
+        vec![flag("f", 1)]
+    );
+    assert_eq!(reader.get_all(&Kind::SEGMENTS).await.unwrap(), vec![]);
+}
+
+/// An HTTP server that is not Consul: every request gets this status and body, without
+/// Consul's headers.
+async fn not_consul(status: &str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn another_http_server_at_the_address_is_an_error_not_an_empty_store() {
+    for (status, body) in [
+        ("404 Not Found", "404 page not found"),
+        ("404 Not Found", ""),
+        ("200 OK", "[]"),
+    ] {
+        let address = not_consul(status, body).await;
+        let store = ConsulStore::builder().address(&address).build().unwrap();
+        for err in [
+            store.get_all(&Kind::FEATURES).await.unwrap_err(),
+            store.get(&Kind::FEATURES, "f").await.unwrap_err(),
+            store.is_initialized().await.unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Database { .. }), "{status}: {err:?}");
+            let cause = std::error::Error::source(&err).unwrap().to_string();
+            assert!(cause.contains("X-Consul-Index"), "{status}: {cause}");
+        }
+        assert!(!store.is_available().await);
+    }
+}
+
+#[tokio::test]
 async fn conformance_over_https_with_a_private_ca() {
     let consul = Consul::start_tls();
     assert!(consul.address().starts_with("https://"));

@@ -523,6 +523,96 @@ async fn unreadable_records_are_reported_not_hidden() {
     let all = store.get_all(&Kind::FEATURES).await.unwrap();
     assert_eq!(all.iter().map(Item::key).collect::<Vec<_>>(), ["good"]);
     assert_eq!(store.skipped_items(), 2);
+    let checked = store.get_all_checked(&Kind::FEATURES).await.unwrap();
+    let mut unreadable: Vec<_> = checked.unreadable.iter().map(|u| u.key.as_str()).collect();
+    unreadable.sort();
+    assert_eq!(unreadable, ["bad-json", "no-item"]);
+}
+
+#[tokio::test]
+async fn the_version_attribute_is_read_and_a_broken_one_is_repaired_by_an_upsert() {
+    let db = DynamoDb::start();
+    let store = store_on_new_table(&db, "").await;
+    let client = store.client().await;
+    let put = |key: &str, version: Option<AttributeValue>| {
+        let mut record = HashMap::from([
+            (
+                "namespace".to_owned(),
+                AttributeValue::S("features".to_owned()),
+            ),
+            ("key".to_owned(), AttributeValue::S(key.to_owned())),
+            (
+                "item".to_owned(),
+                AttributeValue::S(format!(r#"{{"key":"{key}","version":5}}"#)),
+            ),
+        ]);
+        if let Some(version) = version {
+            record.insert("version".to_owned(), version);
+        }
+        client
+            .put_item()
+            .table_name(store.table())
+            .set_item(Some(record))
+            .send()
+    };
+    put("differs", Some(AttributeValue::N("3".into())))
+        .await
+        .unwrap();
+    put("missing", None).await.unwrap();
+    put("mistyped", Some(AttributeValue::S("5".into())))
+        .await
+        .unwrap();
+
+    // The attribute is what the conditional write compares, so it is the version readers see.
+    let differs = store
+        .get(&Kind::FEATURES, "differs")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(differs.version(), 3);
+    let all = store.get_all(&Kind::FEATURES).await.unwrap();
+    assert_eq!(
+        all.iter().find(|i| i.key() == "differs").unwrap().version(),
+        3
+    );
+    assert!(
+        !store
+            .upsert(&Kind::FEATURES, flag("differs", 3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .upsert(&Kind::FEATURES, flag("differs", 4))
+            .await
+            .unwrap()
+    );
+
+    // Without a usable attribute the JSON's version is shown, and an upsert can repair the
+    // record (before, it was refused forever).
+    for key in ["missing", "mistyped"] {
+        assert_eq!(
+            store
+                .get(&Kind::FEATURES, key)
+                .await
+                .unwrap()
+                .unwrap()
+                .version(),
+            5
+        );
+        assert!(
+            store.upsert(&Kind::FEATURES, flag(key, 6)).await.unwrap(),
+            "{key}"
+        );
+        assert_eq!(
+            store.get(&Kind::FEATURES, key).await.unwrap(),
+            Some(flag(key, 6))
+        );
+        assert!(
+            !store.upsert(&Kind::FEATURES, flag(key, 6)).await.unwrap(),
+            "{key}"
+        );
+    }
 }
 
 #[tokio::test]
