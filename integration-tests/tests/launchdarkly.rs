@@ -486,3 +486,58 @@ async fn python_sdk_and_flagstore_agree_on_dynamodb() {
 async fn python_sdk_and_flagstore_agree_on_consul() {
     cross_sdk(Backend::consul()).await;
 }
+
+/// What a daemon-mode caller of the LaunchDarkly Rust SDK 3.2 sees while the database is down
+/// and the SDK's cache holds nothing fresh: every flag evaluates to the caller's default with
+/// reason FLAG_NOT_FOUND, exactly as for a deleted flag. The SDK gives no other sign; the adapter
+/// logs each store error, and a flagstore `CachingStore` in front of the store keeps serving
+/// what it holds (and reports the outage in its status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_an_outage_daemon_mode_evaluates_flags_as_not_found() {
+    let mut redis = Redis::start_local(&[]);
+    let prefix = format!("outage{}", unique_run_id());
+    let store = |redis: &Redis| -> RedisStore {
+        RedisStore::builder()
+            .url(redis.url())
+            .prefix(&prefix)
+            .connect_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    };
+    flagstore_write(&(Arc::new(store(&redis)) as DynStore)).await;
+    let alice = json!({"kind": "user", "key": "alice"});
+
+    // No SDK cache: what a reader sees once its cache has expired.
+    let bare = daemon_reader(Arc::new(store(&redis)), None);
+    // flagstore's forever cache in front: what it read stays served through the outage.
+    let cached: DynStore = Arc::new(
+        flagstore::CachingStore::builder(store(&redis))
+            .cache_forever()
+            .build()
+            .unwrap(),
+    );
+    let shielded = daemon_reader(cached, None);
+    let before = evaluate(&bare, "checkout-v2", &alice);
+    assert_ne!(before["reason"]["kind"], json!("ERROR"), "{before}");
+    assert_ne!(
+        before["reason"],
+        json!({"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"})
+    );
+    assert_eq!(evaluate(&shielded, "checkout-v2", &alice), before);
+
+    redis.stop();
+    let during = evaluate(&bare, "checkout-v2", &alice);
+    assert_eq!(
+        during,
+        json!({
+            "flag": "checkout-v2", "context": "alice",
+            "value": null, "variationIndex": null,
+            "reason": {"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"},
+        }),
+        "what the caller sees: its default value, as if the flag were deleted"
+    );
+    assert_eq!(evaluate(&shielded, "checkout-v2", &alice), before);
+    bare.close();
+    shielded.close();
+}

@@ -13,6 +13,9 @@ use tokio::sync::watch;
 
 const F: Kind = Kind::FEATURES;
 
+/// One store call, boxed so that different calls fit in one list; the error it ended with.
+type Call<'a> = std::pin::Pin<Box<dyn Future<Output = Option<Error>> + Send + 'a>>;
+
 fn store(redis: &Redis, prefix: &str) -> RedisStore {
     RedisStore::builder()
         .url(redis.url())
@@ -200,10 +203,7 @@ async fn a_stalled_server_fails_each_call_within_the_response_timeout() {
         .await
         .unwrap();
     redis.pause();
-    let calls: [(
-        &str,
-        std::pin::Pin<Box<dyn Future<Output = Option<Error>> + Send + '_>>,
-    ); 4] = [
+    let calls: [(&str, Call<'_>); 4] = [
         ("get", Box::pin(async { store.get(&F, "a").await.err() })),
         ("get_all", Box::pin(async { store.get_all(&F).await.err() })),
         (

@@ -38,6 +38,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
     let writes = matches!(command, Command::Load { .. } | Command::Demo);
     let opened = parsed.open(writes)?;
     let store = opened.store.clone();
+    tracing::debug!("opened {store}");
     match command {
         Command::Load { file, .. } => load(&opened, &file).await,
         Command::Dump { skip_invalid } => {
@@ -146,22 +147,25 @@ async fn read_kind(
     unreadable: Unreadable,
 ) -> Result<Vec<Item>, CliError> {
     let stored = store.get_all_checked(kind).await?;
-    for bad in &stored.unreadable {
-        eprintln!(
-            "warning: {kind}/{} is unreadable and was skipped: {}",
-            bad.key, bad.error
-        );
+    if stored.unreadable.is_empty() {
+        return Ok(stored.items);
     }
+    let named = stored
+        .unreadable
+        .iter()
+        .map(|bad| format!("{kind}/{} ({})", bad.key, bad.error));
     if let Unreadable::Fail {
         skip_invalid: false,
     } = unreadable
-        && !stored.unreadable.is_empty()
     {
         return Err(CliError::new(format!(
-            "{} stored {kind} item(s) are unreadable (named above); nothing was written. \
-             Fix them, or pass --skip-invalid to go on without them",
-            stored.unreadable.len()
+            "unreadable stored items: {}; nothing was written. Fix them, or pass --skip-invalid \
+             to go on without them",
+            named.collect::<Vec<_>>().join(", ")
         )));
+    }
+    for bad in named {
+        eprintln!("warning: skipped the unreadable stored item {bad}");
     }
     Ok(stored.items)
 }
@@ -469,4 +473,90 @@ async fn demo(store: DynStore, scratch: Option<&std::path::Path>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use flagstore::{MemoryStore, Result, StoredItems};
+
+    use super::*;
+
+    /// A store another loader writes into while this one's init runs.
+    #[derive(Debug)]
+    struct Interleaved(MemoryStore);
+
+    impl std::fmt::Display for Interleaved {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("interleaved")
+        }
+    }
+
+    #[async_trait]
+    impl PersistentDataStore for Interleaved {
+        async fn init(&self, data: &[Collection]) -> Result<()> {
+            self.0.init(data).await?;
+            let other = Item::from_json("theirs", r#"{"version":1}"#).unwrap();
+            self.0.upsert(&Kind::FEATURES, other).await.map(drop)
+        }
+        async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
+            self.0.get(kind, key).await
+        }
+        async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
+            self.0.get_all(kind).await
+        }
+        async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
+            self.0.get_all_checked(kind).await
+        }
+        async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
+            self.0.upsert(kind, item).await
+        }
+        async fn is_initialized(&self) -> Result<bool> {
+            self.0.is_initialized().await
+        }
+        async fn is_available(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_that_another_writer_interleaved_with_fails_loudly() {
+        let data = data::parse(r#"{"flags": {"mine": {"key":"mine","version":2}}}"#).unwrap();
+        let clean: DynStore = Arc::new(MemoryStore::new());
+        write_all(&clean, &data, "loaded").await.unwrap();
+
+        let mixed: DynStore = Arc::new(Interleaved(MemoryStore::new()));
+        let err = write_all(&mixed, &data, "loaded")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the store changed while it was written (1 difference(s): features/theirs should not be there)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn oversized_items_are_named_with_their_size() {
+        let data = data::parse(
+            r#"{"flags": {"a": {"version":1}, "big": {"version":1,"x":"0123456789"}}}"#,
+        )
+        .unwrap();
+        let limit = SizeLimit {
+            backend: "Test",
+            bytes: 20,
+            measure: Box::new(|_, item| item.len()),
+        };
+        let err = check_sizes(&data, Some(&limit)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "one item is over Test's 20-byte item limit, so the store would silently lack it: \
+             features/big is 30 bytes; nothing was written"
+        );
+        assert!(check_sizes(&data, None).is_ok());
+    }
 }

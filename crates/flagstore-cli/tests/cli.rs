@@ -352,3 +352,222 @@ fn the_demo_evaluates_the_examples() {
     );
     assert!(text.contains(r#"{"kind":"PREREQUISITE_FAILED","prerequisiteKey":"checkout-v2"}"#));
 }
+
+/// Writes raw values into a Redis hash, as another program would.
+async fn redis_hset(url: &str, hash: &str, pairs: &[(&str, &str)]) {
+    use flagstore_redis::redis::{self, AsyncCommands};
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for (field, value) in pairs {
+        let _: () = conn.hset(hash, field, value).await.unwrap();
+    }
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_items_make_dump_and_copy_fail_unless_skipped() {
+    let redis = Redis::start();
+    let prefix = format!("bad{}", unique_run_id());
+    let store = format!("{}?prefix={prefix}", redis.url());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    redis_hset(
+        redis.url(),
+        &format!("{prefix}:features"),
+        &[
+            ("broken", "{truncated"),
+            ("noversion", r#"{"key":"noversion"}"#),
+        ],
+    )
+    .await;
+
+    let dump = flagstore(&store, &["dump"]);
+    let err = failure(&dump);
+    assert!(dump.stdout.is_empty(), "no partial backup on stdout");
+    assert!(
+        err.contains("features/broken (item is not a JSON object)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("features/noversion (item has no version)"),
+        "{err}"
+    );
+    assert!(err.contains("--skip-invalid"), "{err}");
+    let skipped = flagstore(&store, &["dump", "--skip-invalid"]);
+    let dumped: Value = serde_json::from_str(&ok(&skipped)).unwrap();
+    assert_eq!(dumped["flags"].as_object().unwrap().len(), 7);
+    assert!(stderr(&skipped).contains("skipped the unreadable stored item features/broken"));
+
+    let ls = flagstore(&store, &["ls"]);
+    assert!(ok(&ls).contains("checkout-v2"));
+    assert!(stderr(&ls).contains("skipped the unreadable stored item features/noversion"));
+    let status: Value =
+        serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
+    assert_eq!(status["counts"]["features"]["unreadable"], json!(2));
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = sqlite_url(dir.path());
+    let err = failure(&flagstore(&store, &["copy", "--to", &target]));
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(
+        !dir.path().join("flags.db").exists(),
+        "the target was not touched"
+    );
+    ok(&flagstore(
+        &store,
+        &["copy", "--to", &target, "--skip-invalid"],
+    ));
+    assert_eq!(
+        serde_json::from_str::<Value>(&ok(&flagstore(&target, &["dump"]))).unwrap(),
+        dumped
+    );
+}
+
+/// A flag data file holding one flag of `bytes` bytes beside the example's.
+fn file_with_a_flag_of(dir: &Path, bytes: usize) -> String {
+    let mut data: Value = serde_json::from_str(&std::fs::read_to_string(EXAMPLE).unwrap()).unwrap();
+    let padding = "x".repeat(bytes - 60);
+    data["flags"]["huge"] =
+        json!({"key": "huge", "version": 1, "on": false, "description": padding});
+    let path = dir.join("huge.json");
+    std::fs::write(&path, data.to_string()).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_and_copy_refuse_items_over_the_backend_limit_before_writing() {
+    let (db, consul) = (DynamoDb::start(), Consul::start());
+    let dir = tempfile::tempdir().unwrap();
+    let consul_url = format!(
+        "{}?prefix=big{}",
+        consul.address().replace("http://", "consul://"),
+        unique_run_id()
+    );
+    for (store, bytes, backend) in [
+        (dynamo_url(&db).await, 420_000, "DynamoDB's 409600-byte"),
+        (consul_url, 530_000, "Consul's 524288-byte"),
+    ] {
+        ok(&flagstore(&store, &["load", EXAMPLE]));
+        let before = ok(&flagstore(&store, &["dump"]));
+        let big = file_with_a_flag_of(dir.path(), bytes);
+        let err = failure(&flagstore(&store, &["load", &big]));
+        assert!(err.contains("features/huge is "), "{err}");
+        assert!(err.contains(backend), "{err}");
+        assert!(err.contains("nothing was written"), "{err}");
+        assert_eq!(ok(&flagstore(&store, &["dump"])), before, "{store}");
+
+        // The same item arriving by copy from a store without that limit.
+        let source = sqlite_url(&dir.path().join(format!("src{bytes}")));
+        std::fs::create_dir_all(dir.path().join(format!("src{bytes}"))).unwrap();
+        ok(&flagstore(&source, &["load", &big]));
+        let err = failure(&flagstore(&source, &["copy", "--to", &store]));
+        assert!(err.contains("features/huge is "), "{err}");
+        assert_eq!(ok(&flagstore(&store, &["dump"])), before, "{store}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_reports_errors_instead_of_flag_not_found() {
+    let redis = Redis::start();
+    let run = unique_run_id();
+    let context = ["--context", "alice"];
+
+    // A corrupt flag, and one the SDK cannot parse.
+    let store = format!("{}?prefix=ev{run}", redis.url());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    redis_hset(
+        redis.url(),
+        &format!("ev{run}:features"),
+        &[
+            ("corrupt", "{truncated"),
+            (
+                "odd",
+                r#"{"key":"odd","version":1,"on":true,"variations":"not a list"}"#,
+            ),
+        ],
+    )
+    .await;
+    let err = failure(&flagstore(
+        &store,
+        &["eval", "corrupt", context[0], context[1]],
+    ));
+    assert!(
+        err.contains("features/corrupt: the stored item is unreadable"),
+        "{err}"
+    );
+    let err = failure(&flagstore(&store, &["eval", "odd", context[0], context[1]]));
+    assert!(
+        err.contains("features/odd is stored but the LaunchDarkly SDK cannot read it"),
+        "{err}"
+    );
+    // A flag that is not there is an answer, not an error.
+    let missing = ok(&flagstore(
+        &store,
+        &["eval", "nope", context[0], context[1], "--json"],
+    ));
+    assert!(missing.contains("FLAG_NOT_FOUND"), "{missing}");
+
+    // A database error: the flags key holds a string, not a hash.
+    let store = format!("{}?prefix=wt{run}", redis.url());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    {
+        use flagstore_redis::redis::{self, AsyncCommands};
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = conn.set(format!("wt{run}:features"), "oops").await.unwrap();
+    }
+    let err = failure(&flagstore(
+        &store,
+        &["eval", "checkout-v2", context[0], context[1]],
+    ));
+    assert!(
+        err.contains("redis: get of features/checkout-v2 failed"),
+        "{err}"
+    );
+    assert!(err.contains("WRONGTYPE"), "{err}");
+}
+
+#[test]
+fn status_says_permission_denied_when_access_is_refused() {
+    let redis = Redis::start_with_acl(&["user default off", "user app on >right-pw ~* &* +@all"]);
+    let url = redis.url().replace("redis://", "redis://app:wr0ng-s3cret@");
+    let output = flagstore(&url, &["status"]);
+    let err = failure(&output);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(!err.contains("wr0ng-s3cret"), "{err}");
+}
+
+#[test]
+fn library_logs_reach_stderr_as_rust_log_says_and_never_a_password() {
+    let redis = Redis::start_with_acl(&["user default off", "user app on >right-pw ~* &* +@all"]);
+    let url = redis.url().replace("redis://", "redis://app:right-pw@");
+    let run = |rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
+        command
+            .args(["--store", &url, "ls"])
+            .env_remove("FLAGSTORE_URL");
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        command.output().unwrap()
+    };
+    // A debug log says which store was opened.
+    let quiet = stderr(&run(None));
+    assert!(!quiet.contains("DEBUG"), "{quiet}");
+    let verbose = stderr(&run(Some("debug")));
+    assert!(verbose.contains("DEBUG"), "{verbose}");
+    assert!(
+        verbose.contains("opened redis store at redis://app:***@"),
+        "{verbose}"
+    );
+    assert!(!verbose.contains("right-pw"), "{verbose}");
+}
