@@ -371,6 +371,22 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
     assert!(admin.is_initialized().await.unwrap());
 }
 
+/// A store with a new token whose policy has these rules, and the token.
+async fn reader_with(
+    consul: &Consul,
+    raw: &RawConsul,
+    name: &str,
+    rules: &str,
+) -> (ConsulStore, String) {
+    let token = raw.token_with_rules(name, rules).await;
+    let store = ConsulStore::builder()
+        .address(consul.address())
+        .token(&token)
+        .build()
+        .unwrap();
+    (store, token)
+}
+
 #[tokio::test]
 async fn a_token_that_may_not_read_is_refused_not_empty() {
     let consul = Consul::start_with_acl(MASTER);
@@ -386,17 +402,13 @@ async fn a_token_that_may_not_read_is_refused_not_empty() {
     let raw = RawConsul::new(consul.address(), Some(MASTER));
     // Allowed to read another prefix only: Consul filters this store's keys out of a
     // recursive read and answers it with an empty 404.
-    let token = raw
-        .token_with_rules(
-            "elsewhere",
-            r#"key_prefix "elsewhere/" { policy = "read" }"#,
-        )
-        .await;
-    let reader = ConsulStore::builder()
-        .address(consul.address())
-        .token(&token)
-        .build()
-        .unwrap();
+    let (reader, token) = reader_with(
+        &consul,
+        &raw,
+        "elsewhere",
+        r#"key_prefix "elsewhere/" { policy = "read" }"#,
+    )
+    .await;
     for err in [
         reader.get_all(&Kind::FEATURES).await.unwrap_err(),
         reader.get_all(&Kind::SEGMENTS).await.unwrap_err(),
@@ -407,17 +419,13 @@ async fn a_token_that_may_not_read_is_refused_not_empty() {
     }
     assert!(!format!("{reader:?} {reader}").contains(&token));
     // Allowed to read it: a kind with nothing in it is truly empty.
-    let token = raw
-        .token_with_rules(
-            "reader",
-            r#"key_prefix "launchdarkly/" { policy = "read" }"#,
-        )
-        .await;
-    let reader = ConsulStore::builder()
-        .address(consul.address())
-        .token(&token)
-        .build()
-        .unwrap();
+    let (reader, _) = reader_with(
+        &consul,
+        &raw,
+        "reader",
+        r#"key_prefix "launchdarkly/" { policy = "read" }"#,
+    )
+    .await;
     assert_eq!(
         reader.get_all(&Kind::FEATURES).await.unwrap(),
         vec![flag("f", 1)]

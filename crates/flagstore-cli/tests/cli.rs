@@ -353,14 +353,19 @@ fn the_demo_evaluates_the_examples() {
     assert!(text.contains(r#"{"kind":"PREREQUISITE_FAILED","prerequisiteKey":"checkout-v2"}"#));
 }
 
-/// Writes raw values into a Redis hash, as another program would.
-async fn redis_hset(url: &str, hash: &str, pairs: &[(&str, &str)]) {
-    use flagstore_redis::redis::{self, AsyncCommands};
-    let mut conn = redis::Client::open(url)
+/// A plain connection, to write as another program would.
+async fn redis_conn(url: &str) -> flagstore_redis::redis::aio::MultiplexedConnection {
+    flagstore_redis::redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Writes raw values into a Redis hash, as another program would.
+async fn redis_hset(url: &str, hash: &str, pairs: &[(&str, &str)]) {
+    use flagstore_redis::redis::AsyncCommands;
+    let mut conn = redis_conn(url).await;
     for (field, value) in pairs {
         let _: () = conn.hset(hash, field, value).await.unwrap();
     }
@@ -515,15 +520,13 @@ async fn eval_reports_errors_instead_of_flag_not_found() {
     // A database error: the flags key holds a string, not a hash.
     let store = format!("{}?prefix=wt{run}", redis.url());
     ok(&flagstore(&store, &["load", EXAMPLE]));
-    {
-        use flagstore_redis::redis::{self, AsyncCommands};
-        let mut conn = redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let _: () = conn.set(format!("wt{run}:features"), "oops").await.unwrap();
-    }
+    let _: () = flagstore_redis::redis::AsyncCommands::set(
+        &mut redis_conn(redis.url()).await,
+        format!("wt{run}:features"),
+        "oops",
+    )
+    .await
+    .unwrap();
     let err = failure(&flagstore(
         &store,
         &["eval", "checkout-v2", context[0], context[1]],
