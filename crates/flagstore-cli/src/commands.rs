@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use flagstore::{
-    Collection, DynStore, Error, Item, Kind, PersistentDataStore, redact_url, sort_for_init,
-};
+use flagstore::backend::redact_url;
+use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore, sort_for_init};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -205,7 +204,7 @@ fn check_sizes(data: &[Collection], limit: Option<&SizeLimit>) -> Result<(), Cli
 /// succeeds left the store holding exactly its file.
 async fn verify(store: &DynStore, data: &[Collection]) -> Result<(), CliError> {
     let mut differences = Vec::new();
-    for kind in flagstore::replaced_kinds(data) {
+    for kind in flagstore::backend::replaced_kinds(data) {
         let wanted: BTreeMap<&str, u64> = data
             .iter()
             .filter(|c| &c.kind == kind)

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flagstore::{DynStore, Item, Kind, redact_url};
+use flagstore::backend::redact_url;
+use flagstore::{DynStore, Item, Kind};
 use flagstore_consul::{ConsulStoreBuilder, MAX_VALUE_SIZE};
 use flagstore_dynamodb::{DynamoDbStore, MAX_ITEM_SIZE, create_table, estimated_size};
 use flagstore_redis::RedisStore;

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use flagstore::{Error, Result, Secret, redact_url};
+use flagstore::backend::{Secret, redact_url};
+use flagstore::{Error, Result};
 
 use crate::BACKEND;
 use crate::http::Http;

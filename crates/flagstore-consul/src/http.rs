@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use flagstore::{Error, Operation, Result, Secret};
+use flagstore::backend::Secret;
+use flagstore::{Error, Operation, Result};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 

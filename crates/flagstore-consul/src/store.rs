@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use flagstore::backend::{UPSERT_ATTEMPTS, contention_backoff, version_to_replace};
 use flagstore::{
     Collection, Error, Item, ItemError, Kind, Operation, PersistentDataStore, Result, StoredItems,
-    UPSERT_ATTEMPTS, contention_backoff, version_to_replace,
 };
 
 use crate::BACKEND;
@@ -232,7 +232,10 @@ impl fmt::Debug for ConsulStore {
             .field("address", &self.http.base.as_str())
             .field("datacenter", &self.http.datacenter)
             .field("prefix", &self.prefix)
-            .field("token", &self.has_token().then_some(flagstore::REDACTED))
+            .field(
+                "token",
+                &self.has_token().then_some(flagstore::backend::REDACTED),
+            )
             .field("request_timeout", &self.http.request_timeout)
             .finish_non_exhaustive()
     }

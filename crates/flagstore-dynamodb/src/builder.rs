@@ -7,7 +7,8 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Credentials;
-use flagstore::{Error, Result, Secret};
+use flagstore::backend::Secret;
+use flagstore::{Error, Result};
 
 use crate::error::BACKEND;
 use crate::store::{ClientSource, DynamoDbStore};

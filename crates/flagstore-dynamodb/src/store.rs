@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use aws_config::ConfigLoader;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use flagstore::backend::replaced_kinds;
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
-    replaced_kinds,
 };
 use tokio::sync::OnceCell;
 

@@ -7,7 +7,8 @@ use deadpool_redis::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, TlsCertificates,
 };
 use deadpool_redis::{Manager, Pool, Runtime};
-use flagstore::{Error, Result, Secret, redact_url};
+use flagstore::backend::{Secret, redact_url};
+use flagstore::{Error, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 

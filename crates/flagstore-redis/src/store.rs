@@ -8,9 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Connection, Pool};
+use flagstore::backend::{
+    UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
+};
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
-    UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
 };
 
 use crate::builder::RedisStoreBuilder;

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstore::backend::read_stored_items;
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
-    read_stored_items,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 

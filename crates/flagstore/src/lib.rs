@@ -62,8 +62,13 @@ pub use item::{DELETED_PLACEHOLDER_KEY, Item, ItemError};
 pub use kind::Kind;
 pub use memory::{MemoryDatabase, MemoryStore};
 pub use order::sort_for_init;
-pub use secret::{REDACTED, Secret, redact_url};
-pub use store::{
-    Collection, DynStore, PersistentDataStore, UPSERT_ATTEMPTS, contention_backoff, replaced_kinds,
-};
-pub use stored::{StoredItems, UnreadableItem, read_stored_items, version_to_replace};
+pub use store::{Collection, DynStore, PersistentDataStore};
+pub use stored::{StoredItems, UnreadableItem};
+
+/// For authors of backends: reading what other writers stored, the shared retry bounds, and
+/// keeping secrets out of output. Applications using the stores do not need any of it.
+pub mod backend {
+    pub use crate::secret::{REDACTED, Secret, redact_url};
+    pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, replaced_kinds};
+    pub use crate::stored::{read_stored_items, version_to_replace};
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, UPSERT_ATTEMPTS,
+    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, backend::UPSERT_ATTEMPTS,
 };
 
 const BACKEND: &str = "memory";

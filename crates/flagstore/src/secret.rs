@@ -16,7 +16,7 @@ pub const REDACTED: &str = "***";
 /// user-info and is returned as it is.
 ///
 /// ```
-/// use flagstore::redact_url;
+/// use flagstore::backend::redact_url;
 ///
 /// assert_eq!(redact_url("redis://app:hunter2@cache:6379/2"), "redis://app:***@cache:6379/2");
 /// assert_eq!(redact_url("rediss://:hunter2@cache"), "rediss://:***@cache");
@@ -65,7 +65,7 @@ fn scheme_end(url: &str) -> Option<usize> {
 /// A secret string whose `Debug` and `Display` print `***`.
 ///
 /// ```
-/// use flagstore::Secret;
+/// use flagstore::backend::Secret;
 ///
 /// let token = Secret::new("s3cr3t");
 /// assert_eq!(format!("{token:?} {token}"), "*** ***");

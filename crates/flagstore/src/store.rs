@@ -19,7 +19,7 @@ pub const UPSERT_ATTEMPTS: u32 = 10;
 ///
 /// ```
 /// use std::time::Duration;
-/// use flagstore::contention_backoff;
+/// use flagstore::backend::contention_backoff;
 ///
 /// assert!(contention_backoff(0) <= Duration::from_millis(2));
 /// assert!(contention_backoff(30) <= Duration::from_millis(128));
@@ -154,7 +154,8 @@ forward_store!(Box<T>);
 /// Backends that store kinds in separate places (Redis hashes, DynamoDB partitions) clear these.
 ///
 /// ```
-/// use flagstore::{replaced_kinds, Collection, Kind};
+/// use flagstore::backend::replaced_kinds;
+/// use flagstore::{Collection, Kind};
 ///
 /// let data = [Collection::new(Kind::new("widgets"), vec![])];
 /// let names: Vec<_> = replaced_kinds(&data).iter().map(|k| k.name()).collect();

@@ -218,7 +218,7 @@ impl Inner {
     async fn fill(&self, data: &[Collection]) {
         let Some(cache) = &self.cache else { return };
         cache.invalidate_all();
-        for kind in crate::replaced_kinds(data) {
+        for kind in crate::backend::replaced_kinds(data) {
             let items: Vec<Item> = data
                 .iter()
                 .filter(|c| &c.kind == kind)
