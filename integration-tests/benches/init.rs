@@ -93,7 +93,7 @@ async fn main() {
     let consul = Consul::start();
     let table = format!("bench_{}", std::process::id());
     let probe = DynamoDbStore::builder(&table)
-        .endpoint(dynamo.endpoint())
+        .url(dynamo.endpoint())
         .region("us-east-1")
         .static_credentials("bench", "bench")
         .build()
@@ -113,7 +113,7 @@ async fn main() {
     let dynamo_store = |prefix: String| -> DynStore {
         std::sync::Arc::new(
             DynamoDbStore::builder(&table)
-                .endpoint(dynamo.endpoint())
+                .url(dynamo.endpoint())
                 .region("us-east-1")
                 .static_credentials("bench", "bench")
                 .prefix(prefix)
@@ -125,7 +125,7 @@ async fn main() {
     let consul_store = |prefix: String| -> DynStore {
         std::sync::Arc::new(
             ConsulStore::builder()
-                .address(consul.address())
+                .url(consul.address())
                 .prefix(prefix)
                 .build()
                 .unwrap(),

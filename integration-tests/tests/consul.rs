@@ -35,7 +35,7 @@ impl ConsulFactory {
     }
 
     fn builder(&self, prefix: &str) -> ConsulStoreBuilder {
-        let mut b = ConsulStore::builder().address(&self.address).prefix(prefix);
+        let mut b = ConsulStore::builder().url(&self.address).prefix(prefix);
         if let Some(token) = &self.token {
             b = b.token(token);
         }
@@ -69,7 +69,7 @@ impl StoreFactory for ConsulFactory {
 
     async fn unreachable_store(&self) -> DynStore {
         let store = ConsulStore::builder()
-            .address(format!("http://127.0.0.1:{}", free_port()))
+            .url(format!("http://127.0.0.1:{}", free_port()))
             .connect_timeout(Duration::from_millis(500))
             .request_timeout(Duration::from_secs(2))
             .build()
@@ -99,7 +99,7 @@ async fn conformance_behind_the_cache_in_an_explicit_datacenter() {
 async fn writes_exactly_the_layout_other_sdks_read() {
     let consul = Consul::start();
     let store = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .build()
         .unwrap();
     let f = flag("my-flag", 4);
@@ -145,7 +145,7 @@ async fn reads_every_sdks_tombstone_shape_written_raw() {
             .await;
     }
     let store = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .build()
         .unwrap();
     for (key, json, version) in shapes {
@@ -175,7 +175,7 @@ fn padded(key: &str, bytes: usize) -> Item {
 async fn init_beyond_one_transaction_in_operations_and_bytes() {
     let consul = Consul::start();
     let store = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .prefix("big")
         .build()
         .unwrap();
@@ -219,7 +219,7 @@ async fn init_beyond_one_transaction_in_operations_and_bytes() {
 async fn values_at_the_limit_are_written_and_over_it_refused() {
     let consul = Consul::start();
     let store = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .build()
         .unwrap();
     let at_limit = padded("at-limit", MAX_VALUE_SIZE);
@@ -258,12 +258,12 @@ async fn values_at_the_limit_are_written_and_over_it_refused() {
 async fn prefix_ld_never_touches_ld2() {
     let consul = Consul::start();
     let ld = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .prefix("ld")
         .build()
         .unwrap();
     let ld2 = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .prefix("ld2")
         .build()
         .unwrap();
@@ -287,7 +287,7 @@ async fn unreadable_values_are_reported_not_hidden() {
     let consul = Consul::start();
     let client = RawConsul::new(consul.address(), None);
     let store = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .prefix("corrupt")
         .build()
         .unwrap();
@@ -329,7 +329,7 @@ async fn acl_default_deny_works_with_a_token() {
 async fn acl_default_deny_refuses_without_a_valid_token() {
     let consul = Consul::start_with_acl(MASTER);
     let anonymous = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .build()
         .unwrap();
     for err in [
@@ -347,7 +347,7 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
 
     let wrong = "00000000-0000-0000-0000-000000000000";
     let bogus = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .token(wrong)
         .build()
         .unwrap();
@@ -363,7 +363,7 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
     );
 
     let admin = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .token(MASTER)
         .build()
         .unwrap();
@@ -380,7 +380,7 @@ async fn reader_with(
 ) -> (ConsulStore, String) {
     let token = raw.token_with_rules(name, rules).await;
     let store = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .token(&token)
         .build()
         .unwrap();
@@ -391,7 +391,7 @@ async fn reader_with(
 async fn a_token_that_may_not_read_is_refused_not_empty() {
     let consul = Consul::start_with_acl(MASTER);
     let admin = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .token(MASTER)
         .build()
         .unwrap();
@@ -464,7 +464,7 @@ async fn another_http_server_at_the_address_is_an_error_not_an_empty_store() {
         ("200 OK", "[]"),
     ] {
         let address = not_consul(status, body).await;
-        let store = ConsulStore::builder().address(&address).build().unwrap();
+        let store = ConsulStore::builder().url(&address).build().unwrap();
         for err in [
             store.get_all(&Kind::FEATURES).await.unwrap_err(),
             store.get(&Kind::FEATURES, "f").await.unwrap_err(),
@@ -490,7 +490,7 @@ async fn conformance_over_https_with_a_private_ca() {
     .await;
     // Without the CA the agent's certificate is not trusted: a clean error, not a hang.
     let untrusting = ConsulStore::builder()
-        .address(consul.address())
+        .url(consul.address())
         .build()
         .unwrap();
     let err = untrusting.get(&Kind::FEATURES, "f").await.unwrap_err();

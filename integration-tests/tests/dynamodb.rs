@@ -20,7 +20,7 @@ use flagstore_integration_tests::{free_port, maybe_cached};
 
 fn builder(endpoint: &str, table: &str) -> DynamoDbStoreBuilder {
     DynamoDbStore::builder(table)
-        .endpoint(endpoint)
+        .url(endpoint)
         .region("us-east-1")
         .static_credentials("test", "test")
 }

@@ -48,7 +48,7 @@ impl Backend {
 
     fn dynamo_store(db: &DynamoDb, table: &str, prefix: &str) -> DynamoDbStore {
         DynamoDbStore::builder(table)
-            .endpoint(db.endpoint())
+            .url(db.endpoint())
             .region("us-east-1")
             .static_credentials("test", "test")
             .prefix(prefix)
@@ -68,7 +68,7 @@ impl Backend {
             Backend::DynamoDb(db, table) => Arc::new(Self::dynamo_store(db, table, prefix)),
             Backend::Consul(c) => Arc::new(
                 ConsulStore::builder()
-                    .address(c.address())
+                    .url(c.address())
                     .prefix(prefix)
                     .build()
                     .unwrap(),
@@ -501,7 +501,7 @@ async fn during_an_outage_daemon_mode_evaluates_flags_as_not_found() {
             .url(redis.url())
             .prefix(&prefix)
             .connect_timeout(Duration::from_millis(500))
-            .response_timeout(Duration::from_secs(1))
+            .request_timeout(Duration::from_secs(1))
             .build()
             .unwrap()
     };

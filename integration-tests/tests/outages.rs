@@ -21,7 +21,7 @@ fn store(redis: &Redis, prefix: &str) -> RedisStore {
         .url(redis.url())
         .prefix(prefix)
         .connect_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1))
         .build()
         .unwrap()
 }
@@ -189,13 +189,13 @@ async fn writers_racing_on_four_keys_never_give_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_server_fails_each_call_within_the_response_timeout() {
+async fn a_stalled_server_fails_each_call_within_the_request_timeout() {
     let redis = Redis::start_local(&[]);
     let store = RedisStore::builder()
         .url(redis.url())
         .prefix("stall")
         .connect_timeout(Duration::from_secs(1))
-        .response_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
     store

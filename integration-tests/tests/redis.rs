@@ -67,7 +67,7 @@ impl StoreFactory for RedisFactory {
         let store = RedisStore::builder()
             .url(format!("redis://127.0.0.1:{}", free_port()))
             .connect_timeout(Duration::from_millis(500))
-            .response_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_millis(500))
             .build()
             .unwrap();
         maybe_cached(store, self.cached)
@@ -483,7 +483,7 @@ async fn a_server_that_goes_away_errors_within_the_deadline() {
     let store = RedisStore::builder()
         .url(redis.url())
         .connect_timeout(Duration::from_millis(500))
-        .response_timeout(Duration::from_millis(500))
+        .request_timeout(Duration::from_millis(500))
         .build()
         .unwrap();
     store.init(&[]).await.unwrap();

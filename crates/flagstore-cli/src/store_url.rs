@@ -120,7 +120,7 @@ impl StoreUrl {
                     )));
                 }
                 let address = match authority {
-                    "" => flagstore_consul::DEFAULT_ADDRESS.to_owned(),
+                    "" => flagstore_consul::DEFAULT_URL.to_owned(),
                     a if a.contains(':') => format!("http://{a}"),
                     a => format!("http://{a}:8500"),
                 };
@@ -178,7 +178,7 @@ impl StoreUrl {
                 let mut builder = RedisStore::builder()
                     .url(url)
                     .connect_timeout(Duration::from_secs(2))
-                    .response_timeout(timeout);
+                    .request_timeout(timeout);
                 if let Some(prefix) = prefix {
                     builder = builder.prefix(prefix);
                 }
@@ -211,7 +211,7 @@ impl StoreUrl {
                 prefix,
             } => {
                 let mut builder = ConsulStoreBuilder::from_env()
-                    .address(address)
+                    .url(address)
                     .connect_timeout(Duration::from_secs(2))
                     .request_timeout(timeout);
                 if let Some(dc) = datacenter {
@@ -266,7 +266,7 @@ impl StoreUrl {
             .connect_timeout(Duration::from_secs(2))
             .request_timeout(Duration::from_secs(10));
         if let Some(endpoint) = endpoint {
-            builder = builder.endpoint(endpoint);
+            builder = builder.url(endpoint);
         }
         if let Some(region) = region {
             builder = builder.region(region);

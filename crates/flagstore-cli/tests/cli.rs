@@ -83,7 +83,7 @@ fn sqlite_url(dir: &Path) -> String {
 async fn dynamo_url(db: &DynamoDb) -> String {
     let table = format!("cli_{}", unique_run_id());
     let store = DynamoDbStore::builder(&table)
-        .endpoint(db.endpoint())
+        .url(db.endpoint())
         .region("us-east-1")
         .static_credentials("test", "test")
         .build()

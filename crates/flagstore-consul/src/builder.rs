@@ -10,8 +10,8 @@ use crate::BACKEND;
 use crate::http::Http;
 use crate::store::ConsulStore;
 
-/// The address used when none is given and `CONSUL_HTTP_ADDR` is unset.
-pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
+/// The URL used when none is given and `CONSUL_HTTP_ADDR` is unset.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8500";
 /// The key prefix every LaunchDarkly SDK uses by default.
 pub const DEFAULT_PREFIX: &str = "launchdarkly";
 /// Time allowed to open a connection.
@@ -26,7 +26,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// use flagstore_consul::ConsulStore;
 ///
 /// let store = ConsulStore::builder()
-///     .address("https://consul.internal:8501")
+///     .url("https://consul.internal:8501")
 ///     .token("b1gs3cr3t-token")
 ///     .datacenter("eu-west")
 ///     .prefix("prod")
@@ -79,7 +79,7 @@ impl ConsulStoreBuilder {
     ///
     /// | variable | sets |
     /// |---|---|
-    /// | `CONSUL_HTTP_ADDR` | [`address`](Self::address) (`host:port` gets `http://`, or `https://` with `CONSUL_HTTP_SSL=true`) |
+    /// | `CONSUL_HTTP_ADDR` | [`url`](Self::url) (`host:port` gets `http://`, or `https://` with `CONSUL_HTTP_SSL=true`) |
     /// | `CONSUL_HTTP_TOKEN` | [`token`](Self::token) |
     /// | `CONSUL_CACERT` | [`tls_root_certificate_pem`](Self::tls_root_certificate_pem), read from that file |
     ///
@@ -101,7 +101,7 @@ impl ConsulStoreBuilder {
             } else {
                 format!("http://{address}")
             };
-            builder = builder.address(address);
+            builder = builder.url(address);
         }
         if let Some(token) = var("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()) {
             builder = builder.token(token);
@@ -113,8 +113,8 @@ impl ConsulStoreBuilder {
         builder
     }
 
-    /// The agent's HTTP address: `http://host:port` or `https://host:port`.
-    pub fn address(mut self, address: impl Into<String>) -> Self {
+    /// Where the Consul agent is: `http://host:port` or `https://host:port`.
+    pub fn url(mut self, address: impl Into<String>) -> Self {
         self.address = Some(address.into());
         self
     }
@@ -198,7 +198,7 @@ impl ConsulStoreBuilder {
             }
             Some(p) => p.to_owned(),
         };
-        let raw_address = self.address.as_deref().unwrap_or(DEFAULT_ADDRESS);
+        let raw_address = self.address.as_deref().unwrap_or(DEFAULT_URL);
         let base = url::Url::parse(raw_address)
             .ok()
             .filter(|u| {
@@ -211,7 +211,7 @@ impl ConsulStoreBuilder {
                 Error::config(
                     BACKEND,
                     format!(
-                        "address {:?} is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)",
+                        "url {:?} is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)",
                         redact_url(raw_address)
                     ),
                 )
@@ -313,12 +313,12 @@ mod tests {
     fn validates_with_errors_that_name_the_setting() {
         let err = |b: ConsulStoreBuilder| b.build().unwrap_err().to_string();
         assert_eq!(
-            err(ConsulStore::builder().address("127.0.0.1:8500")),
-            r#"consul: invalid configuration: address "127.0.0.1:8500" is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)"#
+            err(ConsulStore::builder().url("127.0.0.1:8500")),
+            r#"consul: invalid configuration: url "127.0.0.1:8500" is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)"#
         );
         assert_eq!(
-            err(ConsulStore::builder().address("ftp://h")),
-            r#"consul: invalid configuration: address "ftp://h" is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)"#
+            err(ConsulStore::builder().url("ftp://h")),
+            r#"consul: invalid configuration: url "ftp://h" is not an http:// or https:// URL of a Consul agent (the token goes in token(), not the URL)"#
         );
         assert_eq!(
             err(ConsulStore::builder().prefix("a/b")),
@@ -332,7 +332,7 @@ mod tests {
             err(ConsulStore::builder().tls_root_certificate_pem("junk"))
                 .contains("TLS root certificate")
         );
-        let shown = err(ConsulStore::builder().address("http://s3cret-token@consul:8500"));
+        let shown = err(ConsulStore::builder().url("http://s3cret-token@consul:8500"));
         assert!(shown.contains(r#""http://***@consul:8500""#), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert_eq!(

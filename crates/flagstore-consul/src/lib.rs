@@ -8,8 +8,8 @@ mod store;
 mod txn;
 
 pub use builder::{
-    ConsulStoreBuilder, DEFAULT_ADDRESS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX,
-    DEFAULT_REQUEST_TIMEOUT,
+    ConsulStoreBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_URL,
 };
 pub use store::{ConsulStore, MAX_VALUE_SIZE};
 pub use txn::{MAX_TXN_BODY, MAX_TXN_OPS};

@@ -13,6 +13,8 @@ use flagstore::{Error, Result};
 use crate::error::BACKEND;
 use crate::store::{ClientSource, DynamoDbStore};
 
+/// The key prefix every LaunchDarkly SDK uses by default for DynamoDB: none.
+pub const DEFAULT_PREFIX: &str = "";
 /// Time allowed to open a connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for one request, retries by the SDK included.
@@ -32,7 +34,7 @@ pub const DEFAULT_BATCH_DEADLINE: Duration = Duration::from_secs(60);
 ///
 /// // Against a local emulator.
 /// let local = DynamoDbStore::builder("flags")
-///     .endpoint("http://127.0.0.1:8000")
+///     .url("http://127.0.0.1:8000")
 ///     .region("us-east-1")
 ///     .static_credentials("local", "local")
 ///     .build()?;
@@ -47,7 +49,7 @@ pub struct DynamoDbStoreBuilder {
     endpoint: Option<String>,
     region: Option<String>,
     credentials: Option<(String, Secret)>,
-    connect_timeout: Duration,
+    connect_timeout: Option<Duration>,
     request_timeout: Duration,
     batch_deadline: Duration,
     #[cfg(feature = "testing")]
@@ -58,13 +60,13 @@ impl DynamoDbStoreBuilder {
     pub(crate) fn new(table: String) -> Self {
         DynamoDbStoreBuilder {
             table,
-            prefix: String::new(),
+            prefix: DEFAULT_PREFIX.to_owned(),
             client: None,
             sdk_config: None,
             endpoint: None,
             region: None,
             credentials: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             batch_deadline: DEFAULT_BATCH_DEADLINE,
             #[cfg(feature = "testing")]
@@ -78,7 +80,7 @@ impl DynamoDbStoreBuilder {
     /// |---|---|
     /// | `DYNAMODB_TABLE` | the table (required) |
     /// | `DYNAMODB_PREFIX` | [`prefix`](Self::prefix) |
-    /// | `DYNAMODB_URL` | [`endpoint`](Self::endpoint) |
+    /// | `DYNAMODB_URL` | [`url`](Self::url) |
     ///
     /// Region and credentials come from the standard AWS variables (`AWS_REGION`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_PROFILE`, ...) through the AWS SDK's default chain.
@@ -92,7 +94,7 @@ impl DynamoDbStoreBuilder {
             builder = builder.prefix(prefix);
         }
         if let Some(endpoint) = var("DYNAMODB_URL") {
-            builder = builder.endpoint(endpoint);
+            builder = builder.url(endpoint);
         }
         builder
     }
@@ -104,7 +106,9 @@ impl DynamoDbStoreBuilder {
     }
 
     /// Uses this client as it is: its endpoint, region, credentials, retries and timeouts.
-    /// Every request still has this builder's request timeout as a backstop.
+    /// Every request still has this builder's request timeout as a backstop. Setting the URL,
+    /// region, credentials or connect timeout here as well is refused at [`build`](Self::build)
+    /// rather than silently ignored.
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
         self
@@ -116,8 +120,9 @@ impl DynamoDbStoreBuilder {
         self
     }
 
-    /// Sends requests to this endpoint instead of AWS's, e.g. a local emulator.
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+    /// Where DynamoDB is: an endpoint URL instead of AWS's regional one, e.g. a local emulator.
+    /// The AWS SDK also honours `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL` by itself.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
@@ -141,7 +146,7 @@ impl DynamoDbStoreBuilder {
 
     /// Time allowed to open a connection.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -166,11 +171,12 @@ impl DynamoDbStoreBuilder {
         self
     }
 
-    /// The store. Fails with [`Error::Config`] on a missing or invalid table name, an endpoint
+    /// The store. Fails with [`Error::Config`] on a missing or invalid table name, a URL
     /// that is not an http(s) URL, zero timeouts, or both a client and an SDK configuration.
     pub fn build(self) -> Result<DynamoDbStore> {
         validate_table_name(&self.table)?;
-        if self.connect_timeout.is_zero()
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if connect_timeout.is_zero()
             || self.request_timeout.is_zero()
             || self.batch_deadline.is_zero()
         {
@@ -188,12 +194,12 @@ impl DynamoDbStoreBuilder {
             if !valid {
                 return Err(Error::config(
                     BACKEND,
-                    format!("endpoint {endpoint:?} is not an http:// or https:// URL"),
+                    format!("url {endpoint:?} is not an http:// or https:// URL"),
                 ));
             }
         }
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(self.connect_timeout)
+            .connect_timeout(connect_timeout)
             .operation_timeout(self.request_timeout)
             .build();
         let source = match (self.client, self.sdk_config) {
@@ -203,7 +209,27 @@ impl DynamoDbStoreBuilder {
                     "give either a client or an SDK configuration, not both",
                 ));
             }
-            (Some(client), None) => ClientSource::ready(client),
+            (Some(client), None) => {
+                let ignored: Vec<&str> = [
+                    ("url", self.endpoint.is_some()),
+                    ("region", self.region.is_some()),
+                    ("static_credentials", self.credentials.is_some()),
+                    ("connect_timeout", self.connect_timeout.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, set)| set.then_some(name))
+                .collect();
+                if !ignored.is_empty() {
+                    return Err(Error::config(
+                        BACKEND,
+                        format!(
+                            "{} cannot be combined with client(): configure the client instead",
+                            ignored.join(", ")
+                        ),
+                    ));
+                }
+                ClientSource::ready(client)
+            }
             (None, Some(sdk)) => {
                 let mut config =
                     aws_sdk_dynamodb::config::Builder::from(&sdk).timeout_config(timeouts);
@@ -301,6 +327,31 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn settings_a_caller_supplied_client_would_ignore_are_refused() {
+        let sdk = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let err = DynamoDbStore::builder("flags")
+            .client(Client::from_conf(sdk.clone()))
+            .url("http://127.0.0.1:8000")
+            .region("eu-west-1")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "dynamodb: invalid configuration: url, region cannot be combined with client(): configure the client instead"
+        );
+        assert!(
+            DynamoDbStore::builder("flags")
+                .client(Client::from_conf(sdk))
+                .prefix("p")
+                .request_timeout(Duration::from_secs(3))
+                .build()
+                .is_ok()
+        );
+    }
+
     #[test]
     fn validates_with_errors_that_name_the_setting() {
         assert_eq!(
@@ -312,8 +363,8 @@ mod tests {
             r#"dynamodb: invalid configuration: table name "a b" is invalid: DynamoDB allows 3 to 255 characters of A-Z, a-z, 0-9, '_', '-' and '.'"#
         );
         assert_eq!(
-            config_error(DynamoDbStore::builder("flags").endpoint("127.0.0.1:8000")),
-            r#"dynamodb: invalid configuration: endpoint "127.0.0.1:8000" is not an http:// or https:// URL"#
+            config_error(DynamoDbStore::builder("flags").url("127.0.0.1:8000")),
+            r#"dynamodb: invalid configuration: url "127.0.0.1:8000" is not an http:// or https:// URL"#
         );
         assert!(
             config_error(DynamoDbStore::builder("flags").request_timeout(Duration::ZERO))

@@ -10,7 +10,8 @@ mod store;
 mod table;
 
 pub use builder::{
-    DEFAULT_BATCH_DEADLINE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DynamoDbStoreBuilder,
+    DEFAULT_BATCH_DEADLINE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
+    DynamoDbStoreBuilder,
 };
 pub use schema::{ITEM_ATTR, MAX_ITEM_SIZE, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size};
 pub use store::DynamoDbStore;

@@ -44,16 +44,23 @@ pub struct LaunchDarklyStore {
 }
 
 impl LaunchDarklyStore {
-    /// Adapts `store`, running it on a runtime of two threads that this adapter owns.
-    pub fn new(store: impl PersistentDataStore) -> std::io::Result<Self> {
+    /// Adapts `store`, running it on a runtime of two threads that this adapter owns. Fails
+    /// only if the operating system refuses the threads.
+    pub fn new(store: impl PersistentDataStore) -> flagstore::Result<Self> {
         Self::from_arc(Arc::new(store))
     }
 
     /// Like [`new`](Self::new), for a store already behind an `Arc`.
-    pub fn from_arc(store: DynStore) -> std::io::Result<Self> {
+    pub fn from_arc(store: DynStore) -> flagstore::Result<Self> {
+        let runtime = StoreRuntime::new(2).map_err(|e| {
+            flagstore::Error::config(
+                "launchdarkly",
+                format!("could not start the adapter's runtime: {e}"),
+            )
+        })?;
         Ok(LaunchDarklyStore {
             store,
-            runtime: Arc::new(StoreRuntime::new(2)?),
+            runtime: Arc::new(runtime),
             call_timeout: DEFAULT_CALL_TIMEOUT,
         })
     }

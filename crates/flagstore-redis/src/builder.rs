@@ -25,7 +25,7 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for one whole operation: waiting for a pooled connection, connecting if need
 /// be, every command and every retry.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Configures a [`RedisStore`]. Made by [`RedisStore::builder`]; [`build`](Self::build) checks
 /// everything and never connects.
@@ -38,7 +38,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 ///     .url("redis://app:hunter2@cache.internal:6379/2")
 ///     .prefix("prod")
 ///     .pool_size(8)
-///     .response_timeout(Duration::from_secs(1))
+///     .request_timeout(Duration::from_secs(1))
 ///     .build()?;
 /// // The password never shows.
 /// assert_eq!(store.to_string(), r#"redis store at redis://app:***@cache.internal:6379/2 (prefix "prod")"#);
@@ -50,9 +50,9 @@ pub struct RedisStoreBuilder {
     prefix: Option<String>,
     username: Option<String>,
     password: Option<Secret>,
-    pool_size: usize,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    pool_size: Option<usize>,
+    connect_timeout: Option<Duration>,
+    request_timeout: Duration,
     tls_root_cert_pem: Option<Vec<u8>>,
     pool: Option<Pool>,
     #[cfg(feature = "testing")]
@@ -66,9 +66,9 @@ impl Default for RedisStoreBuilder {
             prefix: None,
             username: None,
             password: None,
-            pool_size: DEFAULT_POOL_SIZE,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            pool_size: None,
+            connect_timeout: None,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tls_root_cert_pem: None,
             pool: None,
             #[cfg(feature = "testing")]
@@ -113,6 +113,10 @@ impl RedisStoreBuilder {
 
     /// The server: `redis://[user:password@]host[:port][/db]`, or `rediss://…` for TLS (verified
     /// against the system's roots, or [`tls_root_certificate_pem`](Self::tls_root_certificate_pem)).
+    ///
+    /// For `rediss://`, [`build`](Self::build) installs rustls's `ring` crypto provider as the
+    /// process default if no provider is installed yet: the `redis` crate only uses the process
+    /// default. Install your own first to use another.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
@@ -139,22 +143,22 @@ impl RedisStoreBuilder {
     /// The most connections the pool opens. An upsert holds one connection for its whole
     /// WATCH/MULTI/EXEC, so this bounds concurrent writes, not correctness.
     pub fn pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
+        self.pool_size = Some(size);
         self
     }
 
     /// Time allowed to open a connection (TCP, TLS and the handshake); it is spent within the
-    /// operation's [`response_timeout`](Self::response_timeout), not on top of it.
+    /// operation's [`request_timeout`](Self::request_timeout), not on top of it.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
     /// Time allowed for one whole operation: waiting for a free pooled connection, connecting if
     /// need be, every command and every retry. An operation that runs out fails with
     /// [`Error::Timeout`](flagstore::Error::Timeout) naming the time it waited.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
@@ -164,8 +168,10 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Uses a pool the caller configured; URL, credentials, pool size and connection timeouts are
-    /// then the pool's business. Every operation still has an overall deadline.
+    /// Uses a pool the caller configured. URL, credentials, pool size, connect timeout and TLS are
+    /// then the pool's business: setting any of them here as well is refused at
+    /// [`build`](Self::build) rather than silently ignored. The request timeout still bounds
+    /// every operation.
     pub fn pool(mut self, pool: Pool) -> Self {
         self.pool = Some(pool);
         self
@@ -183,18 +189,41 @@ impl RedisStoreBuilder {
     /// `rediss` or `redis+unix`, a zero pool size or timeout, or a CA certificate without TLS.
     /// Does not connect: the first operation does.
     pub fn build(self) -> Result<RedisStore> {
-        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(Error::config(
                 BACKEND,
-                "connect_timeout and response_timeout must be positive",
+                "connect_timeout and request_timeout must be positive",
             ));
         }
         let prefix = match self.prefix.as_deref() {
             None | Some("") => DEFAULT_PREFIX.to_owned(),
             Some(prefix) => prefix.to_owned(),
         };
-        let (pool, target) = match self.pool {
-            Some(pool) => (pool, "on a caller-supplied pool".to_owned()),
+        let (pool, target) = match &self.pool {
+            Some(pool) => {
+                let ignored: Vec<&str> = [
+                    ("url", self.url.is_some()),
+                    ("username", self.username.is_some()),
+                    ("password", self.password.is_some()),
+                    ("pool_size", self.pool_size.is_some()),
+                    ("connect_timeout", self.connect_timeout.is_some()),
+                    ("tls_root_certificate_pem", self.tls_root_cert_pem.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, set)| set.then_some(name))
+                .collect();
+                if !ignored.is_empty() {
+                    return Err(Error::config(
+                        BACKEND,
+                        format!(
+                            "{} cannot be combined with pool(): configure the pool instead",
+                            ignored.join(", ")
+                        ),
+                    ));
+                }
+                (pool.clone(), "on a caller-supplied pool".to_owned())
+            }
             None => {
                 let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
                 let pool = self.make_pool(url)?;
@@ -205,7 +234,7 @@ impl RedisStoreBuilder {
             pool,
             prefix,
             target,
-            self.response_timeout,
+            self.request_timeout,
             #[cfg(feature = "testing")]
             self.before_upsert_write,
         ))
@@ -222,7 +251,9 @@ impl RedisStoreBuilder {
                 ),
             ));
         }
-        if self.pool_size == 0 {
+        let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if pool_size == 0 {
             return Err(Error::config(BACKEND, "pool_size must be at least 1"));
         }
         // The driver's parse errors can quote the URL, password included: say what is wrong here.
@@ -243,8 +274,12 @@ impl RedisStoreBuilder {
 
         let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
         if tls {
-            // rustls needs one process-wide crypto provider; another crate may have installed one.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            // The redis crate builds its TLS config from rustls's process-wide default provider
+            // (there is no per-connection hook), so one must be installed: ring, unless the
+            // application installed another first. Documented in the README and on `url`.
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
         }
         if let Some(pem) = &self.tls_root_cert_pem {
             if !tls {
@@ -285,16 +320,16 @@ impl RedisStoreBuilder {
         }
 
         let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.response_timeout));
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(self.request_timeout));
         let manager = Manager::new_with_config(info, connection)
             .map_err(|_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL")))?;
         Pool::builder(manager)
-            .max_size(self.pool_size)
+            .max_size(pool_size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.response_timeout))
-            .create_timeout(Some(self.connect_timeout + self.response_timeout))
-            .recycle_timeout(Some(self.response_timeout))
+            .wait_timeout(Some(self.request_timeout))
+            .create_timeout(Some(connect_timeout + self.request_timeout))
+            .recycle_timeout(Some(self.request_timeout))
             .build()
             .map_err(|e| {
                 Error::config(
@@ -314,7 +349,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("password", &self.password)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field(
                 "tls_root_cert_pem",
                 &self.tls_root_cert_pem.as_ref().map(|_| "<pem>"),
@@ -394,12 +429,12 @@ mod tests {
             "redis: invalid configuration: pool_size must be at least 1"
         );
         let err = RedisStore::builder()
-            .response_timeout(Duration::ZERO)
+            .request_timeout(Duration::ZERO)
             .build()
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "redis: invalid configuration: connect_timeout and response_timeout must be positive"
+            "redis: invalid configuration: connect_timeout and request_timeout must be positive"
         );
         let err = RedisStore::builder()
             .url("redis://h")
@@ -419,6 +454,36 @@ mod tests {
             err.to_string()
                 .starts_with("redis: invalid configuration: the TLS root certificate is unusable"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn settings_a_caller_supplied_pool_would_ignore_are_refused() {
+        let pool = || {
+            deadpool_redis::Config::from_url("redis://127.0.0.1:1")
+                .create_pool(Some(Runtime::Tokio1))
+                .unwrap()
+        };
+        let err = RedisStore::builder()
+            .pool(pool())
+            .url("redis://other:6379")
+            .pool_size(4)
+            .password("pw")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis: invalid configuration: url, password, pool_size cannot be combined with pool(): configure the pool instead"
+        );
+        let store = RedisStore::builder()
+            .pool(pool())
+            .prefix("p")
+            .request_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        assert_eq!(
+            store.to_string(),
+            r#"redis store on a caller-supplied pool (prefix "p")"#
         );
     }
 

@@ -54,7 +54,7 @@ pub struct RedisStore {
     pool: Pool,
     prefix: String,
     target: String,
-    response_timeout: Duration,
+    request_timeout: Duration,
     skipped: AtomicU64,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
@@ -70,14 +70,14 @@ impl RedisStore {
         pool: Pool,
         prefix: String,
         target: String,
-        response_timeout: Duration,
+        request_timeout: Duration,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
         RedisStore {
             pool,
             prefix,
             target,
-            response_timeout,
+            request_timeout,
             skipped: AtomicU64::new(0),
             #[cfg(feature = "testing")]
             before_upsert_write,
@@ -113,7 +113,7 @@ impl RedisStore {
         self.pool
             .get()
             .await
-            .map_err(|e| from_pool(op, self.response_timeout, e))
+            .map_err(|e| from_pool(op, self.request_timeout, e))
     }
 
     /// Runs one whole operation (waiting for a connection, connecting, every command and retry)
@@ -126,7 +126,7 @@ impl RedisStore {
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = tokio::time::Instant::now();
-        let result = match tokio::time::timeout(self.response_timeout, work).await {
+        let result = match tokio::time::timeout(self.request_timeout, work).await {
             Ok(Err(Error::Timeout { .. })) | Err(_) => {
                 Err(Error::timeout(BACKEND, op, started.elapsed()))
             }
@@ -139,7 +139,7 @@ impl RedisStore {
     }
 
     fn redis_err(&self, op: Operation) -> impl Fn(redis::RedisError) -> Error + '_ {
-        move |e| from_redis(op, self.response_timeout, e)
+        move |e| from_redis(op, self.request_timeout, e)
     }
 
     async fn try_upsert(&self, kind: &Kind, item: &Item) -> Result<bool> {
@@ -209,7 +209,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("pool_size", &status.size)
             .field("pool_max_size", &status.max_size)
-            .field("response_timeout", &self.response_timeout)
+            .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -54,6 +54,19 @@ impl fmt::Debug for SqliteStoreBuilder {
 }
 
 impl SqliteStoreBuilder {
+    /// A builder configured from the environment:
+    ///
+    /// | variable | sets |
+    /// |---|---|
+    /// | `FLAGSTORE_SQLITE_PATH` | the database file (required: [`build`](Self::build) fails without it) |
+    pub fn from_env() -> Self {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        SqliteStore::builder(var("FLAGSTORE_SQLITE_PATH").unwrap_or_default())
+    }
+
     /// Whether the first operation creates the file when it does not exist (the default). Off,
     /// every operation on a missing file fails with an error naming it: for tools that only read
     /// and must not leave an empty database behind.
@@ -410,5 +423,27 @@ impl PersistentDataStore for SqliteStore {
         })
         .await
         .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn from_env_reads_the_path_variable() {
+        let store = SqliteStoreBuilder::from_vars(|name| {
+            (name == "FLAGSTORE_SQLITE_PATH").then(|| "/var/lib/flags.db".to_owned())
+        })
+        .build()
+        .unwrap();
+        assert_eq!(store.path(), Path::new("/var/lib/flags.db"));
+        let err = SqliteStoreBuilder::from_vars(|_| None).build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sqlite: invalid configuration: a database file path is required"
+        );
     }
 }
