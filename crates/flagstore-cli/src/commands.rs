@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::evaluate::{Witness, daemon_client, evaluate, parse_context};
-use crate::store_url::{Opened, SizeLimit, StoreUrl};
+use crate::store_url::{ItemLimit, Opened, StoreUrl, open};
 use crate::{CliError, Command, DEFAULT_STORE, bench, data};
 
 const EXAMPLE_FLAGS: &str = include_str!("../../../examples/flags.json");
@@ -35,7 +35,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
     }
     // Only commands that write may create a store that does not exist yet.
     let writes = matches!(command, Command::Load { .. } | Command::Demo);
-    let opened = parsed.open(writes)?;
+    let opened = open(&parsed, writes)?;
     let store = opened.store.clone();
     tracing::debug!("opened {store}");
     match command {
@@ -170,14 +170,14 @@ async fn read_kind(
 }
 
 /// Refuses, before anything is written, a data set holding items over the target's size limit.
-fn check_sizes(data: &[Collection], limit: Option<&SizeLimit>) -> Result<(), CliError> {
+fn check_sizes(data: &[Collection], limit: Option<&ItemLimit>) -> Result<(), CliError> {
     let Some(limit) = limit else { return Ok(()) };
     let oversized: Vec<String> = data
         .iter()
         .flat_map(|c| c.items.iter().map(move |item| (&c.kind, item)))
         .filter_map(|(kind, item)| {
-            let size = (limit.measure)(kind, item);
-            (size > limit.bytes).then(|| format!("{kind}/{} is {size} bytes", item.key()))
+            let size = limit.size_of(kind, item);
+            (size > limit.bytes()).then(|| format!("{kind}/{} is {size} bytes", item.key()))
         })
         .collect();
     if oversized.is_empty() {
@@ -190,8 +190,8 @@ fn check_sizes(data: &[Collection], limit: Option<&SizeLimit>) -> Result<(), Cli
         } else {
             "some items are"
         },
-        limit.backend,
-        limit.bytes,
+        limit.backend(),
+        limit.bytes(),
         if oversized.len() == 1 { "it" } else { "them" },
         oversized.join(", ")
     )))
@@ -347,7 +347,7 @@ async fn copy(
     if create_table {
         target_url.create_table().await?;
     }
-    let target = target_url.open(true)?;
+    let target = open(&target_url, true)?;
     check_sizes(&data, target.limit.as_ref())?;
     write_all(&target.store, &data, "copied").await
 }
@@ -382,13 +382,13 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
             let size = opened
                 .limit
                 .as_ref()
-                .map_or(item.len(), |l| (l.measure)(&kind, &item));
+                .map_or(item.len(), |l| l.size_of(&kind, &item));
             largest.push((kind.clone(), item, size));
         }
     }
     largest.sort_by_key(|entry| std::cmp::Reverse(entry.2));
     largest.truncate(5);
-    let limit = opened.limit.as_ref().map(|l| l.bytes);
+    let limit = opened.limit.as_ref().map(ItemLimit::bytes);
     let report = json!({
         "store": redact_url(url),
         "initialized": initialized,
@@ -541,20 +541,16 @@ mod tests {
 
     #[test]
     fn oversized_items_are_named_with_their_size() {
-        let data = data::parse(
-            r#"{"flags": {"a": {"version":1}, "big": {"version":1,"x":"0123456789"}}}"#,
-        )
-        .unwrap();
-        let limit = SizeLimit {
-            backend: "Test",
-            bytes: 20,
-            measure: Box::new(|_, item| item.len()),
-        };
-        let err = check_sizes(&data, Some(&limit)).unwrap_err().to_string();
+        let big = "x".repeat(600_000);
+        let text =
+            format!(r#"{{"flags": {{"a": {{"version":1}}, "big": {{"version":1,"x":"{big}"}}}}}}"#);
+        let data = data::parse(&text).unwrap();
+        let limit = StoreUrl::parse("consul://h").unwrap().item_limit();
+        let err = check_sizes(&data, limit.as_ref()).unwrap_err().to_string();
         assert_eq!(
             err,
-            "one item is over Test's 20-byte item limit, so the store would silently lack it: \
-             features/big is 30 bytes; nothing was written"
+            "one item is over Consul's 524288-byte item limit, so the store would silently lack it: \
+             features/big is 600020 bytes; nothing was written"
         );
         assert!(check_sizes(&data, None).is_ok());
     }

@@ -251,18 +251,29 @@ fn bad_files_change_nothing_and_name_the_item() {
 #[test]
 fn bad_urls_are_one_line_errors_without_secrets() {
     for (url, start) in [
-        ("memcached://h", "error: unknown store type \"memcached\""),
+        (
+            "memcached://h",
+            "error: store-url: invalid configuration: unknown store type \"memcached\"",
+        ),
         (
             "redis://app:Sup3rSecret@h:notaport",
             "error: redis: invalid configuration: \"redis://app:***@h:notaport\" is not a valid Redis URL",
         ),
         (
             "redis://app:Sup3rSecret@h?db=2",
-            "error: unknown option \"db\" in \"redis://app:***@h\"",
+            "error: redis: invalid configuration: unknown option \"db\" in \"redis://app:***@h\"",
         ),
         (
             "dynamodb://flags?endpoint=ftp://x",
-            "error: dynamodb: invalid configuration: endpoint \"ftp://x\" is not an http:// or https:// URL",
+            "error: dynamodb: invalid configuration: url \"ftp://x\" is not an http:// or https:// URL",
+        ),
+        (
+            "redis://:Sup3rSecret/PW@h?prefix=a&prefix=b",
+            "error: redis: invalid configuration: option \"prefix\" is given twice in \"redis://:***@h\"",
+        ),
+        (
+            "consul://Sup3rSecret@h",
+            "error: consul: invalid configuration: \"consul://***@h\": a consul URL takes no user or token",
         ),
     ] {
         let err = failure(&flagstore(url, &["ls"]));
@@ -573,4 +584,95 @@ fn library_logs_reach_stderr_as_rust_log_says_and_never_a_password() {
         "{verbose}"
     );
     assert!(!verbose.contains("right-pw"), "{verbose}");
+}
+
+/// Runs `flagstore --store STORE ARGS…` with extra environment variables.
+fn flagstore_env(store: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
+    command
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("FLAGSTORE_URL")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_CACERT");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn every_url_form_the_libraries_support_works() {
+    let run = unique_run_id();
+    // redis+unix://, with timeouts and a pool size as URL options.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("redis.sock");
+    let _redis = Redis::start_local(&["--unixsocket", socket.to_str().unwrap()]);
+    let unix = format!(
+        "redis+unix://{}?prefix=u{run}&connect_timeout=500ms&request_timeout=2s&pool_size=2",
+        socket.display()
+    );
+    check_round_trip(&unix);
+
+    // consul+https://, trusting the agent's private CA through CONSUL_CACERT.
+    let consul = Consul::start_tls();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, consul.ca_pem()).unwrap();
+    let https = format!(
+        "{}?prefix=tls{run}&request_timeout=5s",
+        consul.address().replace("https://", "consul+https://")
+    );
+    let cacert = [("CONSUL_CACERT", ca.to_str().unwrap())];
+    ok(&flagstore_env(&https, &["load", EXAMPLE], &cacert));
+    let ls = ok(&flagstore_env(&https, &["ls", "segments"], &cacert));
+    assert_eq!(
+        ls,
+        "segments   beta-testers                             v4\n"
+    );
+    // Without the CA the agent's certificate is refused, in one line.
+    let err = failure(&flagstore_env(&https, &["ls"], &[]));
+    assert!(err.contains("consul:"), "{err}");
+
+    // An option the backend does not take.
+    let err = failure(&flagstore(&format!("{unix}&busy=1"), &["ls"]));
+    assert!(err.contains("unknown option \"busy\""), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_compose_commands_work_as_written() {
+    let (redis, db, consul) = (Redis::start(), DynamoDb::start(), Consul::start());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).unwrap();
+    let commands: Vec<&str> = compose
+        .lines()
+        .filter_map(|line| line.strip_prefix("#   "))
+        .filter(|line| line.contains("flagstore --store"))
+        .collect();
+    assert_eq!(commands.len(), 6, "{commands:?}");
+    // The same commands, with the ports of this run's servers in place of the compose ones, and a
+    // Redis database and DynamoDB table of their own, in case the servers are shared.
+    let table = format!("compose{}", unique_run_id());
+    let bin = Path::new(env!("CARGO_BIN_EXE_flagstore")).parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for command in commands {
+        let command = command
+            .replace("redis://localhost:6379", &redis.url_with_db(9))
+            .replace("http://localhost:8000", db.endpoint())
+            .replace("dynamodb://flags", &format!("dynamodb://{table}"))
+            .replace(
+                "consul://localhost:8500",
+                &consul.address().replace("http://", "consul://"),
+            );
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(&root)
+            .env("PATH", &path)
+            .env_remove("FLAGSTORE_URL")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap();
+        ok(&output);
+    }
 }

@@ -13,7 +13,9 @@ pub use builder::{
     DEFAULT_BATCH_DEADLINE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
     DynamoDbStoreBuilder,
 };
-pub use schema::{ITEM_ATTR, MAX_ITEM_SIZE, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size};
+pub use schema::{
+    ITEM_ATTR, MAX_ITEM_SIZE, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size, namespace,
+};
 pub use store::DynamoDbStore;
 pub use table::create_table;
 

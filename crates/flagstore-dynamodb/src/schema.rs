@@ -54,6 +54,20 @@ impl Namespaces {
     }
 }
 
+/// The namespace (partition key value) of `kind`'s items under `prefix`: `{prefix}:{kind}`, or
+/// just `{kind}` when the prefix is empty, as every LaunchDarkly SDK names it.
+///
+/// ```
+/// use flagstore::Kind;
+/// use flagstore_dynamodb::namespace;
+///
+/// assert_eq!(namespace("prod", &Kind::FEATURES), "prod:features");
+/// assert_eq!(namespace("", &Kind::SEGMENTS), "segments");
+/// ```
+pub fn namespace(prefix: &str, kind: &Kind) -> String {
+    Namespaces::new(prefix.to_owned()).kind(kind)
+}
+
 /// The primary key of one record.
 pub(crate) fn key_attributes(namespace: &str, key: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
