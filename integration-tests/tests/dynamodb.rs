@@ -13,7 +13,7 @@ use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_dynamodb::aws_sdk_dynamodb::Client;
 use flagstore_dynamodb::aws_sdk_dynamodb::types::AttributeValue;
 use flagstore_dynamodb::{
-    DynamoDbStore, DynamoDbStoreBuilder, MAX_ITEM_SIZE, create_table, estimated_size,
+    DynamoDbError, DynamoDbStore, DynamoDbStoreBuilder, MAX_ITEM_SIZE, create_table, estimated_size,
 };
 use flagstore_integration_tests::dynamodb::DynamoDb;
 use flagstore_integration_tests::{free_port, maybe_cached};
@@ -630,5 +630,14 @@ async fn a_missing_table_is_a_clear_error() {
         cause.contains(r#"table "no-such-table" does not exist"#),
         "{cause}"
     );
+    // The AWS SDK's own error is kept, for callers that match on it.
+    let sdk = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<DynamoDbError>())
+        .expect("the cause is a DynamoDbError");
+    assert_eq!(sdk.code(), Some("ResourceNotFoundException"));
+    assert!(matches!(
+        sdk.sdk_error(),
+        flagstore_dynamodb::aws_sdk_dynamodb::Error::ResourceNotFoundException(_)
+    ));
     assert!(!store.is_available().await);
 }

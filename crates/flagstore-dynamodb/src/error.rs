@@ -1,5 +1,6 @@
 //! AWS SDK errors as `flagstore::Error`.
 
+use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -23,8 +24,55 @@ const THROTTLED: &[&str] = &[
     "RequestLimitExceeded",
 ];
 
-/// Maps an SDK error. The SDK's own `Display` is terse, so the cause is rendered with its whole
-/// context (codes, messages, request id; never credentials).
+/// The AWS SDK's error behind a [`flagstore::Error`] from this store: its
+/// [`source()`](std::error::Error::source) is a `DynamoDbError`, so callers can downcast to it and
+/// match on the SDK's own error type.
+///
+/// Its `Display` is the service's code and message (`ResourceNotFoundException: …`), or the whole
+/// context of a failure before any answer (connection refused, DNS); never credentials.
+///
+/// ```no_run
+/// # async fn demo(store: flagstore_dynamodb::DynamoDbStore) {
+/// use flagstore::{Kind, PersistentDataStore};
+/// use flagstore_dynamodb::{DynamoDbError, aws_sdk_dynamodb};
+///
+/// if let Err(err) = store.get(&Kind::FEATURES, "f").await {
+///     let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<DynamoDbError>());
+///     if let Some(aws_sdk_dynamodb::Error::ResourceNotFoundException(_)) = cause.map(DynamoDbError::sdk_error) {
+///         eprintln!("create the table first");
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct DynamoDbError {
+    detail: String,
+    sdk: aws_sdk_dynamodb::Error,
+}
+
+impl DynamoDbError {
+    /// The AWS SDK's error, one variant per DynamoDB error code.
+    pub fn sdk_error(&self) -> &aws_sdk_dynamodb::Error {
+        &self.sdk
+    }
+
+    /// The service's error code, such as `ConditionalCheckFailedException`, if it answered.
+    pub fn code(&self) -> Option<&str> {
+        self.sdk.code()
+    }
+}
+
+impl fmt::Display for DynamoDbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// The SDK's error is reached through [`DynamoDbError::sdk_error`], not `source()`: its text is
+/// already in this error's message, and chain printers would show it twice.
+impl std::error::Error for DynamoDbError {}
+
+/// Maps an SDK error, keeping it (as a [`DynamoDbError`]) as the cause.
 pub(crate) fn from_sdk<E, R>(
     operation: Operation,
     timeout: Duration,
@@ -34,6 +82,7 @@ pub(crate) fn from_sdk<E, R>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
+    aws_sdk_dynamodb::Error: From<SdkError<E, R>>,
 {
     if matches!(err, SdkError::TimeoutError(_)) {
         return Error::timeout(BACKEND, operation, timeout);
@@ -48,16 +97,21 @@ where
         },
         _ => DisplayErrorContext(&err).to_string(),
     };
-    match code.as_deref() {
-        Some(code) if REFUSED.contains(&code) => {
-            Error::permission_denied(BACKEND, operation, detail)
+    let detail = match code.as_deref() {
+        Some("ResourceNotFoundException") => {
+            format!("table {table:?} does not exist (the store never creates it)")
         }
-        Some("ResourceNotFoundException") => Error::database(
-            BACKEND,
-            operation,
-            format!("table {table:?} does not exist (the store never creates it)"),
-        ),
-        _ => Error::database(BACKEND, operation, detail),
+        _ => detail,
+    };
+    let refused = code.as_deref().is_some_and(|code| REFUSED.contains(&code));
+    let cause = DynamoDbError {
+        detail,
+        sdk: aws_sdk_dynamodb::Error::from(err),
+    };
+    if refused {
+        Error::permission_denied(BACKEND, operation, cause)
+    } else {
+        Error::database(BACKEND, operation, cause)
     }
 }
 

@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 mod batch;
@@ -13,6 +13,7 @@ pub use builder::{
     DEFAULT_BATCH_DEADLINE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
     DynamoDbStoreBuilder,
 };
+pub use error::DynamoDbError;
 pub use schema::{
     ITEM_ATTR, MAX_ITEM_SIZE, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size, namespace,
 };

@@ -182,6 +182,7 @@ impl DynamoDbStore {
             + Sync
             + 'static,
         R: fmt::Debug + Send + Sync + 'static,
+        aws_sdk_dynamodb::Error: From<aws_sdk_dynamodb::error::SdkError<E, R>>,
     {
         match tokio::time::timeout(self.request_timeout, request).await {
             Ok(Ok(output)) => Ok(output),

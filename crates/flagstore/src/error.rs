@@ -61,11 +61,10 @@ impl fmt::Display for Operation {
 ///     "redis: upsert of features/my-flag: still changing after 10 attempts, gave up"
 /// );
 /// ```
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// The database could not be reached, or answered with an error.
-    #[error("{backend}: {operation}{} failed", target(.kind, .key))]
     Database {
         /// The backend, such as `redis`.
         backend: &'static str,
@@ -76,11 +75,9 @@ pub enum Error {
         /// The item key involved, if the operation had one.
         key: Option<String>,
         /// The driver's error.
-        #[source]
         source: SharedError,
     },
     /// The database did not answer in time.
-    #[error("{backend}: {operation}{} timed out after {after:?}", target(.kind, .key))]
     Timeout {
         /// The backend.
         backend: &'static str,
@@ -94,7 +91,6 @@ pub enum Error {
         after: Duration,
     },
     /// The database refused the credentials or the operation.
-    #[error("{backend}: {operation}{}: permission denied", target(.kind, .key))]
     PermissionDenied {
         /// The backend.
         backend: &'static str,
@@ -105,11 +101,9 @@ pub enum Error {
         /// The item key involved, if any.
         key: Option<String>,
         /// The database's answer.
-        #[source]
         source: SharedError,
     },
     /// A stored item (perhaps written by another program) is not valid item JSON.
-    #[error("{backend}: {operation} of {kind}/{key}: the stored item is unreadable")]
     InvalidItem {
         /// The backend.
         backend: &'static str,
@@ -120,13 +114,9 @@ pub enum Error {
         /// The item's storage key.
         key: String,
         /// Why it could not be read.
-        #[source]
         source: ItemError,
     },
     /// The item is larger than the database accepts; it was not written.
-    #[error(
-        "{backend}: {operation} of {kind}/{key}: item is {size} bytes, over the {limit}-byte limit"
-    )]
     ItemTooLarge {
         /// The backend.
         backend: &'static str,
@@ -142,7 +132,6 @@ pub enum Error {
         limit: usize,
     },
     /// An upsert lost the race to concurrent writers on every allowed attempt.
-    #[error("{backend}: upsert of {kind}/{key}: still changing after {attempts} attempts, gave up")]
     Contention {
         /// The backend.
         backend: &'static str,
@@ -154,13 +143,95 @@ pub enum Error {
         attempts: u32,
     },
     /// The store's configuration is invalid; raised by builders, before any connection.
-    #[error("{backend}: invalid configuration: {message}")]
     Config {
         /// The backend.
         backend: &'static str,
         /// What is wrong, in words that name the setting.
         message: String,
     },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Database {
+                backend,
+                operation,
+                kind,
+                key,
+                ..
+            } => write!(f, "{backend}: {operation}{} failed", target(kind, key)),
+            Error::Timeout {
+                backend,
+                operation,
+                kind,
+                key,
+                after,
+            } => write!(
+                f,
+                "{backend}: {operation}{} timed out after {after:?}",
+                target(kind, key)
+            ),
+            Error::PermissionDenied {
+                backend,
+                operation,
+                kind,
+                key,
+                ..
+            } => write!(
+                f,
+                "{backend}: {operation}{}: permission denied",
+                target(kind, key)
+            ),
+            Error::InvalidItem {
+                backend,
+                operation,
+                kind,
+                key,
+                ..
+            } => write!(
+                f,
+                "{backend}: {operation} of {kind}/{key}: the stored item is unreadable"
+            ),
+            Error::ItemTooLarge {
+                backend,
+                operation,
+                kind,
+                key,
+                size,
+                limit,
+            } => write!(
+                f,
+                "{backend}: {operation} of {kind}/{key}: item is {size} bytes, over the {limit}-byte limit"
+            ),
+            Error::Contention {
+                backend,
+                kind,
+                key,
+                attempts,
+            } => write!(
+                f,
+                "{backend}: upsert of {kind}/{key}: still changing after {attempts} attempts, gave up"
+            ),
+            Error::Config { backend, message } => {
+                write!(f, "{backend}: invalid configuration: {message}")
+            }
+        }
+    }
+}
+
+/// `source()` is the cause itself (the driver's error, the item's), not the `Arc` it is shared
+/// through, so callers can downcast it to the backend's error type.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Database { source, .. } | Error::PermissionDenied { source, .. } => {
+                Some(&**source)
+            }
+            Error::InvalidItem { source, .. } => Some(source),
+            _ => None,
+        }
+    }
 }
 
 fn target(kind: &Option<Kind>, key: &Option<String>) -> String {
@@ -364,6 +435,14 @@ mod tests {
             Some("refused")
         );
         assert!(err.is_outage());
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "the cause itself, ready to downcast"
+        );
 
         let err = Error::timeout("consul", Operation::GetAll, Duration::from_secs(2))
             .on(&Kind::SEGMENTS, None);

@@ -40,7 +40,7 @@
 //! |---|---|
 //! | `testing` | `flagstore::testing`: the conformance suite, and the upsert race hook on [`MemoryStore`] |
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![doc(html_root_url = "https://docs.rs/flagstore/0.1.0")]
 
