@@ -49,9 +49,13 @@ impl Consul {
         let cmd = ["agent", "-dev", "-client", "0.0.0.0"]
             .map(str::to_owned)
             .to_vec();
-        let container = DockerService::start("hashicorp/consul", "1.15", 8500, ready, cmd)
+        // The version the local path runs (Debian's 1.8.7), as docker-compose.yml pins it.
+        let container = DockerService::start("consul", "1.8.7", 8500, ready, cmd)
             .unwrap_or_else(|e| panic!("{INSTALL_HINT}\n({e})"));
         let (host, port) = container.address();
+        // The same readiness as the local path: a leader, and a KV store that takes writes.
+        wait_for_kv_write(port, None)
+            .unwrap_or_else(|e| panic!("the consul container never took a write: {e}"));
         let address = format!("http://{host}:{port}");
         Consul {
             http_address: address.clone(),

@@ -41,7 +41,8 @@ impl DynamoDb {
         let cmd = ["-jar", "DynamoDBLocal.jar", "-inMemory", "-sharedDb"]
             .map(str::to_owned)
             .to_vec();
-        let container = DockerService::start("amazon/dynamodb-local", "latest", 8000, ready, cmd)
+        // As docker-compose.yml pins it (dynalite, the local path's emulator, has no image).
+        let container = DockerService::start("amazon/dynamodb-local", "2.5.2", 8000, ready, cmd)
             .unwrap_or_else(|e| panic!("{INSTALL_HINT}\n({e})"));
         let (host, port) = container.address();
         DynamoDb {

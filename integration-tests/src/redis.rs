@@ -38,7 +38,8 @@ impl Redis {
             _ if on_path("redis-server") => Self::start_local(&[]),
             _ => {
                 let ready = WaitFor::message_on_stdout("Ready to accept connections");
-                let container = DockerService::start("redis", "7", 6379, ready, vec![])
+                // The version Debian's redis-server has, as docker-compose.yml pins it.
+                let container = DockerService::start("redis", "7.0.15", 6379, ready, vec![])
                     .unwrap_or_else(|e| panic!("{INSTALL_HINT}\n({e})"));
                 let (host, port) = container.address();
                 Redis {

@@ -14,8 +14,8 @@ use crate::evaluate::{Witness, daemon_client, evaluate, parse_context};
 use crate::store_url::{ItemLimit, Opened, StoreUrl, open};
 use crate::{CliError, Command, DEFAULT_STORE, bench, data};
 
-const EXAMPLE_FLAGS: &str = include_str!("../../../examples/flags.json");
-const EXAMPLE_CONTEXTS: &str = include_str!("../../../examples/contexts.json");
+const EXAMPLE_FLAGS: &str = include_str!("../data/flags.json");
+const EXAMPLE_CONTEXTS: &str = include_str!("../data/contexts.json");
 
 pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), CliError> {
     // The demo works on a throwaway SQLite file unless a store is named.

@@ -15,7 +15,7 @@ use flagstore_integration_tests::free_port;
 use flagstore_integration_tests::redis::Redis;
 use serde_json::{Value, json};
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flags.json");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/flags.json");
 
 /// Runs `flagstore --store STORE ARGS…` with a clean environment of AWS test credentials.
 fn flagstore(store: &str, args: &[&str]) -> Output {
