@@ -44,6 +44,11 @@
 #![warn(missing_docs)]
 #![doc(html_root_url = "https://docs.rs/flagstore/0.1.0")]
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod cache;
 mod error;
 mod item;
