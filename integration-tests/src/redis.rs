@@ -1,5 +1,7 @@
 //! Redis for the tests: `FLAGSTORE_TEST_REDIS_URL`, else a local `redis-server`.
 
+use std::time::Duration;
+
 use tempfile::TempDir;
 use testcontainers::core::WaitFor;
 
@@ -230,4 +232,271 @@ fn launch(mut config: impl FnMut(u16) -> (Vec<String>, Option<TempDir>)) -> (Loc
         }
     }
     panic!("redis-server did not start: {last_error}");
+}
+
+/// A local Redis Cluster of three primaries (no replicas), every slot assigned, started from the
+/// local `redis-server` and `redis-cli`; stopped when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<(LocalServer, u16)>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled nodes, joins them with `redis-cli --cluster create`, and waits
+    /// until every node reports `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        assert!(
+            on_path("redis-server") && on_path("redis-cli"),
+            "{INSTALL_HINT}"
+        );
+        let nodes: Vec<(LocalServer, u16)> = (0..3).map(|_| start_cluster_node()).collect();
+        let mut create = std::process::Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for (_, port) in &nodes {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let output = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        for (_, port) in &cluster.nodes {
+            wait_until(Duration::from_secs(30), || {
+                redis_cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            })
+            .unwrap_or_else(|| panic!("node {port} never reported cluster_state:ok"));
+        }
+        cluster
+    }
+
+    /// A cluster of three nodes with no slot assigned: every key is unserved.
+    pub fn start_without_slots() -> RedisCluster {
+        assert!(on_path("redis-server"), "{INSTALL_HINT}");
+        RedisCluster {
+            nodes: (0..3).map(|_| start_cluster_node()).collect(),
+        }
+    }
+
+    /// The nodes as `host:port`.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(_, port)| format!("127.0.0.1:{port}"))
+            .collect()
+    }
+
+    /// `redis+cluster://…` naming every node.
+    pub fn url(&self) -> String {
+        format!("redis+cluster://{}", self.nodes().join(","))
+    }
+
+    /// `CLUSTER KEYSLOT key`, asked of the first node.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        redis_cli(self.nodes[0].1, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The port of the node serving `slot`, from `CLUSTER SLOTS`.
+    pub fn node_for_slot(&self, slot: u16) -> u16 {
+        let out = redis_cli(self.nodes[0].1, &["--no-raw", "CLUSTER", "SLOTS"]);
+        // Each range prints as: N) 1) (integer) START 2) (integer) END 3) 1) "127.0.0.1" 2) (integer) PORT …
+        let numbers: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.split("(integer) ").nth(1))
+            .filter_map(|n| n.trim().parse().ok())
+            .collect();
+        // Per range the integers are START, END, PORT, then node id-less extras (none on 7.0).
+        for range in numbers.chunks(3) {
+            if let [start, end, port] = range
+                && (*start..=*end).contains(&u64::from(slot))
+            {
+                return u16::try_from(*port).unwrap();
+            }
+        }
+        panic!("no node serves slot {slot}: {out}");
+    }
+}
+
+fn start_cluster_node() -> (LocalServer, u16) {
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let (port, bus) = (free_port(), free_port());
+        let mut args = base_args();
+        args.extend(
+            [
+                "--port",
+                &port.to_string(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .map(str::to_owned),
+        );
+        match LocalServer::start(
+            "redis-server",
+            "redis-server",
+            &args,
+            TempDir::new().unwrap(),
+            |log| log.contains("Ready to accept connections"),
+        ) {
+            Ok(server) => return (server, port),
+            Err(e) => last_error = e,
+        }
+    }
+    panic!("a cluster node did not start: {last_error}");
+}
+
+/// A primary, one replica and one Sentinel watching them as `mymaster`, all local; stopped when
+/// dropped.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    primary: Option<(LocalServer, u16)>,
+    replica: (LocalServer, u16),
+    sentinel: (LocalServer, u16),
+}
+
+/// The name the Sentinel knows the primary by.
+pub const MASTER_NAME: &str = "mymaster";
+
+impl RedisSentinel {
+    /// Starts the three, and waits until the Sentinel has found the replica (so a failover can
+    /// promote it).
+    pub fn start() -> RedisSentinel {
+        assert!(
+            on_path("redis-sentinel"),
+            "{INSTALL_HINT} (and redis-sentinel)"
+        );
+        let (primary, primary_port) = launch(|port| {
+            let mut args = base_args();
+            args.extend(["--port".to_owned(), port.to_string()]);
+            (args, None)
+        });
+        let (replica, replica_port) = launch(|port| {
+            let mut args = base_args();
+            args.extend(["--port".to_owned(), port.to_string()]);
+            args.extend([
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                primary_port.to_string(),
+            ]);
+            (args, None)
+        });
+        wait_until(Duration::from_secs(30), || {
+            redis_cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
+        })
+        .expect("the replica never synced with the primary");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = TempDir::new().unwrap();
+            let conf = dir.path().join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\n\
+                     sentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 1\n\
+                     sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                     sentinel failover-timeout {MASTER_NAME} 10000\n"
+                ),
+            )
+            .unwrap();
+            let args = [conf.to_str().unwrap().to_owned()];
+            match LocalServer::start("redis-sentinel", "redis-sentinel", &args, dir, |log| {
+                log.contains("+slave slave")
+            }) {
+                Ok(server) => {
+                    return RedisSentinel {
+                        primary: Some((primary, primary_port)),
+                        replica: (replica, replica_port),
+                        sentinel: (server, port),
+                    };
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-sentinel did not start: {last_error}");
+    }
+
+    /// `redis+sentinel://127.0.0.1:PORT/mymaster`.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/{MASTER_NAME}",
+            self.sentinel.1
+        )
+    }
+
+    /// The Sentinel as `host:port`.
+    pub fn sentinel_node(&self) -> String {
+        format!("127.0.0.1:{}", self.sentinel.1)
+    }
+
+    /// The primary's port, as the Sentinel reports it now.
+    pub fn primary_port(&self) -> u16 {
+        let out = redis_cli(
+            self.sentinel.1,
+            &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
+        );
+        out.lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the replica has every write the primary has taken (`WAIT 1`).
+    pub fn wait_for_replication(&self) {
+        let (_, port) = self.primary.as_ref().expect("the primary is running");
+        let acked = redis_cli(*port, &["WAIT", "1", "5000"]);
+        assert_eq!(
+            acked.trim(),
+            "1",
+            "the replica did not acknowledge the writes"
+        );
+    }
+
+    /// Kills the primary and waits until the Sentinel has promoted the replica.
+    pub fn fail_over(&mut self) {
+        self.primary.take();
+        let replica = self.replica.1;
+        wait_until(Duration::from_secs(60), || self.primary_port() == replica)
+            .expect("the Sentinel never promoted the replica");
+        wait_until(Duration::from_secs(30), || {
+            redis_cli(replica, &["ROLE"]).starts_with("master")
+        })
+        .expect("the replica never took the primary role");
+    }
+}
+
+/// Runs `redis-cli -p PORT ARGS…` and returns its output.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls `done` until it holds or `deadline` passes; `None` on the deadline.
+fn wait_until(deadline: Duration, mut done: impl FnMut() -> bool) -> Option<()> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < deadline {
+        if done() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }

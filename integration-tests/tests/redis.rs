@@ -56,7 +56,7 @@ impl StoreFactory for RedisFactory {
 
     async fn clear(&self, prefix: &str) {
         let store = self.builder(prefix).build().unwrap();
-        let mut conn = store.pool().get().await.unwrap();
+        let mut conn = store.pool().unwrap().get().await.unwrap();
         let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
         if !keys.is_empty() {
             let _: () = conn.del(keys).await.unwrap();
@@ -541,7 +541,7 @@ async fn a_caller_supplied_pool_is_used_as_it_is() {
     let mut conn = raw(redis.url()).await;
     assert!(conn.exists::<_, bool>("byo:features").await.unwrap());
     assert_eq!(
-        store.pool().status().max_size,
+        store.pool().unwrap().status().max_size,
         Config::from_url(redis.url()).get_pool_config().max_size
     );
 }

@@ -13,7 +13,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::error::BACKEND;
+use crate::multi::{self, PoolSettings, Topology, UserInfo};
 use crate::store::RedisStore;
+use crate::topology::Pools;
 
 /// The URL used when none is given.
 pub const DEFAULT_URL: &str = "redis://localhost:6379";
@@ -55,6 +57,8 @@ pub struct RedisStoreBuilder {
     request_timeout: Duration,
     tls_root_cert_pem: Option<Vec<u8>>,
     pool: Option<Pool>,
+    cluster_nodes: Option<Vec<String>>,
+    sentinel: Option<(Vec<String>, String)>,
     #[cfg(feature = "testing")]
     pub(crate) before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -71,6 +75,8 @@ impl Default for RedisStoreBuilder {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             tls_root_cert_pem: None,
             pool: None,
+            cluster_nodes: None,
+            sentinel: None,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
         }
@@ -177,6 +183,36 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Redis Cluster: these nodes (`host:port`, or `redis://…`/`rediss://…` URLs); the client
+    /// discovers the rest. Also set by a `redis+cluster://h1:p1,h2:p2` (or `rediss+cluster://`)
+    /// [`url`](Self::url).
+    ///
+    /// The [`prefix`](Self::prefix) must then hold a hash tag, such as `{launchdarkly}`, so that
+    /// all of its keys share one hash slot: `init`'s MULTI/EXEC and the WATCH of an upsert need
+    /// that. [`build`](Self::build) refuses a prefix without one. Every other SDK and the Relay
+    /// Proxy sharing the data must be configured with the same prefix.
+    pub fn cluster_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
+        self.cluster_nodes = Some(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Redis Sentinel: these Sentinels (`host:port`) name the primary called `master_name`; the
+    /// store connects to whichever server is the primary and follows failovers without a
+    /// restart. Also set by a `redis+sentinel://h1:p1,h2:p2/MASTER_NAME[/db]` [`url`](Self::url)
+    /// (`rediss+sentinel://` for TLS to the primary). The username and password are the
+    /// primary's.
+    pub fn sentinel<S: Into<String>>(
+        mut self,
+        nodes: impl IntoIterator<Item = S>,
+        master_name: impl Into<String>,
+    ) -> Self {
+        self.sentinel = Some((
+            nodes.into_iter().map(Into::into).collect(),
+            master_name.into(),
+        ));
+        self
+    }
+
     /// Runs `hook` inside every upsert between WATCH/HGET and MULTI/EXEC, where a concurrent
     /// writer can race this one. For the conformance suite.
     #[cfg(feature = "testing")]
@@ -200,6 +236,9 @@ impl RedisStoreBuilder {
             None | Some("") => DEFAULT_PREFIX.to_owned(),
             Some(prefix) => prefix.to_owned(),
         };
+        if let Some((topology, user)) = self.multi_host()? {
+            return self.build_multi(prefix, &topology, user);
+        }
         let (pool, target) = match &self.pool {
             Some(pool) => {
                 let ignored: Vec<&str> = [
@@ -231,9 +270,107 @@ impl RedisStoreBuilder {
             }
         };
         Ok(RedisStore::new(
-            pool,
+            Pools::Single(pool),
             prefix,
             target,
+            self.request_timeout,
+            #[cfg(feature = "testing")]
+            self.before_upsert_write,
+        ))
+    }
+
+    /// The cluster or Sentinel topology this builder names, if any, with the credentials to use.
+    fn multi_host(&self) -> Result<Option<(Topology, UserInfo)>> {
+        let from_url = match self.url.as_deref() {
+            Some(url) => multi::parse(url)?,
+            None => None,
+        };
+        let given = [
+            self.cluster_nodes.is_some(),
+            self.sentinel.is_some(),
+            self.url.is_some(),
+        ];
+        if given.iter().filter(|set| **set).count() > 1 {
+            return Err(Error::config(
+                BACKEND,
+                "give one of url, cluster_nodes and sentinel (a cluster or Sentinel URL sets the nodes itself)",
+            ));
+        }
+        let found = match (&self.cluster_nodes, &self.sentinel) {
+            (Some(nodes), _) => Some((
+                Topology::Cluster {
+                    tls: false,
+                    nodes: nodes.clone(),
+                },
+                UserInfo::default(),
+            )),
+            (None, Some((sentinels, master))) => Some((
+                Topology::Sentinel {
+                    tls: false,
+                    sentinels: sentinels.clone(),
+                    master: master.clone(),
+                    db: 0,
+                },
+                UserInfo::default(),
+            )),
+            (None, None) => from_url,
+        };
+        Ok(found.map(|(topology, mut user)| {
+            if let Some(username) = &self.username {
+                user.username = Some(username.clone());
+            }
+            if let Some(password) = &self.password {
+                user.password = Some(password.expose().to_owned());
+            }
+            (topology, user)
+        }))
+    }
+
+    fn build_multi(
+        self,
+        prefix: String,
+        topology: &Topology,
+        user: UserInfo,
+    ) -> Result<RedisStore> {
+        if self.pool.is_some() {
+            return Err(Error::config(
+                BACKEND,
+                "pool() cannot be combined with a cluster or Sentinel topology",
+            ));
+        }
+        if let Topology::Cluster { nodes, .. } = topology {
+            if nodes.is_empty() {
+                return Err(Error::config(BACKEND, "cluster_nodes names no node"));
+            }
+            if !multi::has_hash_tag(&prefix) {
+                return Err(Error::config(
+                    BACKEND,
+                    format!(
+                        "in cluster mode the prefix must hold a hash tag, such as \"{{{prefix}}}\", so that all of its keys share one hash slot (atomic init, WATCH on upsert); prefix {prefix:?} has none. Every SDK and Relay Proxy sharing the data must use the same prefix"
+                    ),
+                ));
+            }
+        }
+        let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+        if pool_size == 0 {
+            return Err(Error::config(BACKEND, "pool_size must be at least 1"));
+        }
+        if topology_is_tls(topology) && rustls::crypto::CryptoProvider::get_default().is_none() {
+            // As for rediss://: the driver needs a process default provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let settings = PoolSettings {
+            user: &user,
+            pool_size,
+            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            request_timeout: self.request_timeout,
+            root_cert_pem: self.tls_root_cert_pem.as_deref(),
+        };
+        let pools = multi::pools(topology, &settings)?;
+        Ok(RedisStore::new(
+            pools,
+            prefix,
+            multi::describe(topology),
             self.request_timeout,
             #[cfg(feature = "testing")]
             self.before_upsert_write,
@@ -337,6 +474,15 @@ impl RedisStoreBuilder {
                     format!("could not set up the connection pool: {e}"),
                 )
             })
+    }
+}
+
+fn topology_is_tls(topology: &Topology) -> bool {
+    match topology {
+        Topology::Cluster { tls, nodes } => {
+            *tls || nodes.iter().any(|n| n.starts_with("rediss://"))
+        }
+        Topology::Sentinel { tls, .. } => *tls,
     }
 }
 

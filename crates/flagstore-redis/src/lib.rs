@@ -4,7 +4,9 @@
 
 mod builder;
 mod error;
+mod multi;
 mod store;
+mod topology;
 
 pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,

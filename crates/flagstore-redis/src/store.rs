@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Connection, Pool};
 use flagstore::backend::{
     UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
 };
@@ -17,6 +17,7 @@ use flagstore::{
 
 use crate::builder::RedisStoreBuilder;
 use crate::error::{BACKEND, from_pool, from_redis};
+use crate::topology::{Conn, Pools};
 
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
 const HSET_CHUNK: usize = 500;
@@ -51,7 +52,7 @@ const HSET_CHUNK: usize = 500;
 /// # Ok(()) }
 /// ```
 pub struct RedisStore {
-    pool: Pool,
+    pools: Pools,
     prefix: String,
     target: String,
     request_timeout: Duration,
@@ -67,14 +68,14 @@ impl RedisStore {
     }
 
     pub(crate) fn new(
-        pool: Pool,
+        pools: Pools,
         prefix: String,
         target: String,
         request_timeout: Duration,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
         RedisStore {
-            pool,
+            pools,
             prefix,
             target,
             request_timeout,
@@ -89,9 +90,13 @@ impl RedisStore {
         &self.prefix
     }
 
-    /// The connection pool, for callers that want to run their own commands.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The connection pool of a single-server store, for callers that want to run their own
+    /// commands; `None` in cluster and Sentinel modes.
+    pub fn pool(&self) -> Option<&Pool> {
+        match &self.pools {
+            Pools::Single(pool) => Some(pool),
+            Pools::Cluster(_) | Pools::Sentinel(_) => None,
+        }
     }
 
     /// How many unreadable stored items `get_all` has skipped since this store was built.
@@ -109,8 +114,8 @@ impl RedisStore {
         format!("{}:$inited", self.prefix)
     }
 
-    async fn connection(&self, op: Operation) -> Result<Connection> {
-        self.pool
+    async fn connection(&self, op: Operation) -> Result<Conn> {
+        self.pools
             .get()
             .await
             .map_err(|e| from_pool(op, self.request_timeout, e))
@@ -203,12 +208,12 @@ impl fmt::Display for RedisStore {
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = self.pool.status();
+        let (size, max_size) = self.pools.status();
         f.debug_struct("RedisStore")
             .field("target", &self.target)
             .field("prefix", &self.prefix)
-            .field("pool_size", &status.size)
-            .field("pool_max_size", &status.max_size)
+            .field("pool_size", &size)
+            .field("pool_max_size", &max_size)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }

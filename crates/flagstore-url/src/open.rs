@@ -234,10 +234,13 @@ fn password_from_env(url: &str) -> Option<String> {
 /// into a space).
 #[cfg(feature = "redis")]
 fn password_from(url: &str, password: Option<&str>, env_url: Option<&str>) -> Option<String> {
-    if url::Url::parse(url)
-        .ok()
-        .is_some_and(|u| u.password().is_some())
-    {
+    // Read from the text, not a URL parser: `h1:1,h2:2` (a cluster's nodes) is no valid host.
+    let has_password = url.split_once("://").is_some_and(|(_, rest)| {
+        rest.rfind('@')
+            .and_then(|at| rest[..at].split_once(':'))
+            .is_some_and(|(_, password)| !password.is_empty())
+    });
+    if has_password {
         return None;
     }
     if let Some(password) = password.filter(|p| !p.is_empty()) {
@@ -274,6 +277,15 @@ mod tests {
             "the URL's own password wins"
         );
         assert_eq!(password_from("redis://cache", None, None), None);
+        assert_eq!(
+            password_from("redis+cluster://:own@h1:1,h2:2", Some("direct"), env),
+            None,
+            "a cluster URL's own password wins too"
+        );
+        assert_eq!(
+            password_from("redis+cluster://h1:1,h2:2", Some("direct"), env).as_deref(),
+            Some("direct")
+        );
     }
 
     #[cfg(all(feature = "redis", feature = "dynamodb", feature = "consul"))]

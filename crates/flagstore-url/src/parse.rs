@@ -9,6 +9,7 @@ use flagstore::{Error, Result};
 
 /// The forms every error about an unknown scheme lists.
 pub(crate) const FORMS: &str = "redis://host:port[/db], rediss://… (TLS), redis+unix:///path, \
+    redis+cluster://host:port,host:port, redis+sentinel://host:port,…/MASTER[/db], \
     dynamodb://TABLE, consul://host:port, consul+https://host:port, sqlite:PATH";
 
 /// What was not a store URL, before any backend is known.
@@ -19,6 +20,8 @@ const URL: &str = "store-url";
 /// | form | options |
 /// |---|---|
 /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path[?db=N]` | `prefix`, `pool_size`, `connect_timeout`, `request_timeout` |
+/// | `redis+cluster://[user:password@]host:port,host:port` (`rediss+cluster://` for TLS); the prefix needs a hash tag, e.g. `?prefix={launchdarkly}` | the same |
+/// | `redis+sentinel://[user:password@]host:port,host:port/MASTER_NAME[/db]` (`rediss+sentinel://`: TLS to the primary) | the same |
 /// | `dynamodb://TABLE` | `endpoint`, `region`, `prefix`, `connect_timeout`, `request_timeout` |
 /// | `consul://host[:port]`, `consul+https://host[:port]` | `dc`, `prefix`, `connect_timeout`, `request_timeout` |
 /// | `sqlite:PATH`, `sqlite:///absolute/path` | `prefix`, `busy_timeout` |
@@ -169,7 +172,8 @@ impl StoreUrl {
             ));
         };
         let (backend, known) = match scheme {
-            "redis" | "rediss" | "redis+unix" | "unix" => ("redis", REDIS_OPTIONS),
+            "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "rediss+cluster"
+            | "redis+sentinel" | "rediss+sentinel" => ("redis", REDIS_OPTIONS),
             "dynamodb" => ("dynamodb", DYNAMODB_OPTIONS),
             "consul" | "consul+http" | "consul+https" => ("consul", CONSUL_OPTIONS),
             "sqlite" => ("sqlite", SQLITE_OPTIONS),
@@ -352,6 +356,14 @@ mod tests {
             (
                 "redis+unix:///run/redis.sock?prefix=x",
                 redis("redis+unix:///run/redis.sock", None),
+            ),
+            (
+                "redis+cluster://:pw@h1:7000,h2:7001?prefix={ld}",
+                redis("redis+cluster://:pw@h1:7000,h2:7001", None),
+            ),
+            (
+                "redis+sentinel://s1:26379,s2:26379/mymaster/2",
+                redis("redis+sentinel://s1:26379,s2:26379/mymaster/2", None),
             ),
             (
                 "dynamodb://flags?endpoint=http://127.0.0.1:8000&region=eu-west-1&prefix=p",
