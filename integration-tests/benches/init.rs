@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Each size is initialized three times on a fresh prefix; the table shows the median, then the
-//! time to read every flag back with `get_all`.
+//! time to read every flag back with `get_all`. Redis runs as one node, as a local three-primary
+//! cluster, and as a primary with a replica behind a Sentinel, all in the same run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,7 +22,7 @@ use flagstore_consul::ConsulStore;
 use flagstore_dynamodb::{DynamoDbStore, create_table};
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::dynamodb::DynamoDb;
-use flagstore_integration_tests::redis::Redis;
+use flagstore_integration_tests::redis::{MASTER_NAME, Redis, RedisCluster, RedisSentinel};
 use flagstore_redis::RedisStore;
 
 /// A flag shaped like a real one: targets, two rules with clauses, a rollout; about 1.3 KB.
@@ -89,6 +90,8 @@ async fn main() {
     };
 
     let redis = Redis::start();
+    let cluster = RedisCluster::start();
+    let sentinel = RedisSentinel::start();
     let dynamo = DynamoDb::start();
     let consul = Consul::start();
     let table = format!("bench_{}", std::process::id());
@@ -105,6 +108,25 @@ async fn main() {
         std::sync::Arc::new(
             RedisStore::builder()
                 .url(redis.url())
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+    };
+    // A cluster's prefix holds a hash tag, so that its keys share one slot.
+    let cluster_store = |prefix: String| -> DynStore {
+        std::sync::Arc::new(
+            RedisStore::builder()
+                .cluster_nodes(cluster.nodes())
+                .prefix(format!("{{{prefix}}}"))
+                .build()
+                .unwrap(),
+        )
+    };
+    let sentinel_store = |prefix: String| -> DynStore {
+        std::sync::Arc::new(
+            RedisStore::builder()
+                .sentinel([sentinel.sentinel_node()], MASTER_NAME)
                 .prefix(prefix)
                 .build()
                 .unwrap(),
@@ -137,6 +159,8 @@ async fn main() {
     for &n in &sizes {
         measure("memory", &memory, n).await;
         measure("redis", &redis_store, n).await;
+        measure("cluster", &cluster_store, n).await;
+        measure("sentinel", &sentinel_store, n).await;
         measure("dynamodb", &dynamo_store, n).await;
         measure("consul", &consul_store, n).await;
     }

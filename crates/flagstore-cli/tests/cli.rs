@@ -676,3 +676,30 @@ async fn the_docker_compose_commands_work_as_written() {
         ok(&output);
     }
 }
+
+#[test]
+fn cluster_and_sentinel_urls_work_everywhere_a_store_url_is_taken() {
+    use flagstore_integration_tests::redis::{RedisCluster, RedisSentinel};
+    let run = unique_run_id();
+    let cluster = RedisCluster::start();
+    let cluster_url = format!("{}?prefix={{cli{run}}}", cluster.url());
+    check_round_trip(&cluster_url);
+    let sentinel = RedisSentinel::start();
+    let sentinel_url = format!("{}?prefix=cli{run}", sentinel.url());
+    // copy --to takes them too, and the dumps agree.
+    ok(&flagstore(&cluster_url, &["copy", "--to", &sentinel_url]));
+    assert_eq!(
+        ok(&flagstore(&sentinel_url, &["dump"])),
+        ok(&flagstore(&cluster_url, &["dump"]))
+    );
+    // A prefix without a hash tag is refused for a cluster, in one line, password masked.
+    let url = cluster
+        .url()
+        .replace("redis+cluster://", "redis+cluster://:Sup3rSecret@");
+    let err = failure(&flagstore(&url, &["ls"]));
+    assert!(
+        err.contains("in cluster mode the prefix must hold a hash tag"),
+        "{err}"
+    );
+    assert!(!err.contains("Sup3rSecret"), "{err}");
+}
