@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use flagstore::backend::{Secret, redact_url};
+use flagstore::backend::{Secret, redact_url, refuse_ignored};
 use flagstore::{Error, Result};
 
 use crate::BACKEND;
@@ -43,7 +43,7 @@ pub struct ConsulStoreBuilder {
     prefix: Option<String>,
     ca_pem: Option<Vec<u8>>,
     client_identity_pem: Option<Secret>,
-    connect_timeout: Duration,
+    connect_timeout: Option<Duration>,
     request_timeout: Duration,
     http_client: Option<reqwest::Client>,
     #[cfg(feature = "testing")]
@@ -59,7 +59,7 @@ impl Default for ConsulStoreBuilder {
             prefix: None,
             ca_pem: None,
             client_identity_pem: None,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             http_client: None,
             #[cfg(feature = "testing")]
@@ -151,7 +151,7 @@ impl ConsulStoreBuilder {
 
     /// Time allowed to open a connection.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -182,7 +182,7 @@ impl ConsulStoreBuilder {
     /// token with characters an HTTP header cannot carry, an unusable certificate, a prefix
     /// holding `/`, or zero timeouts. Does not connect.
     pub fn build(self) -> Result<ConsulStore> {
-        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+        if self.connect_timeout.is_some_and(|t| t.is_zero()) || self.request_timeout.is_zero() {
             return Err(Error::config(
                 BACKEND,
                 "connect_timeout and request_timeout must be positive",
@@ -226,18 +226,19 @@ impl ConsulStoreBuilder {
         }
         let client = match self.http_client {
             Some(client) => {
-                if self.ca_pem.is_some() || self.client_identity_pem.is_some() {
-                    return Err(Error::config(
-                        BACKEND,
-                        "TLS certificates were given together with http_client(); configure TLS on that client instead",
-                    ));
-                }
-                if self.connect_timeout != DEFAULT_CONNECT_TIMEOUT {
-                    return Err(Error::config(
-                        BACKEND,
-                        "connect_timeout was given together with http_client(); set it on that client instead",
-                    ));
-                }
+                refuse_ignored(
+                    BACKEND,
+                    "http_client()",
+                    "that client",
+                    &[
+                        ("tls_root_certificate_pem", self.ca_pem.is_some()),
+                        (
+                            "tls_client_identity_pem",
+                            self.client_identity_pem.is_some(),
+                        ),
+                        ("connect_timeout", self.connect_timeout.is_some()),
+                    ],
+                )?;
                 client
             }
             None => self.make_client()?,
@@ -259,7 +260,7 @@ impl ConsulStoreBuilder {
 
     fn make_client(&self) -> Result<reqwest::Client> {
         let mut http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
+            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
             .timeout(self.request_timeout);
         if let Some(pem) = &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
@@ -339,7 +340,7 @@ mod tests {
             err(ConsulStore::builder()
                 .http_client(reqwest::Client::new())
                 .tls_root_certificate_pem("pem")),
-            "consul: invalid configuration: TLS certificates were given together with http_client(); configure TLS on that client instead"
+            "consul: invalid configuration: tls_root_certificate_pem cannot be combined with http_client(): configure that client instead"
         );
     }
 

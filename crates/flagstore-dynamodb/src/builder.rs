@@ -7,7 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Credentials;
-use flagstore::backend::Secret;
+use flagstore::backend::{Secret, refuse_ignored};
 use flagstore::{Error, Result};
 
 use crate::error::BACKEND;
@@ -210,24 +210,17 @@ impl DynamoDbStoreBuilder {
                 ));
             }
             (Some(client), None) => {
-                let ignored: Vec<&str> = [
-                    ("url", self.endpoint.is_some()),
-                    ("region", self.region.is_some()),
-                    ("static_credentials", self.credentials.is_some()),
-                    ("connect_timeout", self.connect_timeout.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(name, set)| set.then_some(name))
-                .collect();
-                if !ignored.is_empty() {
-                    return Err(Error::config(
-                        BACKEND,
-                        format!(
-                            "{} cannot be combined with client(): configure the client instead",
-                            ignored.join(", ")
-                        ),
-                    ));
-                }
+                refuse_ignored(
+                    BACKEND,
+                    "client()",
+                    "the client",
+                    &[
+                        ("url", self.endpoint.is_some()),
+                        ("region", self.region.is_some()),
+                        ("static_credentials", self.credentials.is_some()),
+                        ("connect_timeout", self.connect_timeout.is_some()),
+                    ],
+                )?;
                 ClientSource::ready(client)
             }
             (None, Some(sdk)) => {

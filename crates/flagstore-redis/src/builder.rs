@@ -7,7 +7,7 @@ use deadpool_redis::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, TlsCertificates,
 };
 use deadpool_redis::{Manager, Pool, Runtime};
-use flagstore::backend::{Secret, redact_url};
+use flagstore::backend::{Secret, redact_url, refuse_ignored};
 use flagstore::{Error, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -241,26 +241,19 @@ impl RedisStoreBuilder {
         }
         let (pool, target) = match &self.pool {
             Some(pool) => {
-                let ignored: Vec<&str> = [
-                    ("url", self.url.is_some()),
-                    ("username", self.username.is_some()),
-                    ("password", self.password.is_some()),
-                    ("pool_size", self.pool_size.is_some()),
-                    ("connect_timeout", self.connect_timeout.is_some()),
-                    ("tls_root_certificate_pem", self.tls_root_cert_pem.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(name, set)| set.then_some(name))
-                .collect();
-                if !ignored.is_empty() {
-                    return Err(Error::config(
-                        BACKEND,
-                        format!(
-                            "{} cannot be combined with pool(): configure the pool instead",
-                            ignored.join(", ")
-                        ),
-                    ));
-                }
+                refuse_ignored(
+                    BACKEND,
+                    "pool()",
+                    "the pool",
+                    &[
+                        ("url", self.url.is_some()),
+                        ("username", self.username.is_some()),
+                        ("password", self.password.is_some()),
+                        ("pool_size", self.pool_size.is_some()),
+                        ("connect_timeout", self.connect_timeout.is_some()),
+                        ("tls_root_certificate_pem", self.tls_root_cert_pem.is_some()),
+                    ],
+                )?;
                 (pool.clone(), "on a caller-supplied pool".to_owned())
             }
             None => {

@@ -168,5 +168,40 @@ pub fn replaced_kinds(data: &[Collection]) -> std::collections::BTreeSet<&Kind> 
         .collect()
 }
 
+/// Refuses, at `build()`, settings that a caller-supplied client or pool would silently ignore:
+/// `settings` pairs each setting's name with whether it was given.
+///
+/// ```
+/// use flagstore::backend::refuse_ignored;
+///
+/// let err = refuse_ignored("redis", "pool()", "the pool", &[("url", true), ("pool_size", false)]);
+/// assert_eq!(
+///     err.unwrap_err().to_string(),
+///     "redis: invalid configuration: url cannot be combined with pool(): configure the pool instead"
+/// );
+/// assert!(refuse_ignored("redis", "pool()", "the pool", &[("url", false)]).is_ok());
+/// ```
+pub fn refuse_ignored(
+    backend: &'static str,
+    supplied: &str,
+    configure: &str,
+    settings: &[(&str, bool)],
+) -> Result<()> {
+    let ignored: Vec<&str> = settings
+        .iter()
+        .filter_map(|(name, given)| given.then_some(*name))
+        .collect();
+    if ignored.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::config(
+        backend,
+        format!(
+            "{} cannot be combined with {supplied}: configure {configure} instead",
+            ignored.join(", ")
+        ),
+    ))
+}
+
 /// A store chosen at run time.
 pub type DynStore = Arc<dyn PersistentDataStore>;
