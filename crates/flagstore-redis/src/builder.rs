@@ -232,12 +232,15 @@ impl RedisStoreBuilder {
                 "connect_timeout and request_timeout must be positive",
             ));
         }
+        if self.pool_size == Some(0) {
+            return Err(Error::config(BACKEND, "pool_size must be at least 1"));
+        }
         let prefix = match self.prefix.as_deref() {
             None | Some("") => DEFAULT_PREFIX.to_owned(),
             Some(prefix) => prefix.to_owned(),
         };
         if let Some((topology, user)) = self.multi_host()? {
-            return self.build_multi(prefix, &topology, user);
+            return self.build_multi(prefix, &topology, user, connect_timeout);
         }
         let (pool, target) = match &self.pool {
             Some(pool) => {
@@ -258,7 +261,7 @@ impl RedisStoreBuilder {
             }
             None => {
                 let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
-                let pool = self.make_pool(url)?;
+                let pool = self.make_pool(url, connect_timeout)?;
                 (pool, format!("at {}", redact_url(url)))
             }
         };
@@ -324,6 +327,7 @@ impl RedisStoreBuilder {
         prefix: String,
         topology: &Topology,
         user: UserInfo,
+        connect_timeout: Duration,
     ) -> Result<RedisStore> {
         if self.pool.is_some() {
             return Err(Error::config(
@@ -344,18 +348,13 @@ impl RedisStoreBuilder {
                 ));
             }
         }
-        let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
-        if pool_size == 0 {
-            return Err(Error::config(BACKEND, "pool_size must be at least 1"));
-        }
-        if topology_is_tls(topology) && rustls::crypto::CryptoProvider::get_default().is_none() {
-            // As for rediss://: the driver needs a process default provider.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+        if topology_is_tls(topology) {
+            use_process_crypto_provider();
         }
         let settings = PoolSettings {
             user: &user,
-            pool_size,
-            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            pool_size: self.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
+            connect_timeout,
             request_timeout: self.request_timeout,
             root_cert_pem: self.tls_root_cert_pem.as_deref(),
         };
@@ -370,7 +369,7 @@ impl RedisStoreBuilder {
         ))
     }
 
-    fn make_pool(&self, url: &str) -> Result<Pool> {
+    fn make_pool(&self, url: &str, connect_timeout: Duration) -> Result<Pool> {
         let shown = redact_url(url);
         let scheme = url.split("://").next().unwrap_or_default();
         if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
@@ -382,10 +381,6 @@ impl RedisStoreBuilder {
             ));
         }
         let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
-        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if pool_size == 0 {
-            return Err(Error::config(BACKEND, "pool_size must be at least 1"));
-        }
         // The driver's parse errors can quote the URL, password included: say what is wrong here.
         let mut info = url.into_connection_info().map_err(|_| {
             Error::config(
@@ -404,12 +399,7 @@ impl RedisStoreBuilder {
 
         let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
         if tls {
-            // The redis crate builds its TLS config from rustls's process-wide default provider
-            // (there is no per-connection hook), so one must be installed: ring, unless the
-            // application installed another first. Documented in the README and on `url`.
-            if rustls::crypto::CryptoProvider::get_default().is_none() {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-            }
+            use_process_crypto_provider();
         }
         if let Some(pem) = &self.tls_root_cert_pem {
             if !tls {
@@ -467,6 +457,15 @@ impl RedisStoreBuilder {
                     format!("could not set up the connection pool: {e}"),
                 )
             })
+    }
+}
+
+/// The redis crate builds its TLS config from rustls's process-wide default provider (there is
+/// no per-connection hook), so one must be installed: ring, unless the application installed
+/// another first. Documented in the README and on `url`.
+fn use_process_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
