@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use flagstore::backend::redact_url;
-use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore, sort_for_init};
+use flagstore::{
+    Collection, DynStore, Error, Item, Kind, PersistentDataStore, UnreadableItem, sort_for_init,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -139,6 +141,11 @@ enum Unreadable {
     Warn,
 }
 
+/// An unreadable stored item as the commands name it: `features/key (reason)`.
+fn described(kind: &Kind, bad: &UnreadableItem) -> String {
+    format!("{kind}/{} ({})", bad.key, bad.error)
+}
+
 /// Every readable item of `kind`, naming each unreadable one on stderr.
 async fn read_kind(
     store: &DynStore,
@@ -149,10 +156,7 @@ async fn read_kind(
     if stored.unreadable.is_empty() {
         return Ok(stored.items);
     }
-    let named = stored
-        .unreadable
-        .iter()
-        .map(|bad| format!("{kind}/{} ({})", bad.key, bad.error));
+    let named = stored.unreadable.iter().map(|bad| described(kind, bad));
     if let Unreadable::Fail {
         skip_invalid: false,
     } = unreadable
@@ -370,7 +374,7 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     for kind in [Kind::FEATURES, Kind::SEGMENTS] {
         let stored = store.get_all_checked(&kind).await?;
         for bad in &stored.unreadable {
-            eprintln!("warning: {kind}/{} is unreadable: {}", bad.key, bad.error);
+            eprintln!("warning: unreadable stored item {}", described(&kind, bad));
         }
         let items = stored.items;
         let deleted = items.iter().filter(|i| i.is_deleted()).count();
