@@ -23,6 +23,15 @@ fn flagstore(store: &str, args: &[&str]) -> Output {
 }
 
 fn flagstore_with_input(store: &str, args: &[&str], input: Option<&str>) -> Output {
+    run_flagstore(store, args, input, &[])
+}
+
+/// Runs `flagstore --store STORE ARGS…` with extra environment variables.
+fn flagstore_env(store: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_flagstore(store, args, None, env)
+}
+
+fn run_flagstore(store: &str, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
     command
         .arg("--store")
@@ -30,7 +39,9 @@ fn flagstore_with_input(store: &str, args: &[&str], input: Option<&str>) -> Outp
         .args(args)
         .env_remove("FLAGSTORE_URL")
         .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
         .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_CACERT")
         .env_remove("AWS_PROFILE")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -43,6 +54,9 @@ fn flagstore_with_input(store: &str, args: &[&str], input: Option<&str>) -> Outp
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
     let mut child = command.spawn().unwrap();
     if let Some(input) = input {
         child
@@ -584,22 +598,6 @@ fn library_logs_reach_stderr_as_rust_log_says_and_never_a_password() {
         "{verbose}"
     );
     assert!(!verbose.contains("right-pw"), "{verbose}");
-}
-
-/// Runs `flagstore --store STORE ARGS…` with extra environment variables.
-fn flagstore_env(store: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
-    command
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .env_remove("FLAGSTORE_URL")
-        .env_remove("CONSUL_HTTP_TOKEN")
-        .env_remove("CONSUL_CACERT");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
 }
 
 #[test]
