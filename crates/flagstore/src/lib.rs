@@ -50,6 +50,7 @@
 pub struct ReadmeDoctests;
 
 mod cache;
+mod changes;
 mod error;
 mod item;
 mod kind;
@@ -61,7 +62,11 @@ mod stored;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use cache::{CacheMode, CachingStore, CachingStoreBuilder, DEFAULT_CACHE_TIME, StoreStatus};
+pub use cache::{
+    CacheMode, CachingStore, CachingStoreBuilder, DEFAULT_CACHE_TIME, DEFAULT_LIVE_CACHE_TIME,
+    StoreStatus,
+};
+pub use changes::{Change, ChangeFeed, FeedEvent, FeedSender};
 pub use error::{Error, Operation, Result, SharedError};
 pub use item::{DELETED_PLACEHOLDER_KEY, Item, ItemError};
 pub use kind::Kind;
@@ -73,6 +78,7 @@ pub use stored::{StoredItems, UnreadableItem};
 /// For authors of backends: reading what other writers stored, the shared retry bounds, and
 /// keeping secrets out of output. Applications using the stores do not need any of it.
 pub mod backend {
+    pub use crate::changes::Reconnect;
     pub use crate::secret::{REDACTED, Secret, redact_url};
     pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, refuse_ignored, replaced_kinds};
     pub use crate::stored::{read_stored_items, version_to_replace};

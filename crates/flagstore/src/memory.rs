@@ -5,9 +5,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
 use crate::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, backend::UPSERT_ATTEMPTS,
+    Change, ChangeFeed, Collection, Error, FeedEvent, Item, Kind, Operation, PersistentDataStore,
+    Result, backend::UPSERT_ATTEMPTS,
 };
 
 const BACKEND: &str = "memory";
@@ -16,10 +18,27 @@ const BACKEND: &str = "memory";
 ///
 /// Several stores opened on one database behave like several SDK instances sharing one Redis:
 /// each sees what the others wrote. [`MemoryDatabase::set_available`] simulates an outage, for
-/// testing how callers handle one.
-#[derive(Clone, Default)]
+/// testing how callers handle one. Every store on it has a [change feed](PersistentDataStore::changes).
+#[derive(Clone)]
 pub struct MemoryDatabase {
     state: Arc<Mutex<State>>,
+    events: broadcast::Sender<DbEvent>,
+}
+
+/// What the database tells the stores' change feeds.
+#[derive(Clone, Debug)]
+enum DbEvent {
+    Changed { prefix: String, change: Change },
+    Available(bool),
+}
+
+impl Default for MemoryDatabase {
+    fn default() -> Self {
+        MemoryDatabase {
+            state: Arc::default(),
+            events: broadcast::channel(1024).0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -53,11 +72,25 @@ impl MemoryDatabase {
     /// Makes every call of every store on this database fail (`false`) or work again (`true`).
     pub fn set_available(&self, available: bool) {
         self.lock().offline = !available;
+        self.announce(DbEvent::Available(available));
     }
 
     /// Removes everything under `prefix`, marker included.
     pub fn clear(&self, prefix: &str) {
         self.lock().namespaces.remove(prefix);
+        self.changed(prefix, Change::Everything);
+    }
+
+    fn changed(&self, prefix: &str, change: Change) {
+        self.announce(DbEvent::Changed {
+            prefix: prefix.to_owned(),
+            change,
+        });
+    }
+
+    fn announce(&self, event: DbEvent) {
+        // No feed listening is not an error.
+        let _ = self.events.send(event);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -134,11 +167,7 @@ impl MemoryStore {
     fn state(&self, operation: Operation) -> Result<MutexGuard<'_, State>> {
         let state = self.db.lock();
         if state.offline {
-            return Err(Error::database(
-                BACKEND,
-                operation,
-                "the memory database is offline (MemoryDatabase::set_available(false))",
-            ));
+            return Err(offline_error(operation));
         }
         Ok(state)
     }
@@ -191,6 +220,8 @@ impl PersistentDataStore for MemoryStore {
             }
         }
         state.namespaces.insert(self.prefix.clone(), ns);
+        drop(state);
+        self.db.changed(&self.prefix, Change::Everything);
         Ok(())
     }
 
@@ -241,7 +272,14 @@ impl PersistentDataStore for MemoryStore {
                 .entry(kind.clone())
                 .or_default();
             if items.get(item.key()).map(Item::version) == seen {
-                items.insert(item.key().to_owned(), item);
+                let key = item.key().to_owned();
+                items.insert(key.clone(), item);
+                drop(state);
+                let change = Change::Item {
+                    kind: kind.clone(),
+                    key,
+                };
+                self.db.changed(&self.prefix, change);
                 return Ok(true);
             }
         }
@@ -264,4 +302,47 @@ impl PersistentDataStore for MemoryStore {
     async fn is_available(&self) -> bool {
         !self.db.lock().offline
     }
+
+    /// Every write through any store on the same database, and every
+    /// [`set_available`](MemoryDatabase::set_available) (as [`FeedEvent::Lost`] and
+    /// [`FeedEvent::Connected`]).
+    fn changes(&self) -> Option<ChangeFeed> {
+        let mut events = self.db.events.subscribe();
+        let prefix = self.prefix.clone();
+        let offline = self.db.lock().offline;
+        Some(ChangeFeed::new(move |tx| async move {
+            let first = if offline {
+                FeedEvent::Lost(offline_error(Operation::Get))
+            } else {
+                FeedEvent::Connected
+            };
+            if !tx.send(first).await {
+                return;
+            }
+            loop {
+                let event = match events.recv().await {
+                    Ok(DbEvent::Changed { prefix: p, change }) if p == prefix => {
+                        FeedEvent::Changed(change)
+                    }
+                    Ok(DbEvent::Changed { .. }) => continue,
+                    Ok(DbEvent::Available(true)) => FeedEvent::Connected,
+                    Ok(DbEvent::Available(false)) => FeedEvent::Lost(offline_error(Operation::Get)),
+                    // Missed events: anything may have changed.
+                    Err(broadcast::error::RecvError::Lagged(_)) => FeedEvent::Changed(Change::Everything),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if !tx.send(event).await {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+fn offline_error(operation: Operation) -> Error {
+    Error::database(
+        BACKEND,
+        operation,
+        "the memory database is offline (MemoryDatabase::set_available(false))",
+    )
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Item, Kind, Result, StoredItems};
+use crate::{ChangeFeed, Item, Kind, Result, StoredItems};
 
 /// How many times an upsert reads, compares and tries to write before giving up with
 /// [`Error::Contention`](crate::Error::Contention). Every backend uses this bound: enough for any
@@ -114,6 +114,16 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
 
     /// Whether the database answers a cheap round trip right now.
     async fn is_available(&self) -> bool;
+
+    /// A feed of the changes any writer makes to this store's data (this process, other SDKs,
+    /// the Relay Proxy), for a cache that keeps entries until they change
+    /// ([`CachingStoreBuilder::invalidate_on_changes`](crate::CachingStoreBuilder::invalidate_on_changes)).
+    ///
+    /// `None` if the backend has no way to watch its data. Each call opens a new feed with its
+    /// own connection; nothing connects until the feed's first `next()`.
+    fn changes(&self) -> Option<ChangeFeed> {
+        None
+    }
 }
 
 macro_rules! forward_store {
@@ -141,6 +151,9 @@ macro_rules! forward_store {
             }
             async fn is_available(&self) -> bool {
                 (**self).is_available().await
+            }
+            fn changes(&self) -> Option<ChangeFeed> {
+                (**self).changes()
             }
         }
     };

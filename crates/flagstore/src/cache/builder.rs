@@ -8,6 +8,7 @@ use moka::future::Cache;
 use tokio::sync::watch;
 
 use super::entry::{CacheKey, Entry};
+use super::live::{DEFAULT_LIVE_CACHE_TIME, Live};
 use super::outage::Pending;
 use super::{BACKEND, CacheMode, CachingStore, DEFAULT_CACHE_TIME, Inited, Inner, StoreStatus};
 use crate::{Error, PersistentDataStore, Result};
@@ -25,6 +26,9 @@ pub struct CachingStoreBuilder {
     mode: CacheMode,
     capacity_bytes: Option<u64>,
     poll_interval: Duration,
+    live: bool,
+    live_cache_time: Option<Duration>,
+    last_known_good: bool,
 }
 
 impl fmt::Debug for CachingStoreBuilder {
@@ -34,6 +38,9 @@ impl fmt::Debug for CachingStoreBuilder {
             .field("mode", &self.mode)
             .field("capacity_bytes", &self.capacity_bytes)
             .field("poll_interval", &self.poll_interval)
+            .field("live", &self.live)
+            .field("live_cache_time", &self.live_cache_time)
+            .field("last_known_good", &self.last_known_good)
             .finish()
     }
 }
@@ -45,6 +52,9 @@ impl CachingStoreBuilder {
             mode: CacheMode::Ttl(DEFAULT_CACHE_TIME),
             capacity_bytes: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            live: false,
+            live_cache_time: None,
+            last_known_good: false,
         }
     }
 
@@ -82,6 +92,73 @@ impl CachingStoreBuilder {
         self
     }
 
+    /// Live mode: follows the store's [change feed](PersistentDataStore::changes) and keeps
+    /// entries until it reports a change (or for [`live_cache_time`](Self::live_cache_time), 5
+    /// minutes by default, in case it missed one). A daemon-mode reader then sees every change,
+    /// whoever wrote it, within about a second, with a fraction of the database reads a short
+    /// cache time costs.
+    ///
+    /// While the feed is down (and for a store without one: DynamoDB, SQLite), entries live for
+    /// the normal [`cache_time`](Self::cache_time), so nothing older than that is served, and
+    /// [`StoreStatus::live`] says `false`. Any change re-reads every entry once.
+    ///
+    /// Needs the TTL mode and a Tokio runtime: `build()` starts the feed on the current one.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flagstore::{CachingStore, Item, Kind, MemoryDatabase, PersistentDataStore};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// // Two processes sharing one database; with Redis, `RedisStore` (keyspace events on).
+    /// let database = MemoryDatabase::new();
+    /// let writer = database.store("prod");
+    /// let reader = CachingStore::builder(database.store("prod"))
+    ///     .cache_time(Duration::from_secs(15)) // while the feed is down
+    ///     .invalidate_on_changes()
+    ///     .live_cache_time(Duration::from_secs(600))
+    ///     .build()?;
+    ///
+    /// writer.upsert(&Kind::FEATURES, Item::from_json("f", r#"{"key":"f","version":1}"#)?).await?;
+    /// assert_eq!(reader.get(&Kind::FEATURES, "f").await?.map(|f| f.version()), Some(1));
+    /// let mut status = reader.subscribe();
+    /// status.wait_for(|s| s.live).await.expect("feed connected");
+    ///
+    /// writer.upsert(&Kind::FEATURES, Item::from_json("f", r#"{"key":"f","version":2}"#)?).await?;
+    /// # for _ in 0..1000 {
+    /// #     if reader.get(&Kind::FEATURES, "f").await?.map(|f| f.version()) == Some(2) { break }
+    /// #     tokio::task::yield_now().await;
+    /// # }
+    /// // Within moments, not 10 minutes:
+    /// assert_eq!(reader.get(&Kind::FEATURES, "f").await?.map(|f| f.version()), Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn invalidate_on_changes(mut self) -> Self {
+        self.live = true;
+        self
+    }
+
+    /// In live mode, how long an entry lives while the change feed is connected: the safety net
+    /// for a change the feed did not report. The default is 5 minutes.
+    pub fn live_cache_time(mut self, ttl: Duration) -> Self {
+        self.live_cache_time = Some(ttl);
+        self
+    }
+
+    /// Last-known-good mode: when the database suddenly loses data the cache holds (it answers
+    /// "not initialized" where a flag was, or a kind that had items comes back empty), the cache
+    /// keeps serving what it held, reports [`StoreStatus::last_known_good`] and logs one warning,
+    /// instead of turning every flag to its fallback value. For daemon-mode readers of a store
+    /// that a wipe or a restart without persistence can empty. Off by default.
+    ///
+    /// **The risk:** while it serves the last known good data, changes are not seen, and a writer
+    /// that really emptied a kind (an `init` without segments) is not believed until that kind
+    /// has items again. Watch the status, and re-feed the store.
+    pub fn keep_last_known_good(mut self) -> Self {
+        self.last_known_good = true;
+        self
+    }
+
     /// The first delay between health polls while the database is unavailable; it doubles on each
     /// failed poll up to 10 seconds. The default is 500 ms.
     pub fn status_poll_interval(mut self, interval: Duration) -> Self {
@@ -114,6 +191,7 @@ impl CachingStoreBuilder {
                 "status_poll_interval must be positive",
             ));
         }
+        let live = self.live_settings()?;
         let cache = match self.mode {
             CacheMode::Disabled => None,
             CacheMode::Ttl(_) | CacheMode::Forever => {
@@ -123,24 +201,57 @@ impl CachingStoreBuilder {
                 if let Some(bytes) = self.capacity_bytes {
                     builder = builder.max_capacity(bytes);
                 }
-                if let CacheMode::Ttl(ttl) = self.mode {
-                    // Expiry is decided by `Entry::is_fresh`; moka's own TTL only frees memory.
-                    builder = builder.time_to_live(ttl);
+                // Expiry is decided by `Inner::is_fresh`; moka's own TTL only frees memory. A
+                // last-known-good cache keeps expired entries: they are what it serves.
+                if let (CacheMode::Ttl(ttl), false) = (self.mode, self.last_known_good) {
+                    let longest = live.as_ref().map_or(ttl, |live| live.ttl.max(ttl));
+                    builder = builder.time_to_live(longest);
                 }
                 Some(builder.build())
             }
         };
         let (status, _) = watch::channel(StoreStatus::AVAILABLE);
-        Ok(CachingStore {
-            inner: Arc::new(Inner {
-                store: self.store,
-                mode: self.mode,
-                cache,
-                inited: Mutex::new(Inited::Unknown),
-                status,
-                poll_interval: self.poll_interval,
-                pending: Mutex::new(Pending::default()),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            store: self.store,
+            mode: self.mode,
+            cache,
+            inited: Mutex::new(Inited::Unknown),
+            status,
+            poll_interval: self.poll_interval,
+            pending: Mutex::new(Pending::default()),
+            live,
+            last_known_good: self.last_known_good,
+            losses: Mutex::default(),
+        });
+        inner.start_feed()?;
+        Ok(CachingStore { inner })
+    }
+
+    fn live_settings(&self) -> Result<Option<Live>> {
+        let ttl = match (self.live, self.live_cache_time) {
+            (false, None) => return Ok(None),
+            (false, Some(_)) => {
+                return Err(Error::config(
+                    BACKEND,
+                    "live_cache_time is for live mode: add invalidate_on_changes()",
+                ));
+            }
+            (true, ttl) => ttl.unwrap_or(DEFAULT_LIVE_CACHE_TIME),
+        };
+        let CacheMode::Ttl(normal) = self.mode else {
+            return Err(Error::config(
+                BACKEND,
+                "invalidate_on_changes() needs a cache time: it cannot be combined with no_caching() or cache_forever()",
+            ));
+        };
+        if ttl < normal || ttl > MAX_CACHE_TIME {
+            return Err(Error::config(
+                BACKEND,
+                format!(
+                    "live_cache_time ({ttl:?}) must be at least the cache time ({normal:?}) and at most 100 years"
+                ),
+            ));
+        }
+        Ok(Some(Live::new(ttl)))
     }
 }

@@ -28,13 +28,17 @@ impl CacheKey {
 #[derive(Clone)]
 pub(super) struct Entry {
     pub(super) loaded_at: Instant,
+    /// Live mode: the count of changes the feed had reported when the value was read; any later
+    /// change makes the entry stale. Always 0 in the other modes.
+    pub(super) generation: u64,
     pub(super) value: Cached,
 }
 
 impl Entry {
-    pub(super) fn now(value: Cached) -> Entry {
+    pub(super) fn new(value: Cached, generation: u64) -> Entry {
         Entry {
             loaded_at: Instant::now(),
+            generation,
             value,
         }
     }

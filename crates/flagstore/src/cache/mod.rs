@@ -2,10 +2,14 @@
 
 mod builder;
 mod entry;
+mod last_known_good;
+mod live;
 mod outage;
 mod status;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_live;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,11 +19,14 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use tokio::sync::watch;
 
-use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
+use crate::{ChangeFeed, Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
 use entry::{CacheKey, Cached, Entry, replaced};
+use last_known_good::Losses;
+use live::Live;
 use outage::Pending;
 
 pub use builder::CachingStoreBuilder;
+pub use live::DEFAULT_LIVE_CACHE_TIME;
 pub use status::StoreStatus;
 
 /// The SDKs' default cache time.
@@ -53,6 +60,17 @@ pub enum CacheMode {
 ///   database that came back uninitialized (or whose init failed) is initialized from the cached
 ///   data set; otherwise every cached item is written back as an upsert, which restores lost
 ///   items without overwriting a newer version another writer stored meanwhile.
+///
+/// Two opt-in additions for readers of a database that other processes write (daemon mode):
+///
+/// - **Live** ([`invalidate_on_changes`](CachingStoreBuilder::invalidate_on_changes), TTL mode,
+///   for stores with a [change feed](PersistentDataStore::changes): Redis, Consul): entries live
+///   for the long [`live_cache_time`](CachingStoreBuilder::live_cache_time) and are dropped as
+///   soon as the feed reports a change, whoever made it. While the feed is down, entries live for
+///   the normal cache time, and [`StoreStatus::live`] is `false`.
+/// - **Last known good** ([`keep_last_known_good`](CachingStoreBuilder::keep_last_known_good)):
+///   when the database suddenly loses data the cache holds, the cache keeps serving it and
+///   reports [`StoreStatus::last_known_good`].
 ///
 /// Fresh entries are served even while the database is down. The wrapper tracks the database's
 /// health: see [`CachingStore::status`] and [`CachingStore::subscribe`]. After an outage in
@@ -92,6 +110,11 @@ struct Inner {
     poll_interval: Duration,
     /// Forever mode: writes the database has not accepted yet.
     pending: Mutex<Pending>,
+    /// Live mode: the change feed's state.
+    live: Option<Live>,
+    /// Whether last-known-good mode is on, and what the database lost.
+    last_known_good: bool,
+    losses: Mutex<Losses>,
 }
 
 /// Whether the store is known to be initialized. Only "yes" is remembered: initialized stays
@@ -169,11 +192,25 @@ impl CachingStore {
 
 impl Inner {
     fn is_fresh(&self, entry: &Entry) -> bool {
-        match self.mode {
-            CacheMode::Ttl(ttl) => entry.loaded_at.elapsed() < ttl,
-            CacheMode::Forever => true,
-            CacheMode::Disabled => false,
+        match (self.mode, &self.live) {
+            (CacheMode::Ttl(ttl), None) => entry.loaded_at.elapsed() < ttl,
+            (CacheMode::Ttl(ttl), Some(live)) => {
+                let ttl = if live.connected() { live.ttl } else { ttl };
+                entry.generation == live.generation() && entry.loaded_at.elapsed() < ttl
+            }
+            (CacheMode::Forever, _) => true,
+            (CacheMode::Disabled, _) => false,
         }
+    }
+
+    /// Live mode: how many changes the feed has reported; 0 otherwise.
+    fn generation(&self) -> u64 {
+        self.live.as_ref().map_or(0, Live::generation)
+    }
+
+    /// An entry holding `value`, read now.
+    fn entry(&self, value: Cached) -> Entry {
+        Entry::new(value, self.generation())
     }
 
     fn flush(&self) {
@@ -188,21 +225,31 @@ impl Inner {
     async fn cached<F>(
         self: &Arc<Self>,
         cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
         key: CacheKey,
         load: F,
     ) -> Result<Cached>
     where
         F: Future<Output = Result<Cached>> + Send,
     {
+        let mut previous = None;
         if let Some(entry) = cache.get(&key).await {
             if self.is_fresh(&entry) {
                 return Ok(entry.value);
             }
+            previous = Some(entry.value);
             cache.invalidate(&key).await;
         }
-        let loaded = cache
-            .try_get_with(key, async move { load.await.map(Entry::now) })
-            .await;
+        // Stamped before the read: a change reported while it runs makes the result stale.
+        let generation = self.generation();
+        let load = async move {
+            let mut value = load.await?;
+            if self.last_known_good {
+                value = self.or_last_known_good(kind, previous, value).await;
+            }
+            Ok(Entry::new(value, generation))
+        };
+        let loaded = cache.try_get_with(key, load).await;
         match loaded {
             Ok(entry) => Ok(entry.value),
             Err(shared) => {
@@ -225,10 +272,10 @@ impl Inner {
                 .flat_map(|c| c.items.iter().cloned())
                 .collect();
             for item in &items {
-                let entry = Entry::now(Cached::Item(Some(item.clone())));
+                let entry = self.entry(Cached::Item(Some(item.clone())));
                 cache.insert(CacheKey::item(kind, item.key()), entry).await;
             }
-            let all = Entry::now(Cached::All(Arc::new(items)));
+            let all = self.entry(Cached::All(Arc::new(items)));
             cache.insert(CacheKey::All(kind.clone()), all).await;
         }
     }
@@ -236,11 +283,11 @@ impl Inner {
     /// Makes the cache show `item` as the current one: its own entry, and in place in the
     /// whole-kind entry if that is cached.
     async fn show(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
-        let entry = Entry::now(Cached::Item(Some(item.clone())));
+        let entry = self.entry(Cached::Item(Some(item.clone())));
         cache.insert(CacheKey::item(kind, item.key()), entry).await;
         let all_key = CacheKey::All(kind.clone());
         if let Some(Cached::All(items)) = cache.get(&all_key).await.map(|e| e.value) {
-            let all = Entry::now(Cached::All(Arc::new(replaced(&items, item))));
+            let all = self.entry(Cached::All(Arc::new(replaced(&items, item))));
             cache.insert(all_key, all).await;
         }
     }
@@ -284,7 +331,14 @@ impl fmt::Debug for CachingStore {
 impl fmt::Display for CachingStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.inner.mode {
-            CacheMode::Ttl(ttl) => write!(f, "{} (cached for {ttl:?})", self.inner.store),
+            CacheMode::Ttl(ttl) => match &self.inner.live {
+                Some(live) => write!(
+                    f,
+                    "{} (cached until changed, at most {:?}; {ttl:?} while the change feed is down)",
+                    self.inner.store, live.ttl
+                ),
+                None => write!(f, "{} (cached for {ttl:?})", self.inner.store),
+            },
             CacheMode::Disabled => write!(f, "{} (uncached)", self.inner.store),
             CacheMode::Forever => write!(f, "{} (cached forever)", self.inner.store),
         }
@@ -300,6 +354,7 @@ impl PersistentDataStore for CachingStore {
         match (&result, inner.mode) {
             (Ok(()), _) => {
                 inner.fill(data).await;
+                inner.forget_losses();
                 *lock(&inner.inited) = Inited::Yes;
                 // A successful init supersedes anything still waiting to be written back.
                 *lock(&inner.pending) = Pending::default();
@@ -326,7 +381,10 @@ impl PersistentDataStore for CachingStore {
         };
         let store = Arc::clone(&inner.store);
         let load = async move { store.get(kind, key).await.map(Cached::Item) };
-        match inner.cached(cache, CacheKey::item(kind, key), load).await? {
+        match inner
+            .cached(cache, kind, CacheKey::item(kind, key), load)
+            .await?
+        {
             Cached::Item(item) => Ok(item),
             Cached::All(_) => unreachable_entry(kind, Some(key)),
         }
@@ -345,7 +403,7 @@ impl PersistentDataStore for CachingStore {
                 .map(|items| Cached::All(Arc::new(items)))
         };
         match inner
-            .cached(cache, CacheKey::All(kind.clone()), load)
+            .cached(cache, kind, CacheKey::All(kind.clone()), load)
             .await?
         {
             Cached::All(items) => Ok(Vec::clone(&items)),
@@ -371,7 +429,7 @@ impl PersistentDataStore for CachingStore {
             (Ok(true), false) => {
                 let key = CacheKey::item(kind, item.key());
                 cache
-                    .insert(key, Entry::now(Cached::Item(Some(item))))
+                    .insert(key, inner.entry(Cached::Item(Some(item))))
                     .await;
                 cache.invalidate(&CacheKey::All(kind.clone())).await;
             }
@@ -404,6 +462,11 @@ impl PersistentDataStore for CachingStore {
 
     async fn is_available(&self) -> bool {
         self.inner.store.is_available().await
+    }
+
+    /// The wrapped store's feed.
+    fn changes(&self) -> Option<ChangeFeed> {
+        self.inner.store.changes()
     }
 }
 

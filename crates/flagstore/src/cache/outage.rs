@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::entry::{CacheKey, Cached};
-use super::{CacheMode, Inner, StoreStatus, lock};
+use super::{CacheMode, Inner, lock};
 use crate::{Collection, Error, Item, Kind, Result, sort_for_init};
 
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(10);
@@ -185,9 +185,9 @@ async fn poll_until_available(inner: Weak<Inner>) {
             true
         };
         tracing::info!(store = %inner.store, "store available again");
-        inner.status.send_replace(StoreStatus {
-            available: true,
-            refresh_needed,
+        inner.status.send_modify(|status| {
+            status.available = true;
+            status.refresh_needed = refresh_needed;
         });
         return;
     }

@@ -14,24 +14,24 @@ const F: Kind = Kind::FEATURES;
 
 /// A store that counts calls, can be made to fail, and can hold reads at a gate.
 #[derive(Debug, Default)]
-struct Double {
-    inner: MemoryStore,
+pub(super) struct Double {
+    pub(super) inner: MemoryStore,
     reads: AtomicUsize,
     writes: AtomicUsize,
-    gate: RwLock<()>,
+    pub(super) gate: RwLock<()>,
 }
 
 impl Double {
-    fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
-    fn reads(&self) -> usize {
+    pub(super) fn reads(&self) -> usize {
         self.reads.load(Ordering::SeqCst)
     }
     fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
     }
-    fn set_failing(&self, failing: bool) {
+    pub(super) fn set_failing(&self, failing: bool) {
         self.inner.database().set_available(!failing);
     }
 }
@@ -69,9 +69,12 @@ impl PersistentDataStore for Double {
     async fn is_available(&self) -> bool {
         self.inner.is_available().await
     }
+    fn changes(&self) -> Option<crate::ChangeFeed> {
+        self.inner.changes()
+    }
 }
 
-fn item(key: &str, version: u64) -> Item {
+pub(super) fn item(key: &str, version: u64) -> Item {
     Item::from_json(key, format!(r#"{{"key":"{key}","version":{version}}}"#)).unwrap()
 }
 
@@ -90,7 +93,7 @@ fn forever(double: &Arc<Double>) -> CachingStore {
         .unwrap()
 }
 
-async fn next_status(rx: &mut watch::Receiver<StoreStatus>) -> StoreStatus {
+pub(super) async fn next_status(rx: &mut watch::Receiver<StoreStatus>) -> StoreStatus {
     rx.changed().await.expect("store dropped");
     *rx.borrow_and_update()
 }

@@ -1,0 +1,195 @@
+//! Change feeds: how a database tells a reader that some writer (this process, another SDK, the
+//! Relay Proxy, `flagstore load`) changed the data, so that a cache can keep entries for minutes
+//! and still drop them within a second of a change.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::{Error, Kind};
+
+/// What a change feed saw change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Change {
+    /// One item was written or removed.
+    Item {
+        /// Its kind.
+        kind: Kind,
+        /// Its key.
+        key: String,
+    },
+    /// Some items of this kind changed; the feed cannot say which (a Redis hash is one key).
+    Kind(Kind),
+    /// Anything may have changed: an `init` replaced the data set, or the marker was removed.
+    Everything,
+}
+
+/// One event of a [`ChangeFeed`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum FeedEvent {
+    /// The feed is connected: every change from now on is reported. Changes made before (while
+    /// it was connecting, or during a gap after [`Lost`](Self::Lost)) were not seen, so a reader
+    /// treats this event as [`Change::Everything`].
+    Connected,
+    /// Something changed.
+    Changed(Change),
+    /// The feed lost its connection (or could not make one) for this reason. It reconnects with
+    /// backoff and sends [`Connected`](Self::Connected) when it is back; until then changes go
+    /// unseen.
+    Lost(Error),
+}
+
+type Run = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A stream of [`FeedEvent`]s from one store, from [`PersistentDataStore::changes`].
+///
+/// The feed runs as a task on the Tokio runtime, started by the first [`next`](Self::next), and
+/// stops when the `ChangeFeed` is dropped. Backends make one with [`ChangeFeed::new`], writing
+/// the feed as a plain loop that sends events.
+///
+/// ```
+/// use flagstore::{Change, FeedEvent, Item, Kind, MemoryStore, PersistentDataStore};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let mut feed = store.changes().expect("the memory store has a feed");
+/// assert!(matches!(feed.next().await, Some(FeedEvent::Connected)));
+///
+/// store.upsert(&Kind::FEATURES, Item::tombstone("beta", 2)).await?;
+/// match feed.next().await {
+///     Some(FeedEvent::Changed(Change::Item { kind, key })) => {
+///         assert_eq!((kind, key.as_str()), (Kind::FEATURES, "beta"));
+///     }
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// # Ok::<(), flagstore::Error>(())
+/// # }).unwrap();
+/// ```
+///
+/// [`PersistentDataStore::changes`]: crate::PersistentDataStore::changes
+pub struct ChangeFeed {
+    events: mpsc::Receiver<FeedEvent>,
+    run: Option<Run>,
+    task: Option<AbortHandle>,
+}
+
+/// Events a feed buffers while its reader is busy; a full buffer makes the feed wait.
+const BUFFERED_EVENTS: usize = 1024;
+
+impl ChangeFeed {
+    /// A feed that runs `run`, handing it the sender for its events. `run` should loop until
+    /// [`FeedSender::send`] returns `false` (the reader is gone).
+    pub fn new<F, Fut>(run: F) -> ChangeFeed
+    where
+        F: FnOnce(FeedSender) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, events) = mpsc::channel(BUFFERED_EVENTS);
+        ChangeFeed {
+            events,
+            run: Some(Box::pin(run(FeedSender { tx }))),
+            task: None,
+        }
+    }
+
+    /// The next event, waiting for one. `None` once the feed has ended for good, which the
+    /// feeds in this workspace only do when their store cannot have one. The first call starts
+    /// the feed on the current Tokio runtime.
+    pub async fn next(&mut self) -> Option<FeedEvent> {
+        if let Some(run) = self.run.take() {
+            self.task = Some(tokio::spawn(run).abort_handle());
+        }
+        self.events.recv().await
+    }
+}
+
+impl Drop for ChangeFeed {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("started", &self.run.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sending half a backend's feed loop writes to.
+#[derive(Debug, Clone)]
+pub struct FeedSender {
+    tx: mpsc::Sender<FeedEvent>,
+}
+
+impl FeedSender {
+    /// Sends `event`; `false` if the reader has dropped the feed, and the loop should end.
+    pub async fn send(&self, event: FeedEvent) -> bool {
+        self.tx.send(event).await.is_ok()
+    }
+
+    /// Waits until the reader drops the feed.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+/// Delays between reconnection attempts of a feed: random up to a window that starts at 100 ms
+/// and doubles to 30 s, back to the start after a connection that held.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    window: Duration,
+}
+
+impl Reconnect {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(30);
+
+    /// A backoff at its first, shortest window.
+    pub fn new() -> Self {
+        Reconnect {
+            window: Self::FIRST,
+        }
+    }
+
+    /// How long to wait before the next attempt: at least half the window, so that reconnecting
+    /// readers spread out but never spin.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flagstore::backend::Reconnect;
+    ///
+    /// let mut backoff = Reconnect::new();
+    /// let first = backoff.next_delay();
+    /// assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+    /// for _ in 0..20 {
+    ///     assert!(backoff.next_delay() <= Duration::from_secs(30));
+    /// }
+    /// ```
+    pub fn next_delay(&mut self) -> Duration {
+        let window = self.window;
+        self.window = (self.window * 2).min(Self::MAX);
+        let half = window / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    /// Starts over from the shortest window, after a connection that worked.
+    pub fn reset(&mut self) {
+        self.window = Self::FIRST;
+    }
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self::new()
+    }
+}
