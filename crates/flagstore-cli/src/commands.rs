@@ -94,6 +94,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
             concurrency,
             json,
         } => bench::run(store, requests, concurrency, json).await,
+        Command::Watch { json } => crate::watch::run(store, json).await,
         Command::Demo => demo(store, scratch.as_deref()).await,
     }
 }

@@ -162,4 +162,8 @@ impl PersistentDataStore for Witness {
     async fn is_available(&self) -> bool {
         self.store.is_available().await
     }
+
+    fn changes(&self) -> Option<flagstore::ChangeFeed> {
+        self.store.changes()
+    }
 }

@@ -5,6 +5,7 @@ mod commands;
 mod data;
 mod evaluate;
 mod store_url;
+mod watch;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -104,6 +105,15 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the store's change feed (Redis keyspace notifications, Consul blocking queries)
+    /// and print one line per item that changed, whoever wrote it, until interrupted.
+    /// A Redis server must announce keyspace events (notify-keyspace-events K$ghxe or KA).
+    Watch {
+        /// Print one JSON object per line: {"kind":…,"key":…,"version":N}, version null for an
+        /// item that vanished (or whose stored value is unreadable).
         #[arg(long)]
         json: bool,
     },

@@ -92,11 +92,29 @@ impl Http {
         query: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<(Answer, bool)> {
+        let (answer, index) = self
+            .exchange(op, method, section, key, query, body, self.request_timeout)
+            .await?;
+        Ok((answer, index.is_some()))
+    }
+
+    /// [`send`](Self::send) within `budget`, with Consul's index if it answered one.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        op: Operation,
+        method: Method,
+        section: &str,
+        key: &str,
+        query: &[(&str, String)],
+        body: Option<Vec<u8>>,
+        budget: Duration,
+    ) -> Result<(Answer, Option<u64>)> {
         let started = tokio::time::Instant::now();
         let mut request = self
             .client
             .request(method, self.url(section, key, query))
-            .timeout(self.request_timeout);
+            .timeout(budget);
         if let Some(token) = &self.token {
             request = request.header(TOKEN_HEADER, token.expose());
         }
@@ -106,12 +124,14 @@ impl Http {
         let exchange = async {
             let response = request.send().await?;
             let status = response.status();
-            let from_consul = response.headers().contains_key(INDEX_HEADER);
+            let index = response
+                .headers()
+                .get(INDEX_HEADER)
+                .map(|v| v.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(0));
             let body = response.text().await?;
-            Ok::<_, reqwest::Error>((Answer { status, body }, from_consul))
+            Ok::<_, reqwest::Error>((Answer { status, body }, index))
         };
-        let (answer, from_consul) = match tokio::time::timeout(self.request_timeout, exchange).await
-        {
+        let (answer, index) = match tokio::time::timeout(budget, exchange).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) if err.is_timeout() => {
                 return Err(Error::timeout(BACKEND, op, started.elapsed()));
@@ -125,7 +145,36 @@ impl Http {
             status if status.is_server_error() => {
                 Err(Error::database(BACKEND, op, detail(&answer)))
             }
-            _ => Ok((answer, from_consul)),
+            _ => Ok((answer, index)),
+        }
+    }
+
+    /// A blocking query on the keys under `prefix`: answers once their index passes `index`,
+    /// or after about `wait` with the same index. The index Consul answered.
+    pub(crate) async fn wait_for_keys(&self, prefix: &str, index: u64, wait: Duration) -> Result<u64> {
+        let op = Operation::Watch;
+        let query = [
+            ("keys", "true".to_owned()),
+            ("index", index.to_string()),
+            ("wait", format!("{}ms", wait.as_millis())),
+        ];
+        // Consul adds up to wait/16 of jitter before answering.
+        let budget = wait + wait / 16 + self.request_timeout;
+        let (answer, index) = self
+            .exchange(op, Method::GET, "kv", prefix, &query, None, budget)
+            .await?;
+        match (answer.status, index) {
+            (StatusCode::OK | StatusCode::NOT_FOUND, Some(index)) => Ok(index),
+            (_, None) => Err(Error::database(
+                BACKEND,
+                op,
+                format!(
+                    "{} answered without Consul's {INDEX_HEADER} header: is it a Consul agent? ({})",
+                    self.base,
+                    detail(&answer)
+                ),
+            )),
+            _ => Err(Error::database(BACKEND, op, detail(&answer))),
         }
     }
 

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod feed;
 mod http;
 mod store;
 mod txn;

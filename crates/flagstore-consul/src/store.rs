@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -55,7 +56,7 @@ pub const MAX_VALUE_SIZE: usize = 524_288;
 /// # Ok(()) }
 /// ```
 pub struct ConsulStore {
-    http: Http,
+    http: Arc<Http>,
     prefix: String,
     skipped: AtomicU64,
     #[cfg(feature = "testing")]
@@ -74,7 +75,7 @@ impl ConsulStore {
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
         ConsulStore {
-            http,
+            http: Arc::new(http),
             prefix,
             skipped: AtomicU64::new(0),
             #[cfg(feature = "testing")]
@@ -334,5 +335,13 @@ impl PersistentDataStore for ConsulStore {
     async fn is_available(&self) -> bool {
         let op = Operation::IsAvailable;
         self.http.get(op, &self.inited_key()).await.is_ok()
+    }
+
+    /// Blocking queries on the store's prefix: any write under it, by any writer, is reported
+    /// (as [`Change::Everything`](flagstore::Change::Everything): Consul's index does not say
+    /// which key moved) within moments. Each query waits up to 10 s, so a silent network
+    /// partition is noticed within about 10 s plus the request timeout.
+    fn changes(&self) -> Option<flagstore::ChangeFeed> {
+        Some(crate::feed::start(Arc::clone(&self.http), &self.prefix))
     }
 }

@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::error::BACKEND;
+use crate::feed::{Feed, FeedSource};
 use crate::multi::{self, PoolSettings, Topology, UserInfo};
 use crate::store::RedisStore;
 use crate::topology::Pools;
@@ -59,6 +60,7 @@ pub struct RedisStoreBuilder {
     pool: Option<Pool>,
     cluster_nodes: Option<Vec<String>>,
     sentinel: Option<(Vec<String>, String)>,
+    configure_keyspace_events: bool,
     #[cfg(feature = "testing")]
     pub(crate) before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -77,6 +79,7 @@ impl Default for RedisStoreBuilder {
             pool: None,
             cluster_nodes: None,
             sentinel: None,
+            configure_keyspace_events: false,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
         }
@@ -183,6 +186,16 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Lets the store's [change feed](flagstore::PersistentDataStore::changes) turn on the
+    /// keyspace notifications it needs (`CONFIG SET notify-keyspace-events`, adding `K`, `g`,
+    /// `$`, `h`, `x`, `e` to what is set), on every server it listens to. Off by default: the
+    /// feed then reports a missing setting as an error naming it, and retries. Where `CONFIG` is
+    /// forbidden (many managed services), set it in the service's parameters instead.
+    pub fn configure_keyspace_events(mut self, configure: bool) -> Self {
+        self.configure_keyspace_events = configure;
+        self
+    }
+
     /// Redis Cluster: these nodes (`host:port`, or `redis://…`/`rediss://…` URLs); the client
     /// discovers the rest. Also set by a `redis+cluster://h1:p1,h2:p2` (or `rediss+cluster://`)
     /// [`url`](Self::url).
@@ -242,7 +255,7 @@ impl RedisStoreBuilder {
         if let Some((topology, user)) = self.multi_host()? {
             return self.build_multi(prefix, &topology, user, connect_timeout);
         }
-        let (pool, target) = match &self.pool {
+        let (pool, target, feed) = match &self.pool {
             Some(pool) => {
                 refuse_ignored(
                     BACKEND,
@@ -257,14 +270,26 @@ impl RedisStoreBuilder {
                         ("tls_root_certificate_pem", self.tls_root_cert_pem.is_some()),
                     ],
                 )?;
-                (pool.clone(), "on a caller-supplied pool".to_owned())
+                // Its client is private to the pool, and a pooled connection cannot subscribe.
+                (pool.clone(), "on a caller-supplied pool".to_owned(), None)
             }
             None => {
                 let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
-                let pool = self.make_pool(url, connect_timeout)?;
-                (pool, format!("at {}", redact_url(url)))
+                let (pool, client) = self.make_pool(url, connect_timeout)?;
+                let db = client.get_connection_info().redis_settings().db();
+                (pool, format!("at {}", redact_url(url)), Some((client, db)))
             }
         };
+        let feed = feed.map(|(client, db)| {
+            Feed::new(
+                FeedSource::Single(client),
+                prefix.clone(),
+                db,
+                self.configure_keyspace_events,
+                connect_timeout,
+                self.request_timeout,
+            )
+        });
         Ok(RedisStore::new(
             Pools::Single(pool),
             prefix,
@@ -272,7 +297,8 @@ impl RedisStoreBuilder {
             self.request_timeout,
             #[cfg(feature = "testing")]
             self.before_upsert_write,
-        ))
+        )
+        .with_feed(feed))
     }
 
     /// The cluster or Sentinel topology this builder names, if any, with the credentials to use.
@@ -358,7 +384,19 @@ impl RedisStoreBuilder {
             request_timeout: self.request_timeout,
             root_cert_pem: self.tls_root_cert_pem.as_deref(),
         };
-        let pools = multi::pools(topology, &settings)?;
+        let (pools, source) = multi::pools(topology, &settings)?;
+        let db = match topology {
+            Topology::Sentinel { db, .. } => *db,
+            Topology::Cluster { .. } => 0,
+        };
+        let feed = Feed::new(
+            source,
+            prefix.clone(),
+            db,
+            self.configure_keyspace_events,
+            connect_timeout,
+            self.request_timeout,
+        );
         Ok(RedisStore::new(
             pools,
             prefix,
@@ -366,10 +404,12 @@ impl RedisStoreBuilder {
             self.request_timeout,
             #[cfg(feature = "testing")]
             self.before_upsert_write,
-        ))
+        )
+        .with_feed(Some(feed)))
     }
 
-    fn make_pool(&self, url: &str, connect_timeout: Duration) -> Result<Pool> {
+    /// The pool, and a client on the same server for the change feed.
+    fn make_pool(&self, url: &str, connect_timeout: Duration) -> Result<(Pool, Client)> {
         let shown = redact_url(url);
         let scheme = url.split("://").next().unwrap_or_default();
         if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
@@ -442,9 +482,10 @@ impl RedisStoreBuilder {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(self.request_timeout));
-        let manager = Manager::new_with_config(info, connection)
-            .map_err(|_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL")))?;
-        Pool::builder(manager)
+        let unusable = |_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL"));
+        let client = Client::open(info.clone()).map_err(unusable)?;
+        let manager = Manager::new_with_config(info, connection).map_err(unusable)?;
+        let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.request_timeout))
@@ -456,7 +497,8 @@ impl RedisStoreBuilder {
                     BACKEND,
                     format!("could not set up the connection pool: {e}"),
                 )
-            })
+            })?;
+        Ok((pool, client))
     }
 }
 

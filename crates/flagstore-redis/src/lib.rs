@@ -4,6 +4,7 @@
 
 mod builder;
 mod error;
+mod feed;
 mod multi;
 mod store;
 mod topology;

@@ -14,6 +14,7 @@ use flagstore::backend::redact_url;
 use flagstore::{Error, Result};
 
 use crate::error::BACKEND;
+use crate::feed::{FeedSource, NodeTemplate};
 use crate::topology::{ClusterManager, Pools, SentinelManager};
 
 /// Several servers to reach: the nodes of a cluster, or the Sentinels that name a primary.
@@ -165,8 +166,12 @@ fn built<M: managed::Manager>(manager: M, settings: &PoolSettings<'_>) -> Result
         })
 }
 
-/// The pool for `topology`. Nothing connects until the first operation.
-pub(crate) fn pools(topology: &Topology, settings: &PoolSettings<'_>) -> Result<Pools> {
+/// The pool for `topology`, and where its change feed listens. Nothing connects until the first
+/// operation.
+pub(crate) fn pools(
+    topology: &Topology,
+    settings: &PoolSettings<'_>,
+) -> Result<(Pools, FeedSource)> {
     match topology {
         Topology::Cluster { tls, nodes } => {
             let urls: Vec<String> = nodes.iter().map(|n| node_url(*tls, n)).collect();
@@ -200,7 +205,18 @@ pub(crate) fn pools(topology: &Topology, settings: &PoolSettings<'_>) -> Result<
                     "the cluster node addresses are not valid Redis URLs",
                 )
             })?;
-            Ok(Pools::Cluster(built(ClusterManager { client }, settings)?))
+            let pool = built(ClusterManager { client }, settings)?;
+            let nodes = NodeTemplate {
+                tls: *tls,
+                username: settings.user.username.clone(),
+                password: settings.user.password.clone(),
+                root_cert_pem: settings.root_cert_pem.map(<[u8]>::to_vec),
+            };
+            let feed = FeedSource::Cluster {
+                pool: pool.clone(),
+                nodes,
+            };
+            Ok((Pools::Cluster(pool), feed))
         }
         Topology::Sentinel {
             tls,
@@ -227,23 +243,26 @@ pub(crate) fn pools(topology: &Topology, settings: &PoolSettings<'_>) -> Result<
             if *tls {
                 primary = primary.set_tls_mode(TlsMode::Secure);
             }
-            let client = SentinelClient::build(
-                urls,
-                master.clone(),
-                Some(primary),
-                SentinelServerType::Master,
-            )
-            .map_err(|_| {
-                Error::config(BACKEND, "the Sentinel addresses are not valid Redis URLs")
-            })?;
+            let client = || {
+                SentinelClient::build(
+                    urls.clone(),
+                    master.clone(),
+                    Some(primary.clone()),
+                    SentinelServerType::Master,
+                )
+                .map_err(|_| {
+                    Error::config(BACKEND, "the Sentinel addresses are not valid Redis URLs")
+                })
+            };
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout))
                 .set_response_timeout(Some(settings.request_timeout));
             let manager = SentinelManager {
-                client: tokio::sync::Mutex::new(client),
+                client: tokio::sync::Mutex::new(client()?),
                 config,
             };
-            Ok(Pools::Sentinel(built(manager, settings)?))
+            let feed = FeedSource::Sentinel(tokio::sync::Mutex::new(client()?));
+            Ok((Pools::Sentinel(built(manager, settings)?), feed))
         }
     }
 }

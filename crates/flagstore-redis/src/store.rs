@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -12,11 +13,13 @@ use flagstore::backend::{
     UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
 };
 use flagstore::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
+    ChangeFeed, Collection, Error, Item, Kind, Operation, PersistentDataStore, Result,
+    StoredItems,
 };
 
 use crate::builder::RedisStoreBuilder;
 use crate::error::{BACKEND, from_pool, from_redis};
+use crate::feed::Feed;
 use crate::topology::{Conn, Pools};
 
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
@@ -57,6 +60,7 @@ pub struct RedisStore {
     target: String,
     request_timeout: Duration,
     skipped: AtomicU64,
+    feed: Option<Arc<Feed>>,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -80,9 +84,15 @@ impl RedisStore {
             target,
             request_timeout,
             skipped: AtomicU64::new(0),
+            feed: None,
             #[cfg(feature = "testing")]
             before_upsert_write,
         }
+    }
+
+    pub(crate) fn with_feed(mut self, feed: Option<Feed>) -> Self {
+        self.feed = feed.map(Arc::new);
+        self
     }
 
     /// The key prefix.
@@ -311,5 +321,15 @@ impl PersistentDataStore for RedisStore {
                 .map_err(self.redis_err(op))
         });
         ping.await.is_ok()
+    }
+
+    /// Keyspace notifications on the store's keys, from every server that holds them (the
+    /// primary the Sentinels name; every cluster primary). Each change to a kind's hash is a
+    /// [`Change::Kind`](flagstore::Change::Kind), each change to the marker a
+    /// [`Change::Everything`](flagstore::Change::Everything). The server must announce them:
+    /// see [`configure_keyspace_events`](crate::RedisStoreBuilder::configure_keyspace_events).
+    /// `None` for a store on a caller-supplied pool.
+    fn changes(&self) -> Option<ChangeFeed> {
+        self.feed.as_ref().map(Feed::start)
     }
 }

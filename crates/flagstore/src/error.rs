@@ -29,6 +29,8 @@ pub enum Operation {
     IsInitialized,
     /// The health round trip.
     IsAvailable,
+    /// Following the store's change feed.
+    Watch,
 }
 
 impl fmt::Display for Operation {
@@ -40,6 +42,7 @@ impl fmt::Display for Operation {
             Operation::Upsert => "upsert",
             Operation::IsInitialized => "is_initialized",
             Operation::IsAvailable => "is_available",
+            Operation::Watch => "watch",
         })
     }
 }

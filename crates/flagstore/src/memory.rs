@@ -312,7 +312,7 @@ impl PersistentDataStore for MemoryStore {
         let offline = self.db.lock().offline;
         Some(ChangeFeed::new(move |tx| async move {
             let first = if offline {
-                FeedEvent::Lost(offline_error(Operation::Get))
+                FeedEvent::Lost(offline_error(Operation::Watch))
             } else {
                 FeedEvent::Connected
             };
@@ -326,7 +326,7 @@ impl PersistentDataStore for MemoryStore {
                     }
                     Ok(DbEvent::Changed { .. }) => continue,
                     Ok(DbEvent::Available(true)) => FeedEvent::Connected,
-                    Ok(DbEvent::Available(false)) => FeedEvent::Lost(offline_error(Operation::Get)),
+                    Ok(DbEvent::Available(false)) => FeedEvent::Lost(offline_error(Operation::Watch)),
                     // Missed events: anything may have changed.
                     Err(broadcast::error::RecvError::Lagged(_)) => FeedEvent::Changed(Change::Everything),
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -85,7 +85,7 @@ impl Inner {
             if let Some(inner) = inner.upgrade() {
                 inner.on_feed_event(FeedEvent::Lost(Error::database(
                     BACKEND,
-                    crate::Operation::Get,
+                    crate::Operation::Watch,
                     "the change feed ended",
                 )));
             }

@@ -1,0 +1,410 @@
+//! The change feed: Redis keyspace notifications on the store's keys.
+//!
+//! Redis announces every command that touches a key on `__keyspace@{db}__:{key}` when the
+//! server's `notify-keyspace-events` asks for it. A hash is one key, so the feed sees "some flag
+//! changed" ([`Change::Kind`]), not which one; the marker `{prefix}:$inited` changing means an
+//! `init` ([`Change::Everything`]). It sees every writer: other SDKs, the Relay Proxy, `flagstore
+//! load`, `redis-cli`. `FLUSHDB` and `FLUSHALL` are not announced by Redis; a server restart is
+//! (the feed's connection drops).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool::managed;
+use deadpool_redis::redis::sentinel::SentinelClient;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, Client, Msg, Value};
+use flagstore::backend::Reconnect;
+use flagstore::{Change, ChangeFeed, Error, FeedEvent, FeedSender, Kind, Operation, Result};
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+
+use crate::error::{BACKEND, from_pool, from_redis};
+use crate::topology::{ClusterManager, Conn};
+
+/// The event classes the feed needs besides `K` (keyspace): generic (`DEL`, `RENAME`,
+/// `EXPIRE`), string (`SET` of the marker), hash, expired and evicted. `A` stands for all classes.
+const NEEDED_CLASSES: &str = "g$hxe";
+
+/// How often the feed checks that its connections still answer. A dead server closes them at
+/// once; this catches a silent network partition.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// The server(s) whose notifications the feed follows.
+pub(crate) enum FeedSource {
+    /// One server.
+    Single(Client),
+    /// Whichever server the Sentinels name as primary at each (re)connection.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// Every primary of the cluster, as the cluster reports them at each (re)connection.
+    Cluster {
+        pool: managed::Pool<ClusterManager>,
+        nodes: NodeTemplate,
+    },
+}
+
+/// How to reach a cluster node discovered at run time: the same TLS and credentials as the
+/// configured ones.
+pub(crate) struct NodeTemplate {
+    pub(crate) tls: bool,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) root_cert_pem: Option<Vec<u8>>,
+}
+
+impl NodeTemplate {
+    fn client(&self, host: &str, port: u16) -> Result<Client> {
+        use redis::IntoConnectionInfo;
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let url = format!("{scheme}://{host}:{port}");
+        let unusable = |_| {
+            Error::database(
+                BACKEND,
+                Operation::Watch,
+                format!("the cluster reported a node address that is not usable: {url}"),
+            )
+        };
+        let mut info = url.as_str().into_connection_info().map_err(unusable)?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        info = info.set_redis_settings(settings);
+        match &self.root_cert_pem {
+            Some(pem) => {
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                Client::build_with_tls(info, certs).map_err(unusable)
+            }
+            None => Client::open(info).map_err(unusable),
+        }
+    }
+}
+
+/// Everything a running feed needs; shared by every feed the store opens.
+pub(crate) struct Feed {
+    pub(crate) source: FeedSource,
+    pub(crate) prefix: String,
+    pub(crate) db: i64,
+    pub(crate) configure_events: bool,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    /// Whether the "cannot check notify-keyspace-events" warning was logged already.
+    unchecked_reported: AtomicBool,
+}
+
+impl Feed {
+    pub(crate) fn new(
+        source: FeedSource,
+        prefix: String,
+        db: i64,
+        configure_events: bool,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Feed {
+        Feed {
+            source,
+            prefix,
+            db,
+            configure_events,
+            connect_timeout,
+            request_timeout,
+            unchecked_reported: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn start(self: &Arc<Self>) -> ChangeFeed {
+        let feed = Arc::clone(self);
+        ChangeFeed::new(move |tx| async move { feed.run(tx).await })
+    }
+
+    async fn run(&self, tx: FeedSender) {
+        let mut backoff = Reconnect::new();
+        loop {
+            let lost = tokio::select! {
+                lost = self.follow(&tx, &mut backoff) => lost,
+                () = tx.closed() => return,
+            };
+            let Some(err) = lost else { return };
+            if !tx.send(FeedEvent::Lost(err)).await {
+                return;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Connects, subscribes, and forwards notifications until a connection fails (the error) or
+    /// the reader is gone (`None`).
+    async fn follow(&self, tx: &FeedSender, backoff: &mut Reconnect) -> Option<Error> {
+        let clients = match self.nodes().await {
+            Ok(clients) => clients,
+            Err(err) => return Some(err),
+        };
+        let pattern = format!("__keyspace@{}__:{}:*", self.db, glob_escape(&self.prefix));
+        let mut sinks = Vec::with_capacity(clients.len());
+        let mut streams: Vec<BoxStream<'static, Option<Msg>>> = Vec::with_capacity(clients.len());
+        for client in &clients {
+            if let Err(err) = self.check_events(client).await {
+                return Some(err);
+            }
+            let subscribed = self
+                .bounded(self.connect_timeout + self.request_timeout, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.psubscribe(&pattern).await?;
+                    Ok(pubsub.split())
+                })
+                .await;
+            let (sink, messages) = match subscribed {
+                Ok(halves) => halves,
+                Err(err) => return Some(err),
+            };
+            sinks.push(sink);
+            // A closed connection ends its stream: `None` marks that.
+            streams.push(messages.map(Some).chain(stream::once(async { None })).boxed());
+        }
+        if !tx.send(FeedEvent::Connected).await {
+            return None;
+        }
+        backoff.reset();
+        let mut messages = stream::select_all(streams);
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = messages.next() => {
+                    let Some(Some(message)) = message else {
+                        return Some(Error::database(
+                            BACKEND,
+                            Operation::Watch,
+                            "the connection carrying keyspace notifications closed",
+                        ));
+                    };
+                    if let Some(change) = self.change(&message)
+                        && !tx.send(FeedEvent::Changed(change)).await
+                    {
+                        return None;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    for sink in &mut sinks {
+                        let pong = self.bounded(self.request_timeout, async {
+                            sink.ping::<Value>().await
+                        });
+                        if let Err(err) = pong.await {
+                            return Some(err);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The servers to subscribe on.
+    async fn nodes(&self) -> Result<Vec<Client>> {
+        match &self.source {
+            FeedSource::Single(client) => Ok(vec![client.clone()]),
+            FeedSource::Sentinel(sentinel) => {
+                let client = self
+                    .bounded(self.connect_timeout + self.request_timeout, async {
+                        sentinel.lock().await.async_get_client().await
+                    })
+                    .await?;
+                Ok(vec![client])
+            }
+            FeedSource::Cluster { pool, nodes } => {
+                let budget = self.connect_timeout + self.request_timeout;
+                let mut conn = tokio::time::timeout(budget, pool.get())
+                    .await
+                    .map_err(|_| Error::timeout(BACKEND, Operation::Watch, budget))?
+                    .map(Conn::Cluster)
+                    .map_err(|e| from_pool(Operation::Watch, budget, e))?;
+                let slots: Value = self
+                    .bounded(self.request_timeout, async {
+                        redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await
+                    })
+                    .await?;
+                primaries(&slots)
+                    .iter()
+                    .map(|(host, port)| nodes.client(host, *port))
+                    .collect()
+            }
+        }
+    }
+
+    /// Makes sure the server announces what the feed needs, setting it if allowed to.
+    async fn check_events(&self, client: &Client) -> Result<()> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.request_timeout));
+        let mut conn = self
+            .bounded(self.connect_timeout + self.request_timeout, async {
+                client.get_multiplexed_async_connection_with_config(&config).await
+            })
+            .await?;
+        let current: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(&mut conn)
+            .await;
+        let current = match current {
+            Ok(pair) => pair.get(1).cloned().unwrap_or_default(),
+            Err(err) => {
+                // Managed services often rename or forbid CONFIG; the setting may still be right.
+                if !self.unchecked_reported.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        error = %err,
+                        "cannot read the server's notify-keyspace-events; the change feed assumes it includes K{NEEDED_CLASSES}"
+                    );
+                }
+                return Ok(());
+            }
+        };
+        let missing = missing_events(&current);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !self.configure_events {
+            return Err(Error::config(
+                BACKEND,
+                format!(
+                    "the server's notify-keyspace-events is {current:?} and lacks {missing:?}, so the change feed would miss changes: set it to include K{NEEDED_CLASSES} (CONFIG SET notify-keyspace-events K{NEEDED_CLASSES}, or in redis.conf), or let the store set it with configure_keyspace_events(true)"
+                ),
+            ));
+        }
+        let wanted = format!("{current}{missing}");
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg(&wanted)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|err| {
+                Error::config(
+                    BACKEND,
+                    format!(
+                        "could not set notify-keyspace-events to {wanted:?} ({err}); set it on the server"
+                    ),
+                )
+            })?;
+        tracing::info!(setting = %wanted, "set the server's notify-keyspace-events for the change feed");
+        Ok(())
+    }
+
+    /// What a notification means for this store, if anything.
+    fn change(&self, message: &Msg) -> Option<Change> {
+        let channel = message.get_channel_name();
+        let key = channel
+            .strip_prefix(&format!("__keyspace@{}__:", self.db))?
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?;
+        change_for_key(key)
+    }
+
+    async fn bounded<T>(
+        &self,
+        budget: Duration,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(budget, call).await {
+            Ok(result) => result.map_err(|e| from_redis(Operation::Watch, budget, e)),
+            Err(_) => Err(Error::timeout(BACKEND, Operation::Watch, budget)),
+        }
+    }
+}
+
+/// The change a write to `{prefix}:{key}` is. Keys that hold no kind (Big Segments data,
+/// anything with a `:` in it) are not this store's data.
+fn change_for_key(key: &str) -> Option<Change> {
+    match key {
+        "$inited" => Some(Change::Everything),
+        "big_segments_synchronized_on" => None,
+        kind if kind.contains(':') || kind.is_empty() => None,
+        "features" => Some(Change::Kind(Kind::FEATURES)),
+        "segments" => Some(Change::Kind(Kind::SEGMENTS)),
+        kind => Some(Change::Kind(Kind::new(kind.to_owned()))),
+    }
+}
+
+/// The event letters `current` lacks: `K`, then the classes not covered (`A` covers all).
+fn missing_events(current: &str) -> String {
+    let mut missing = String::new();
+    if !current.contains('K') {
+        missing.push('K');
+    }
+    if !current.contains('A') {
+        missing.extend(NEEDED_CLASSES.chars().filter(|c| !current.contains(*c)));
+    }
+    missing
+}
+
+/// `text` as a literal in a Redis glob pattern.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The primaries in a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id], replica...], ...]`.
+fn primaries(slots: &Value) -> Vec<(String, u16)> {
+    let Value::Array(ranges) = slots else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, u16)> = ranges
+        .iter()
+        .filter_map(|range| match range {
+            Value::Array(fields) => match fields.get(2) {
+                Some(Value::Array(node)) => match (node.first(), node.get(1)) {
+                    (Some(Value::BulkString(host)), Some(Value::Int(port))) => Some((
+                        String::from_utf8_lossy(host).into_owned(),
+                        u16::try_from(*port).ok()?,
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_changes() {
+        assert_eq!(change_for_key("$inited"), Some(Change::Everything));
+        assert_eq!(
+            change_for_key("features"),
+            Some(Change::Kind(Kind::FEATURES))
+        );
+        assert_eq!(change_for_key("big_segment_include:abc"), None);
+        assert_eq!(change_for_key("big_segments_synchronized_on"), None);
+    }
+
+    #[test]
+    fn missing_event_letters() {
+        assert_eq!(missing_events(""), "Kg$hxe");
+        assert_eq!(missing_events("KA"), "");
+        assert_eq!(missing_events("Kh"), "g$xe");
+        assert_eq!(missing_events("AKE"), "");
+    }
+
+    #[test]
+    fn prefixes_are_literal_in_patterns() {
+        assert_eq!(glob_escape("{ld}*x?[a]\\"), "{ld}\\*x\\?\\[a\\]\\\\");
+    }
+}
