@@ -2,6 +2,8 @@
 cross-SDK tests in ../tests/cross_sdk.rs.
 
     ld_compat.py write BACKEND_JSON FIXTURE   init the store from FIXTURE, then apply the mutations
+    ld_compat.py upsert BACKEND_JSON KIND ITEM_JSON
+                                              upsert one item through the SDK's store
     ld_compat.py eval  BACKEND_JSON CONTEXTS FIXTURE
                                               print daemon-mode evaluations of FIXTURE's flags as JSON
 
@@ -61,6 +63,11 @@ def write(spec, fixture_path):
     store.delete(FEATURES, DELETE_FLAG, DELETE_VERSION)
 
 
+def upsert(spec, kind, item_json):
+    kinds = {"features": FEATURES, "segments": SEGMENTS}
+    store_for(spec).upsert(kinds[kind], json.loads(item_json))
+
+
 def evaluate(spec, contexts_path, fixture_path):
     with open(contexts_path, encoding="utf-8") as f:
         contexts = json.load(f)
@@ -91,6 +98,8 @@ def main():
     command, spec = sys.argv[1], json.loads(sys.argv[2])
     if command == "write":
         write(spec, sys.argv[3])
+    elif command == "upsert":
+        upsert(spec, sys.argv[3], sys.argv[4])
     elif command == "eval":
         evaluate(spec, sys.argv[3], sys.argv[4])
     else:

@@ -1,0 +1,228 @@
+//! Live daemon mode on real servers: a reader caching for ten minutes sees every change, by any
+//! writer (the LaunchDarkly Python SDK's own stores included), within a second; it falls back to
+//! the normal cache time while its change feed is down, and keeps the last known good data when
+//! the database is wiped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flagstore::testing::unique_run_id;
+use flagstore::{
+    CachingStore, Collection, DynStore, Item, Kind, PersistentDataStore, StoreStatus,
+};
+use flagstore_consul::ConsulStore;
+use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::python::ld_compat;
+use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
+use flagstore_redis::RedisStore;
+use serde_json::json;
+
+const F: Kind = Kind::FEATURES;
+/// The bound: a change is seen within this long.
+const PROPAGATION: Duration = Duration::from_secs(1);
+const LIVE_TTL: Duration = Duration::from_secs(600);
+
+fn flag(key: &str, version: u64) -> Item {
+    Item::from_json(key, json!({"key": key, "version": version, "on": true}).to_string()).unwrap()
+}
+
+fn live_reader(store: DynStore, ttl: Duration) -> CachingStore {
+    CachingStore::builder_for(store)
+        .cache_time(ttl)
+        .invalidate_on_changes()
+        .live_cache_time(LIVE_TTL)
+        .build()
+        .unwrap()
+}
+
+async fn wait_status(store: &CachingStore, what: &str, test: impl Fn(&StoreStatus) -> bool) {
+    let mut status = store.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), status.wait_for(test))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: status stayed {:?}", store.status()))
+        .unwrap();
+}
+
+/// How long `reader` took to show `key` at `version`, failing after `bound`.
+async fn seen_within(reader: &CachingStore, key: &str, version: u64, bound: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = reader.get(&F, key).await.ok().flatten().map(|i| i.version());
+        if got == Some(version) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{key} still at {got:?}, not {version}, after {bound:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+fn redis_store(url: &str, prefix: &str) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::builder()
+            .url(url)
+            .prefix(prefix)
+            .configure_keyspace_events(true)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Seeds `writer`, makes a live reader on `reader`, and checks it caches: a second read makes
+/// no database read (a change would be needed for one).
+async fn seeded_reader(writer: &dyn PersistentDataStore, reader: DynStore) -> CachingStore {
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 1)])])
+        .await
+        .unwrap();
+    let reader = live_reader(reader, Duration::from_secs(15));
+    wait_status(&reader, "feed connects", |s| s.live).await;
+    assert_eq!(reader.get(&F, "f").await.unwrap().unwrap().version(), 1);
+    reader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_live_reader_sees_a_python_sdk_write_within_a_second() {
+    let redis = Redis::start();
+    let prefix = format!("live_{}", unique_run_id());
+    let store = redis_store(redis.url(), &prefix);
+    let reader = seeded_reader(&*store, store.clone()).await;
+
+    let spec = json!({"backend": "redis", "url": redis.url(), "prefix": prefix}).to_string();
+    let item = json!({"key": "f", "version": 2, "on": false}).to_string();
+    tokio::task::spawn_blocking(move || ld_compat(&["upsert", &spec, "features", &item]))
+        .await
+        .unwrap();
+    let took = seen_within(&reader, "f", 2, PROPAGATION).await;
+    eprintln!("redis: seen {took:?} after the Python SDK's write returned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_live_reader_sees_a_python_sdk_write_within_a_second() {
+    let consul = Consul::start();
+    let prefix = format!("live_{}", unique_run_id());
+    let store: Arc<ConsulStore> = Arc::new(
+        ConsulStore::builder()
+            .url(consul.address())
+            .prefix(&prefix)
+            .build()
+            .unwrap(),
+    );
+    let reader = seeded_reader(&*store, store.clone()).await;
+
+    let rest = consul.address().split("://").nth(1).unwrap().trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').unwrap();
+    let spec = json!({"backend": "consul", "host": host, "port": port.parse::<u16>().unwrap(), "prefix": prefix})
+        .to_string();
+    let item = json!({"key": "f", "version": 2, "on": false}).to_string();
+    tokio::task::spawn_blocking(move || ld_compat(&["upsert", &spec, "features", &item]))
+        .await
+        .unwrap();
+    let took = seen_within(&reader, "f", 2, PROPAGATION).await;
+    eprintln!("consul: seen {took:?} after the Python SDK's write returned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_and_sentinel_live_readers_see_writes_within_a_second() {
+    let cluster = RedisCluster::start();
+    let prefix = format!("{{live_{}}}", unique_run_id());
+    let writer = redis_store(&cluster.url(), &prefix);
+    let reader = seeded_reader(&*writer, redis_store(&cluster.url(), &prefix)).await;
+    writer.upsert(&F, flag("f", 2)).await.unwrap();
+    seen_within(&reader, "f", 2, PROPAGATION).await;
+
+    let sentinel = RedisSentinel::start();
+    let prefix = format!("live_{}", unique_run_id());
+    let writer = redis_store(&sentinel.url(), &prefix);
+    let reader = seeded_reader(&*writer, redis_store(&sentinel.url(), &prefix)).await;
+    writer.upsert(&F, flag("f", 2)).await.unwrap();
+    seen_within(&reader, "f", 2, PROPAGATION).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_outage_falls_back_to_the_ttl_and_recovers() {
+    let mut redis = Redis::start_local(&[]);
+    let prefix = format!("live_{}", unique_run_id());
+    let writer = redis_store(redis.url(), &prefix);
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 1)])])
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(1);
+    let reader = live_reader(redis_store(redis.url(), &prefix), ttl);
+    wait_status(&reader, "feed connects", |s| s.live).await;
+    let read_at = Instant::now();
+    reader.get(&F, "f").await.unwrap();
+
+    redis.stop();
+    wait_status(&reader, "feed down", |s| !s.live).await;
+    // The entry is older than the normal TTL now that nothing vouches for it: not served.
+    tokio::time::sleep(ttl.saturating_sub(read_at.elapsed())).await;
+    assert!(reader.get(&F, "f").await.is_err(), "served past the TTL");
+
+    // Back, empty (no persistence), and written again at once: the reader reconnects, re-reads
+    // and follows changes as before.
+    redis.restart_empty();
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 5)])])
+        .await
+        .unwrap();
+    wait_status(&reader, "feed back", |s| s.live && s.available).await;
+    seen_within(&reader, "f", 5, PROPAGATION).await;
+    writer.upsert(&F, flag("f", 6)).await.unwrap();
+    seen_within(&reader, "f", 6, PROPAGATION).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_redis_keeps_serving_the_last_known_good_flags() {
+    let mut redis = Redis::start_local(&[]);
+    let prefix = format!("live_{}", unique_run_id());
+    let writer = redis_store(redis.url(), &prefix);
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 1), flag("g", 1)])])
+        .await
+        .unwrap();
+    let reader = CachingStore::builder_for(redis_store(redis.url(), &prefix))
+        .cache_time(Duration::from_secs(15))
+        .invalidate_on_changes()
+        .keep_last_known_good()
+        .build()
+        .unwrap();
+    wait_status(&reader, "feed connects", |s| s.live).await;
+    assert_eq!(reader.get_all(&F).await.unwrap().len(), 2);
+    reader.get(&F, "f").await.unwrap();
+
+    // The Relay Proxy's old complaint: Redis restarts without persistence.
+    redis.restart_empty();
+    wait_status(&reader, "feed back", |s| s.live && s.available).await;
+    assert_eq!(reader.get(&F, "f").await.unwrap().unwrap().version(), 1);
+    assert_eq!(reader.get_all(&F).await.unwrap().len(), 2);
+    assert!(reader.status().last_known_good);
+
+    // Re-fed: the new data shows, and the degraded state ends.
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 7)])])
+        .await
+        .unwrap();
+    seen_within(&reader, "f", 7, PROPAGATION).await;
+    assert!(!reader.status().last_known_good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_keyspace_events_is_reported_by_name() {
+    let redis = Redis::start_local(&[]);
+    let store = RedisStore::builder().url(redis.url()).build().unwrap();
+    let mut feed = store.changes().unwrap();
+    match feed.next().await {
+        Some(flagstore::FeedEvent::Lost(err)) => {
+            let message = err.to_string();
+            assert!(message.contains("notify-keyspace-events"), "{message}");
+            assert!(message.contains("configure_keyspace_events"), "{message}");
+        }
+        other => panic!("expected the missing setting, got {other:?}"),
+    }
+}
