@@ -27,15 +27,13 @@ pub(crate) async fn run(store: DynStore, json: bool) -> Result<(), CliError> {
     // The first reads are the baseline: nothing has changed yet.
     let mut primed = false;
     while let Some(event) = feed.next().await {
+        let connected = matches!(event, FeedEvent::Connected);
         let covered: Vec<Kind> = match event {
             FeedEvent::Lost(err) => {
                 eprintln!("change feed down, reconnecting: {}", CliError::from(err));
                 continue;
             }
-            FeedEvent::Connected => {
-                eprintln!("watching {store}");
-                kinds.iter().cloned().collect()
-            }
+            FeedEvent::Connected => kinds.iter().cloned().collect(),
             FeedEvent::Changed(Change::Item { kind, .. } | Change::Kind(kind)) => {
                 kinds.insert(kind.clone());
                 vec![kind]
@@ -57,6 +55,10 @@ pub(crate) async fn run(store: DynStore, json: bool) -> Result<(), CliError> {
             }
         }
         primed = true;
+        if connected {
+            // After the reads: every change from here on is printed.
+            eprintln!("watching {store}");
+        }
     }
     Err(CliError::new("the change feed ended"))
 }

@@ -701,3 +701,101 @@ fn cluster_and_sentinel_urls_work_everywhere_a_store_url_is_taken() {
     );
     assert!(!err.contains("Sup3rSecret"), "{err}");
 }
+
+/// A running `flagstore watch --json`, its stdout lines arriving on a channel. Killed on drop.
+struct Watcher {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(store: &str) -> Watcher {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flagstore"))
+            .args(["--store", store, "watch", "--json"])
+            .env_remove("FLAGSTORE_URL")
+            .env_remove("REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        // Ready once it says so on stderr: the feed is connected and the baseline read.
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut first = String::new();
+        stderr.read_line(&mut first).unwrap();
+        assert!(first.starts_with("watching "), "watch said: {first}");
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Watcher { child, lines }
+    }
+
+    fn next(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a change line within 10 s");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_each_change_by_any_writer() {
+    use flagstore::{Collection, Item, Kind, PersistentDataStore};
+    let redis = Redis::start();
+    let prefix = format!("watch{}", unique_run_id());
+    let writer = flagstore_redis::RedisStore::builder()
+        .url(redis.url())
+        .prefix(&prefix)
+        .configure_keyspace_events(true)
+        .build()
+        .unwrap();
+    let flag = |key: &str, version: u64| {
+        Item::from_json(key, json!({"key": key, "version": version}).to_string()).unwrap()
+    };
+    writer
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 1), flag("g", 1)])])
+        .await
+        .unwrap();
+    // The server must announce keyspace events; the writer's feed turns them on.
+    let mut feed = writer.changes().unwrap();
+    assert!(matches!(feed.next().await, Some(flagstore::FeedEvent::Connected)));
+
+    let watcher = Watcher::start(&format!("{}?prefix={prefix}", redis.url()));
+    writer.upsert(&Kind::FEATURES, flag("f", 2)).await.unwrap();
+    assert_eq!(watcher.next(), json!({"kind": "features", "key": "f", "version": 2}));
+    writer
+        .upsert(&Kind::FEATURES, Item::tombstone("g", 2))
+        .await
+        .unwrap();
+    assert_eq!(watcher.next(), json!({"kind": "features", "key": "g", "version": 2}));
+    // A re-init that drops g: f changed, g vanished (no version to show).
+    writer
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 3)])])
+        .await
+        .unwrap();
+    assert_eq!(watcher.next(), json!({"kind": "features", "key": "f", "version": 3}));
+    assert_eq!(watcher.next(), json!({"kind": "features", "key": "g", "version": null}));
+}
+
+#[test]
+fn watch_refuses_a_store_without_a_change_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_url(dir.path());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    let message = failure(&flagstore(&store, &["watch"]));
+    assert!(message.contains("has no change feed"), "{message}");
+}
