@@ -33,3 +33,27 @@ pub fn maybe_cached(
         std::sync::Arc::new(store)
     }
 }
+
+/// A live daemon-mode cache over `store`, as the adapter README recommends: entries kept for
+/// ten minutes, dropped on any change the store's feed reports, `ttl` while the feed is down.
+/// Waits (up to 30 s) for the feed to connect; must run inside a Tokio runtime.
+pub async fn live_cache(
+    store: flagstore::DynStore,
+    ttl: std::time::Duration,
+) -> flagstore::CachingStore {
+    let live = flagstore::CachingStore::builder_for(store)
+        .cache_time(ttl)
+        .invalidate_on_changes()
+        .live_cache_time(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let mut status = live.subscribe();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        status.wait_for(|s| s.live),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the change feed of {live} did not connect within 30 s"))
+    .unwrap();
+    live
+}

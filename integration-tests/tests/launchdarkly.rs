@@ -541,3 +541,54 @@ async fn during_an_outage_daemon_mode_evaluates_flags_as_not_found() {
     bare.close();
     shielded.close();
 }
+
+/// The live daemon-mode setup the adapter README recommends: the SDK's cache off, flagstore's
+/// live cache (ten minutes, dropped on any change) underneath. Another writer's change is
+/// evaluated within a second, with no database read per evaluation in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_daemon_mode_evaluates_another_writers_change_within_a_second() {
+    let redis = Redis::start();
+    let prefix = format!("livedaemon{}", unique_run_id());
+    let store = || -> RedisStore {
+        RedisStore::builder()
+            .url(redis.url())
+            .prefix(&prefix)
+            .configure_keyspace_events(true)
+            .build()
+            .unwrap()
+    };
+    let writer: DynStore = Arc::new(store());
+    flagstore_write(&writer).await;
+    let live =
+        flagstore_integration_tests::live_cache(Arc::new(store()), Duration::from_secs(15)).await;
+    let reader = daemon_reader(Arc::new(live), None);
+    let alice = json!({"kind": "user", "key": "alice"});
+    let before = evaluate(&reader, "checkout-v2", &alice);
+    assert_eq!(before["reason"]["kind"], json!("FALLTHROUGH"), "{before}");
+
+    // Another process turns the flag off.
+    let current = writer
+        .get(&Kind::FEATURES, "checkout-v2")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut changed: Value = serde_json::from_str(current.json()).unwrap();
+    changed["on"] = json!(false);
+    changed["version"] = json!(current.version() + 1);
+    let changed = Item::from_json("checkout-v2", changed.to_string()).unwrap();
+    writer.upsert(&Kind::FEATURES, changed).await.unwrap();
+
+    let started = Instant::now();
+    loop {
+        let now = evaluate(&reader, "checkout-v2", &alice);
+        if now["reason"]["kind"] == json!("OFF") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still {now} a second after the change"
+        );
+        tokio::task::yield_now().await;
+    }
+    reader.close();
+}

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flagstore::testing::unique_run_id;
-use flagstore::{
-    CachingStore, Collection, DynStore, Item, Kind, PersistentDataStore, StoreStatus,
-};
+use flagstore::{CachingStore, Collection, DynStore, Item, Kind, PersistentDataStore, StoreStatus};
 use flagstore_consul::ConsulStore;
 use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::live_cache;
 use flagstore_integration_tests::python::ld_compat;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
 use flagstore_redis::RedisStore;
@@ -22,19 +21,13 @@ use serde_json::json;
 const F: Kind = Kind::FEATURES;
 /// The bound: a change is seen within this long.
 const PROPAGATION: Duration = Duration::from_secs(1);
-const LIVE_TTL: Duration = Duration::from_secs(600);
 
 fn flag(key: &str, version: u64) -> Item {
-    Item::from_json(key, json!({"key": key, "version": version, "on": true}).to_string()).unwrap()
-}
-
-fn live_reader(store: DynStore, ttl: Duration) -> CachingStore {
-    CachingStore::builder_for(store)
-        .cache_time(ttl)
-        .invalidate_on_changes()
-        .live_cache_time(LIVE_TTL)
-        .build()
-        .unwrap()
+    Item::from_json(
+        key,
+        json!({"key": key, "version": version, "on": true}).to_string(),
+    )
+    .unwrap()
 }
 
 async fn wait_status(store: &CachingStore, what: &str, test: impl Fn(&StoreStatus) -> bool) {
@@ -49,7 +42,12 @@ async fn wait_status(store: &CachingStore, what: &str, test: impl Fn(&StoreStatu
 async fn seen_within(reader: &CachingStore, key: &str, version: u64, bound: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let got = reader.get(&F, key).await.ok().flatten().map(|i| i.version());
+        let got = reader
+            .get(&F, key)
+            .await
+            .ok()
+            .flatten()
+            .map(|i| i.version());
         if got == Some(version) {
             return started.elapsed();
         }
@@ -79,8 +77,7 @@ async fn seeded_reader(writer: &dyn PersistentDataStore, reader: DynStore) -> Ca
         .init(&[Collection::new(F, vec![flag("f", 1)])])
         .await
         .unwrap();
-    let reader = live_reader(reader, Duration::from_secs(15));
-    wait_status(&reader, "feed connects", |s| s.live).await;
+    let reader = live_cache(reader, Duration::from_secs(15)).await;
     assert_eq!(reader.get(&F, "f").await.unwrap().unwrap().version(), 1);
     reader
 }
@@ -114,7 +111,12 @@ async fn consul_live_reader_sees_a_python_sdk_write_within_a_second() {
     );
     let reader = seeded_reader(&*store, store.clone()).await;
 
-    let rest = consul.address().split("://").nth(1).unwrap().trim_end_matches('/');
+    let rest = consul
+        .address()
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/');
     let (host, port) = rest.rsplit_once(':').unwrap();
     let spec = json!({"backend": "consul", "host": host, "port": port.parse::<u16>().unwrap(), "prefix": prefix})
         .to_string();
@@ -153,8 +155,7 @@ async fn a_feed_outage_falls_back_to_the_ttl_and_recovers() {
         .await
         .unwrap();
     let ttl = Duration::from_secs(1);
-    let reader = live_reader(redis_store(redis.url(), &prefix), ttl);
-    wait_status(&reader, "feed connects", |s| s.live).await;
+    let reader = live_cache(redis_store(redis.url(), &prefix), ttl).await;
     let read_at = Instant::now();
     reader.get(&F, "f").await.unwrap();
 

@@ -78,10 +78,12 @@ async fn read(store: &DynStore, kind: &Kind) -> Result<Seen, CliError> {
 
 /// Prints the items of `kind` whose version differs between `seen` and `now`, and remembers `now`.
 fn report(seen: &mut Seen, kind: &Kind, now: Seen, json: bool) {
-    let before: Seen = seen
-        .extract_if(.., |(k, _), _| k == kind)
+    let before: Seen = seen.extract_if(.., |(k, _), _| k == kind).collect();
+    let keys: BTreeSet<&String> = before
+        .keys()
+        .chain(now.keys())
+        .map(|(_, key)| key)
         .collect();
-    let keys: BTreeSet<&String> = before.keys().chain(now.keys()).map(|(_, key)| key).collect();
     for key in keys {
         let id = (kind.clone(), key.clone());
         let (old, new) = (before.get(&id), now.get(&id));
@@ -90,7 +92,10 @@ fn report(seen: &mut Seen, kind: &Kind, now: Seen, json: bool) {
         }
         let version = new.copied().flatten();
         if json {
-            println!("{}", json!({"kind": kind.name(), "key": key, "version": version}));
+            println!(
+                "{}",
+                json!({"kind": kind.name(), "key": key, "version": version})
+            );
         } else {
             match new {
                 Some(Some(version)) => println!("{kind}/{key}  version {version}"),

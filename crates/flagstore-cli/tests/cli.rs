@@ -767,28 +767,46 @@ async fn watch_prints_each_change_by_any_writer() {
         Item::from_json(key, json!({"key": key, "version": version}).to_string()).unwrap()
     };
     writer
-        .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 1), flag("g", 1)])])
+        .init(&[Collection::new(
+            Kind::FEATURES,
+            vec![flag("f", 1), flag("g", 1)],
+        )])
         .await
         .unwrap();
     // The server must announce keyspace events; the writer's feed turns them on.
     let mut feed = writer.changes().unwrap();
-    assert!(matches!(feed.next().await, Some(flagstore::FeedEvent::Connected)));
+    assert!(matches!(
+        feed.next().await,
+        Some(flagstore::FeedEvent::Connected)
+    ));
 
     let watcher = Watcher::start(&format!("{}?prefix={prefix}", redis.url()));
     writer.upsert(&Kind::FEATURES, flag("f", 2)).await.unwrap();
-    assert_eq!(watcher.next(), json!({"kind": "features", "key": "f", "version": 2}));
+    assert_eq!(
+        watcher.next(),
+        json!({"kind": "features", "key": "f", "version": 2})
+    );
     writer
         .upsert(&Kind::FEATURES, Item::tombstone("g", 2))
         .await
         .unwrap();
-    assert_eq!(watcher.next(), json!({"kind": "features", "key": "g", "version": 2}));
+    assert_eq!(
+        watcher.next(),
+        json!({"kind": "features", "key": "g", "version": 2})
+    );
     // A re-init that drops g: f changed, g vanished (no version to show).
     writer
         .init(&[Collection::new(Kind::FEATURES, vec![flag("f", 3)])])
         .await
         .unwrap();
-    assert_eq!(watcher.next(), json!({"kind": "features", "key": "f", "version": 3}));
-    assert_eq!(watcher.next(), json!({"kind": "features", "key": "g", "version": null}));
+    assert_eq!(
+        watcher.next(),
+        json!({"kind": "features", "key": "f", "version": 3})
+    );
+    assert_eq!(
+        watcher.next(),
+        json!({"kind": "features", "key": "g", "version": null})
+    );
 }
 
 #[test]

@@ -151,7 +151,12 @@ impl Http {
 
     /// A blocking query on the keys under `prefix`: answers once their index passes `index`,
     /// or after about `wait` with the same index. The index Consul answered.
-    pub(crate) async fn wait_for_keys(&self, prefix: &str, index: u64, wait: Duration) -> Result<u64> {
+    pub(crate) async fn wait_for_keys(
+        &self,
+        prefix: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<u64> {
         let op = Operation::Watch;
         let query = [
             ("keys", "true".to_owned()),

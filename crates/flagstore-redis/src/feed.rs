@@ -165,7 +165,12 @@ impl Feed {
             };
             sinks.push(sink);
             // A closed connection ends its stream: `None` marks that.
-            streams.push(messages.map(Some).chain(stream::once(async { None })).boxed());
+            streams.push(
+                messages
+                    .map(Some)
+                    .chain(stream::once(async { None }))
+                    .boxed(),
+            );
         }
         if !tx.send(FeedEvent::Connected).await {
             return None;
@@ -225,7 +230,10 @@ impl Feed {
                     .map_err(|e| from_pool(Operation::Watch, budget, e))?;
                 let slots: Value = self
                     .bounded(self.request_timeout, async {
-                        redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await
+                        redis::cmd("CLUSTER")
+                            .arg("SLOTS")
+                            .query_async(&mut conn)
+                            .await
                     })
                     .await?;
                 primaries(&slots)
@@ -243,7 +251,9 @@ impl Feed {
             .set_response_timeout(Some(self.request_timeout));
         let mut conn = self
             .bounded(self.connect_timeout + self.request_timeout, async {
-                client.get_multiplexed_async_connection_with_config(&config).await
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
             })
             .await?;
         let current: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")

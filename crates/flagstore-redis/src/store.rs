@@ -13,8 +13,7 @@ use flagstore::backend::{
     UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
 };
 use flagstore::{
-    ChangeFeed, Collection, Error, Item, Kind, Operation, PersistentDataStore, Result,
-    StoredItems,
+    ChangeFeed, Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
 };
 
 use crate::builder::RedisStoreBuilder;

@@ -326,9 +326,13 @@ impl PersistentDataStore for MemoryStore {
                     }
                     Ok(DbEvent::Changed { .. }) => continue,
                     Ok(DbEvent::Available(true)) => FeedEvent::Connected,
-                    Ok(DbEvent::Available(false)) => FeedEvent::Lost(offline_error(Operation::Watch)),
+                    Ok(DbEvent::Available(false)) => {
+                        FeedEvent::Lost(offline_error(Operation::Watch))
+                    }
                     // Missed events: anything may have changed.
-                    Err(broadcast::error::RecvError::Lagged(_)) => FeedEvent::Changed(Change::Everything),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        FeedEvent::Changed(Change::Everything)
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
                 if !tx.send(event).await {

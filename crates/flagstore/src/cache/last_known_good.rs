@@ -115,7 +115,8 @@ impl Inner {
             was
         };
         if !was_serving {
-            self.status.send_modify(|status| status.last_known_good = true);
+            self.status
+                .send_modify(|status| status.last_known_good = true);
             tracing::warn!(
                 store = %self.store,
                 "the store lost data the cache holds (not initialized, or a kind emptied): serving the last known good data until it is back; re-feed the store"
@@ -131,7 +132,8 @@ impl Inner {
             was && !losses.any()
         };
         if cleared {
-            self.status.send_modify(|status| status.last_known_good = false);
+            self.status
+                .send_modify(|status| status.last_known_good = false);
             tracing::info!(store = %self.store, "the store has its data again: last-known-good serving ended");
         }
     }

@@ -105,12 +105,14 @@ impl Inner {
                 live.generation.fetch_add(1, Ordering::AcqRel);
                 live.connected.store(true, Ordering::Release);
                 live.loss_reported.store(false, Ordering::Release);
-                self.status.send_if_modified(|status| !std::mem::replace(&mut status.live, true));
+                self.status
+                    .send_if_modified(|status| !std::mem::replace(&mut status.live, true));
                 tracing::info!(store = %self.store, "change feed connected: entries live until they change");
             }
             FeedEvent::Lost(err) => {
                 live.connected.store(false, Ordering::Release);
-                self.status.send_if_modified(|status| std::mem::replace(&mut status.live, false));
+                self.status
+                    .send_if_modified(|status| std::mem::replace(&mut status.live, false));
                 if live.loss_reported.swap(true, Ordering::AcqRel) {
                     tracing::debug!(store = %self.store, error = %err, "change feed still down");
                 } else {

@@ -63,7 +63,11 @@ async fn entries_live_past_the_ttl_until_a_change_is_reported() {
 
     tokio::time::advance(LIVE_TTL).await;
     store.get(&F, "f").await.unwrap();
-    assert_eq!(double.reads(), 3, "the live cache time still bounds an entry");
+    assert_eq!(
+        double.reads(),
+        3,
+        "the live cache time still bounds an entry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +117,11 @@ async fn while_the_feed_is_down_entries_live_for_the_normal_ttl() {
     status.wait_for(|s| s.live && s.available).await.unwrap();
     let reads = double.reads();
     assert_eq!(store.get(&F, "f").await.unwrap().unwrap().version(), 1);
-    assert_eq!(double.reads(), reads + 1, "re-read after the feed came back");
+    assert_eq!(
+        double.reads(),
+        reads + 1,
+        "re-read after the feed came back"
+    );
 }
 
 #[tokio::test]
