@@ -4,6 +4,14 @@ cross-SDK tests in ../tests/cross_sdk.rs.
     ld_compat.py write BACKEND_JSON FIXTURE   init the store from FIXTURE, then apply the mutations
     ld_compat.py upsert BACKEND_JSON KIND ITEM_JSON
                                               upsert one item through the SDK's store
+    ld_compat.py bigseg-read  BACKEND_JSON KEYS_JSON
+                                              print the SDK's Big Segments store's view: metadata and
+                                              the membership of each context key
+    ld_compat.py bigseg-write BACKEND_JSON DATA_JSON
+                                              write Big Segments data in the layout the SDK test
+                                              suites use, with raw redis/boto3 calls
+    ld_compat.py bigseg-eval  BACKEND_JSON FLAG KEYS_JSON
+                                              evaluate FLAG for each user key with Big Segments on
     ld_compat.py eval  BACKEND_JSON CONTEXTS FIXTURE
                                               print daemon-mode evaluations of FIXTURE's flags as JSON
 
@@ -16,9 +24,10 @@ import json
 import sys
 
 from ldclient.client import LDClient
-from ldclient.config import Config
+from ldclient.config import BigSegmentsConfig, Config
 from ldclient.context import Context
 from ldclient.feature_store import CacheConfig
+from ldclient.impl.big_segments_common import _hash_for_user_key
 from ldclient.integrations import Consul, DynamoDB, Redis
 from ldclient.versioned_data_kind import FEATURES, SEGMENTS
 
@@ -35,14 +44,8 @@ def store_for(spec):
     if backend == "redis":
         return Redis.new_feature_store(url=spec["url"], prefix=spec["prefix"], caching=caching)
     if backend == "dynamodb":
-        opts = {
-            "endpoint_url": spec["endpoint"],
-            "region_name": "us-east-1",
-            "aws_access_key_id": "test",
-            "aws_secret_access_key": "test",
-        }
         return DynamoDB.new_feature_store(
-            spec["table"], prefix=spec.get("prefix") or None, dynamodb_opts=opts, caching=caching
+            spec["table"], prefix=spec.get("prefix") or None, dynamodb_opts=dynamodb_opts(spec), caching=caching
         )
     if backend == "consul":
         return Consul.new_feature_store(
@@ -61,6 +64,85 @@ def write(spec, fixture_path):
     updated["fallthrough"] = {"variation": 1}
     store.upsert(FEATURES, updated)
     store.delete(FEATURES, DELETE_FLAG, DELETE_VERSION)
+
+
+def big_segment_store_for(spec):
+    backend = spec["backend"]
+    if backend == "redis":
+        return Redis.new_big_segment_store(url=spec["url"], prefix=spec["prefix"])
+    if backend == "dynamodb":
+        return DynamoDB.new_big_segment_store(
+            spec["table"], prefix=spec.get("prefix") or None, dynamodb_opts=dynamodb_opts(spec)
+        )
+    raise SystemExit(f"no Big Segments store for {backend!r}")
+
+
+def dynamodb_opts(spec):
+    return {
+        "endpoint_url": spec["endpoint"],
+        "region_name": "us-east-1",
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+    }
+
+
+def bigseg_read(spec, keys_json):
+    store = big_segment_store_for(spec)
+    memberships = {key: store.get_membership(_hash_for_user_key(key)) for key in json.loads(keys_json)}
+    out = {"synchronizedOn": store.get_metadata().last_up_to_date, "memberships": memberships}
+    json.dump(out, sys.stdout, sort_keys=True)
+
+
+def bigseg_write(spec, data_json):
+    data = json.loads(data_json)
+    prefix = spec.get("prefix")
+    if spec["backend"] == "redis":
+        import redis
+
+        r = redis.Redis.from_url(spec["url"])
+        prefix = prefix or "launchdarkly"
+        r.set(prefix + ":big_segments_synchronized_on", str(data["synchronizedOn"]))
+        for key, sets in data["contexts"].items():
+            h = _hash_for_user_key(key)
+            for ref in sets.get("included", []):
+                r.sadd(prefix + ":big_segment_include:" + h, ref)
+            for ref in sets.get("excluded", []):
+                r.sadd(prefix + ":big_segment_exclude:" + h, ref)
+    elif spec["backend"] == "dynamodb":
+        import boto3
+
+        client = boto3.client("dynamodb", **dynamodb_opts(spec))
+        pre = (prefix + ":") if prefix else ""
+        meta = pre + "big_segments_metadata"
+        client.put_item(
+            TableName=spec["table"],
+            Item={"namespace": {"S": meta}, "key": {"S": meta}, "synchronizedOn": {"N": str(data["synchronizedOn"])}},
+        )
+        for key, sets in data["contexts"].items():
+            item = {"namespace": {"S": pre + "big_segments_user"}, "key": {"S": _hash_for_user_key(key)}}
+            for attr in ("included", "excluded"):
+                if sets.get(attr):
+                    item[attr] = {"SS": sets[attr]}
+            client.put_item(TableName=spec["table"], Item=item)
+    else:
+        raise SystemExit(f"no Big Segments layout for {spec['backend']!r}")
+
+
+def bigseg_eval(spec, flag, keys_json):
+    config = Config(
+        "sdk-key-big-segments",
+        use_ldd=True,
+        feature_store=store_for(spec),
+        send_events=False,
+        big_segments=BigSegmentsConfig(store=big_segment_store_for(spec)),
+    )
+    client = LDClient(config=config)
+    results = []
+    for key in json.loads(keys_json):
+        detail = client.variation_detail(flag, Context.create(key), None)
+        results.append({"context": key, "value": detail.value, "reason": detail.reason})
+    client.close()
+    json.dump(results, sys.stdout, sort_keys=True)
 
 
 def upsert(spec, kind, item_json):
@@ -98,6 +180,12 @@ def main():
     command, spec = sys.argv[1], json.loads(sys.argv[2])
     if command == "write":
         write(spec, sys.argv[3])
+    elif command == "bigseg-read":
+        bigseg_read(spec, sys.argv[3])
+    elif command == "bigseg-write":
+        bigseg_write(spec, sys.argv[3])
+    elif command == "bigseg-eval":
+        bigseg_eval(spec, sys.argv[3], sys.argv[4])
     elif command == "upsert":
         upsert(spec, sys.argv[3], sys.argv[4])
     elif command == "eval":

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod big_segments;
 mod builder;
 mod error;
 mod schema;

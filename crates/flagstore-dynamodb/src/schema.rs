@@ -45,6 +45,16 @@ impl Namespaces {
         self.qualify("$inited")
     }
 
+    /// `{prefix}:big_segments_metadata`: both keys of the Big Segments metadata record.
+    pub(crate) fn big_segments_metadata(&self) -> String {
+        self.qualify("big_segments_metadata")
+    }
+
+    /// `{prefix}:big_segments_user`: the partition of the Big Segments memberships.
+    pub(crate) fn big_segments_user(&self) -> String {
+        self.qualify("big_segments_user")
+    }
+
     fn qualify(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()

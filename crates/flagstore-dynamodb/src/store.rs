@@ -164,13 +164,17 @@ impl DynamoDbStore {
         self.skipped.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn names(&self) -> &Namespaces {
+        &self.names
+    }
+
     /// The namespace (partition key) of `kind`'s items.
     pub fn namespace(&self, kind: &Kind) -> String {
         self.names.kind(kind)
     }
 
     /// One request under the request timeout (a backstop for a caller's client without one).
-    async fn call<T, E, R>(
+    pub(crate) async fn call<T, E, R>(
         &self,
         op: Operation,
         request: impl Future<Output = std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>>,
@@ -192,7 +196,7 @@ impl DynamoDbStore {
     }
 
     /// Every record of a namespace (consistent reads, following every page).
-    async fn query_all(
+    pub(crate) async fn query_all(
         &self,
         op: Operation,
         namespace: &str,
@@ -224,8 +228,11 @@ impl DynamoDbStore {
         }
     }
 
-    async fn write_batches(&self, requests: Vec<WriteRequest>) -> Result<()> {
-        let op = Operation::Init;
+    pub(crate) async fn write_batches(
+        &self,
+        op: Operation,
+        requests: Vec<WriteRequest>,
+    ) -> Result<()> {
         let client = self.client().await;
         for chunk in requests.chunks(BATCH_SIZE) {
             let send = |pending: Vec<WriteRequest>| async move {
@@ -362,7 +369,7 @@ impl PersistentDataStore for DynamoDbStore {
                 .map_err(|e| Error::database(BACKEND, op, e))?;
             requests.push(WriteRequest::builder().delete_request(delete).build());
         }
-        self.write_batches(requests).await?;
+        self.write_batches(Operation::Init, requests).await?;
 
         let marker = self.names.inited();
         let client = self.client().await;

@@ -209,8 +209,9 @@ impl Feed {
         }
     }
 
-    /// The servers to subscribe on.
-    async fn nodes(&self) -> Result<Vec<Client>> {
+    /// The servers holding the data: the one server, the current primary, or every cluster
+    /// primary.
+    pub(crate) async fn nodes(&self) -> Result<Vec<Client>> {
         match &self.source {
             FeedSource::Single(client) => Ok(vec![client.clone()]),
             FeedSource::Sentinel(sentinel) => {
@@ -315,7 +316,7 @@ impl Feed {
         change_for_key(key)
     }
 
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         budget: Duration,
         call: impl Future<Output = redis::RedisResult<T>>,
@@ -353,7 +354,7 @@ fn missing_events(current: &str) -> String {
 }
 
 /// `text` as a literal in a Redis glob pattern.
-fn glob_escape(text: &str) -> String {
+pub(crate) fn glob_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

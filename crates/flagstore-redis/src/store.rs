@@ -89,6 +89,20 @@ impl RedisStore {
         }
     }
 
+    /// The change feed's view of the servers, for work that must visit every primary.
+    pub(crate) fn feed(&self) -> Option<&Feed> {
+        self.feed.as_deref()
+    }
+
+    /// Whether the data lives in a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.pools, Pools::Cluster(_))
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     pub(crate) fn with_feed(mut self, feed: Option<Feed>) -> Self {
         self.feed = feed.map(Arc::new);
         self
@@ -123,7 +137,7 @@ impl RedisStore {
         format!("{}:$inited", self.prefix)
     }
 
-    async fn connection(&self, op: Operation) -> Result<Conn> {
+    pub(crate) async fn connection(&self, op: Operation) -> Result<Conn> {
         self.pools
             .get()
             .await
@@ -133,7 +147,7 @@ impl RedisStore {
     /// Runs one whole operation (waiting for a connection, connecting, every command and retry)
     /// within the response timeout, naming kind and key in any error. A timeout, whichever layer
     /// noticed it, reports the time actually waited.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         op: Operation,
         target: Option<(&Kind, Option<&str>)>,
@@ -152,7 +166,7 @@ impl RedisStore {
         }
     }
 
-    fn redis_err(&self, op: Operation) -> impl Fn(redis::RedisError) -> Error + '_ {
+    pub(crate) fn redis_err(&self, op: Operation) -> impl Fn(redis::RedisError) -> Error + '_ {
         move |e| from_redis(op, self.request_timeout, e)
     }
 

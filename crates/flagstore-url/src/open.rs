@@ -86,25 +86,7 @@ impl StoreUrl {
         let _ = (prefix, timeouts);
         match &self.target {
             #[cfg(feature = "redis")]
-            Target::Redis { url, pool_size } => {
-                let mut builder = flagstore_redis::RedisStore::builder().url(url);
-                if let Some(password) = password_from_env(url) {
-                    builder = builder.password(password);
-                }
-                if let Some(size) = pool_size {
-                    builder = builder.pool_size(*size);
-                }
-                if let Some(prefix) = prefix {
-                    builder = builder.prefix(prefix);
-                }
-                if let Some(timeout) = timeouts.connect {
-                    builder = builder.connect_timeout(timeout);
-                }
-                if let Some(timeout) = timeouts.request {
-                    builder = builder.request_timeout(timeout);
-                }
-                Ok(std::sync::Arc::new(builder.build()?))
-            }
+            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?)),
             #[cfg(feature = "dynamodb")]
             Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?)),
             #[cfg(feature = "consul")]
@@ -187,6 +169,45 @@ impl StoreUrl {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Opens the Big Segments data under the same prefix: Redis and DynamoDB hold it, as the
+    /// LaunchDarkly SDKs read it; the other backends have none, which is an error saying so.
+    pub fn open_big_segments(&self) -> Result<flagstore::DynBigSegmentStore> {
+        match &self.target {
+            #[cfg(feature = "redis")]
+            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?)),
+            #[cfg(feature = "dynamodb")]
+            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?)),
+            _ => Err(Error::config(
+                self.backend(),
+                "Big Segments live in Redis or DynamoDB, where the LaunchDarkly SDKs read them; this backend has none",
+            )),
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    fn redis(&self) -> Result<flagstore_redis::RedisStore> {
+        let Target::Redis { url, pool_size } = &self.target else {
+            return Err(Error::config("redis", "not a redis:// URL"));
+        };
+        let mut builder = flagstore_redis::RedisStore::builder().url(url);
+        if let Some(password) = password_from_env(url) {
+            builder = builder.password(password);
+        }
+        if let Some(size) = pool_size {
+            builder = builder.pool_size(*size);
+        }
+        if let Some(prefix) = &self.prefix {
+            builder = builder.prefix(prefix);
+        }
+        if let Some(timeout) = self.timeouts.connect {
+            builder = builder.connect_timeout(timeout);
+        }
+        if let Some(timeout) = self.timeouts.request {
+            builder = builder.request_timeout(timeout);
+        }
+        builder.build()
     }
 
     #[cfg(feature = "dynamodb")]

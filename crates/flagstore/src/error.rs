@@ -31,6 +31,8 @@ pub enum Operation {
     IsAvailable,
     /// Following the store's change feed.
     Watch,
+    /// Reading or writing Big Segments data.
+    BigSegments,
 }
 
 impl fmt::Display for Operation {
@@ -43,6 +45,7 @@ impl fmt::Display for Operation {
             Operation::IsInitialized => "is_initialized",
             Operation::IsAvailable => "is_available",
             Operation::Watch => "watch",
+            Operation::BigSegments => "big segments",
         })
     }
 }

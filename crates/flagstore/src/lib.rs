@@ -49,6 +49,7 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+mod big_segments;
 mod cache;
 mod changes;
 mod error;
@@ -62,6 +63,10 @@ mod stored;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use big_segments::{
+    BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, DEFAULT_STALE_AFTER,
+    DynBigSegmentStore, context_hash, segment_ref,
+};
 pub use cache::{
     CacheMode, CachingStore, CachingStoreBuilder, DEFAULT_CACHE_TIME, DEFAULT_LIVE_CACHE_TIME,
     StoreStatus,

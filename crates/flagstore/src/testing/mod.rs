@@ -39,6 +39,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod big_segments;
 mod cases;
 
 use std::future::Future;
@@ -51,6 +52,7 @@ use async_trait::async_trait;
 
 use crate::DynStore;
 
+pub use big_segments::{BigSegmentStoreFactory, run_big_segments};
 pub use cases::*;
 
 /// Runs inside an upsert, between reading the stored version and writing the new item: the

@@ -1,0 +1,214 @@
+//! Big Segments in Redis, in the layout the Go, Python and Node SDKs read and the Relay Proxy
+//! writes:
+//!
+//! - `{prefix}:big_segments_synchronized_on`: a string, the Unix time in milliseconds;
+//! - `{prefix}:big_segment_include:{contextHash}` and `{prefix}:big_segment_exclude:{contextHash}`:
+//!   sets of segment refs (`key.gN`).
+
+use async_trait::async_trait;
+use deadpool_redis::redis::aio::ConnectionLike;
+use deadpool_redis::redis::{self, AsyncConnectionConfig};
+use flagstore::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result};
+
+use crate::error::BACKEND;
+use crate::feed::glob_escape;
+use crate::store::RedisStore;
+
+const OP: Operation = Operation::BigSegments;
+
+/// Contexts written per transaction by `set_memberships`, and keys per `DEL` when clearing.
+const CHUNK: usize = 250;
+
+impl RedisStore {
+    /// `{prefix}:big_segments_synchronized_on`.
+    pub fn big_segments_synchronized_on_key(&self) -> String {
+        format!("{}:big_segments_synchronized_on", self.prefix())
+    }
+
+    /// `{prefix}:big_segment_include:{context_hash}`.
+    pub fn big_segment_include_key(&self, context_hash: &str) -> String {
+        format!("{}:big_segment_include:{context_hash}", self.prefix())
+    }
+
+    /// `{prefix}:big_segment_exclude:{context_hash}`.
+    pub fn big_segment_exclude_key(&self, context_hash: &str) -> String {
+        format!("{}:big_segment_exclude:{context_hash}", self.prefix())
+    }
+
+    /// Every key matching `pattern` on the servers holding the data.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        match self.feed() {
+            Some(feed) if self.is_cluster() => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(feed.connect_timeout))
+                    .set_response_timeout(Some(self.request_timeout()));
+                let mut keys = Vec::new();
+                for client in feed.nodes().await? {
+                    let mut conn = feed
+                        .bounded(feed.connect_timeout + self.request_timeout(), async {
+                            client
+                                .get_multiplexed_async_connection_with_config(&config)
+                                .await
+                        })
+                        .await?;
+                    keys.extend(self.scan_on(&mut conn, pattern).await?);
+                }
+                Ok(keys)
+            }
+            _ => {
+                let mut conn = self.connection(OP).await?;
+                self.scan_on(&mut conn, pattern).await
+            }
+        }
+    }
+
+    async fn scan_on(&self, conn: &mut impl ConnectionLike, pattern: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .bounded(OP, None, async {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(conn)
+                        .await
+                        .map_err(self.redis_err(OP))
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+}
+
+#[async_trait]
+impl BigSegmentStore for RedisStore {
+    async fn get_metadata(&self) -> Result<BigSegmentMetadata> {
+        let key = self.big_segments_synchronized_on_key();
+        let value: Option<String> = self
+            .bounded(OP, None, async {
+                let mut conn = self.connection(OP).await?;
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(self.redis_err(OP))
+            })
+            .await?;
+        match value {
+            None => Ok(BigSegmentMetadata::default()),
+            Some(text) => text
+                .trim()
+                .parse()
+                .map(BigSegmentMetadata::synchronized_at)
+                .map_err(|_| {
+                    Error::database(
+                        BACKEND,
+                        OP,
+                        format!("{key} holds {text:?}, not a Unix time in milliseconds"),
+                    )
+                }),
+        }
+    }
+
+    async fn get_membership(&self, context_hash: &str) -> Result<Option<BigSegmentMembership>> {
+        let (include, exclude) = (
+            self.big_segment_include_key(context_hash),
+            self.big_segment_exclude_key(context_hash),
+        );
+        let (included, excluded): (Vec<String>, Vec<String>) = self
+            .bounded(OP, None, async {
+                let mut conn = self.connection(OP).await?;
+                redis::pipe()
+                    .cmd("SMEMBERS")
+                    .arg(&include)
+                    .cmd("SMEMBERS")
+                    .arg(&exclude)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(self.redis_err(OP))
+            })
+            .await?;
+        let membership = BigSegmentMembership::new(included, excluded);
+        Ok((!membership.is_empty()).then_some(membership))
+    }
+
+    /// One MULTI/EXEC per 250 contexts: each context's two sets are deleted and rewritten
+    /// together, so a reader never sees half of one context's change.
+    async fn set_memberships(&self, memberships: &[(String, BigSegmentMembership)]) -> Result<()> {
+        for chunk in memberships.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (hash, membership) in chunk {
+                let (include, exclude) = (
+                    self.big_segment_include_key(hash),
+                    self.big_segment_exclude_key(hash),
+                );
+                pipe.del(&include).ignore().del(&exclude).ignore();
+                let included: Vec<&str> = membership.included().collect();
+                if !included.is_empty() {
+                    pipe.sadd(&include, included).ignore();
+                }
+                let excluded: Vec<&str> = membership.excluded().collect();
+                if !excluded.is_empty() {
+                    pipe.sadd(&exclude, excluded).ignore();
+                }
+            }
+            self.bounded(OP, None, async {
+                let mut conn = self.connection(OP).await?;
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(self.redis_err(OP))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_synchronized_on(&self, unix_millis: u64) -> Result<()> {
+        let key = self.big_segments_synchronized_on_key();
+        self.bounded(OP, None, async {
+            let mut conn = self.connection(OP).await?;
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(unix_millis.to_string())
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(self.redis_err(OP))
+        })
+        .await
+    }
+
+    /// Finds the membership sets with `SCAN` (on every primary of a cluster) and deletes them
+    /// with the synchronization time.
+    async fn clear_big_segments(&self) -> Result<()> {
+        let prefix = glob_escape(self.prefix());
+        let mut keys = self
+            .scan(&format!("{prefix}:big_segment_include:*"))
+            .await?;
+        keys.extend(
+            self.scan(&format!("{prefix}:big_segment_exclude:*"))
+                .await?,
+        );
+        keys.push(self.big_segments_synchronized_on_key());
+        for chunk in keys.chunks(CHUNK) {
+            self.bounded(OP, None, async {
+                let mut conn = self.connection(OP).await?;
+                redis::cmd("DEL")
+                    .arg(chunk)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(self.redis_err(OP))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
