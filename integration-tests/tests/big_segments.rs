@@ -147,7 +147,10 @@ async fn redis_layout_is_the_sdks() {
 
     // Another writer's garbage in the metadata is an error naming the key, never "never synced".
     let _: () = raw
-        .set(format!("{prefix}:big_segments_synchronized_on"), "yesterday")
+        .set(
+            format!("{prefix}:big_segments_synchronized_on"),
+            "yesterday",
+        )
         .await
         .unwrap();
     let err = store.get_metadata().await.unwrap_err();
@@ -193,8 +196,14 @@ async fn dynamodb_layout_is_the_sdks() {
                 .expect("record present")
         };
         let membership = get(qualify("big_segments_user"), hash).await;
-        assert_eq!(membership["included"], AttributeValue::Ss(vec!["a.g1".into()]));
-        assert_eq!(membership["excluded"], AttributeValue::Ss(vec!["c.g3".into()]));
+        assert_eq!(
+            membership["included"],
+            AttributeValue::Ss(vec!["a.g1".into()])
+        );
+        assert_eq!(
+            membership["excluded"],
+            AttributeValue::Ss(vec!["c.g3".into()])
+        );
         let metadata = qualify("big_segments_metadata");
         let record = get(metadata.clone(), metadata).await;
         assert_eq!(record["synchronizedOn"], AttributeValue::N("42".into()));
@@ -324,7 +333,10 @@ async fn flagstore_reads_what_python_wrote(store: &dyn BigSegmentStore, spec: St
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(dave, BigSegmentMembership::new(["s1.g1", "s2.g4"], ["s3.g1"]));
+    assert_eq!(
+        dave,
+        BigSegmentMembership::new(["s1.g1", "s2.g4"], ["s3.g1"])
+    );
     let erin = store
         .get_membership(&context_hash("erin"))
         .await

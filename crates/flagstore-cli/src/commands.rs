@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::evaluate::{Witness, daemon_client, evaluate, parse_context};
 use crate::store_url::{ItemLimit, Opened, StoreUrl, open};
-use crate::{CliError, Command, DEFAULT_STORE, bench, data};
+use crate::{BigSegmentsCommand, CliError, Command, DEFAULT_STORE, bench, big_segments, data};
 
 const EXAMPLE_FLAGS: &str = include_str!("../data/flags.json");
 const EXAMPLE_CONTEXTS: &str = include_str!("../data/contexts.json");
@@ -95,6 +95,20 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
             json,
         } => bench::run(store, requests, concurrency, json).await,
         Command::Watch { json } => crate::watch::run(store, json).await,
+        Command::BigSegments { command } => {
+            let store = parsed.open_big_segments()?;
+            match command {
+                BigSegmentsCommand::Load { file } => {
+                    let text = read_input(&file)?;
+                    big_segments::load(&store, &text)
+                        .await
+                        .map_err(|e| CliError::new(format!("{file}: {e}")))
+                }
+                BigSegmentsCommand::Get { context_key, json } => {
+                    big_segments::get(&store, &context_key, json).await
+                }
+            }
+        }
         Command::Demo => demo(store, scratch.as_deref()).await,
     }
 }
@@ -283,17 +297,22 @@ async fn write_all(store: &DynStore, data: &[Collection], verb: &str) -> Result<
     Ok(())
 }
 
-async fn load(opened: &Opened, file: &str) -> Result<(), CliError> {
-    let text = if file == "-" {
+/// The text of `file`, or of standard input for `-`.
+fn read_input(file: &str) -> Result<String, CliError> {
+    if file == "-" {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| CliError::new(format!("could not read standard input: {e}")))?;
-        text
+        Ok(text)
     } else {
         std::fs::read_to_string(file)
-            .map_err(|e| CliError::new(format!("could not read {file}: {e}")))?
-    };
+            .map_err(|e| CliError::new(format!("could not read {file}: {e}")))
+    }
+}
+
+async fn load(opened: &Opened, file: &str) -> Result<(), CliError> {
+    let text = read_input(file)?;
     let data = data::parse(&text).map_err(|e| CliError::new(format!("{file}: {e}")))?;
     check_sizes(&data, opened.limit.as_ref())?;
     write_all(&opened.store, &data, "loaded").await
@@ -394,6 +413,10 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     largest.sort_by_key(|entry| std::cmp::Reverse(entry.2));
     largest.truncate(5);
     let limit = opened.limit.as_ref().map(ItemLimit::bytes);
+    let big = match &opened.big_segments {
+        Some(big) => Some(big_segments::describe(&big.get_metadata().await?)),
+        None => None,
+    };
     let report = json!({
         "store": redact_url(url),
         "initialized": initialized,
@@ -404,6 +427,7 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
             "percentOfLimit": limit.map(|l| (*size as f64) * 100.0 / (l as f64)),
         })).collect::<Vec<_>>(),
         "roundTripMs": round_trip.as_secs_f64() * 1e3,
+        "bigSegments": big,
     });
     if json {
         println!("{report}");
@@ -434,6 +458,9 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
             })
             .unwrap_or_default();
         println!("largest:      {kind}/{} {size} bytes{share}", item.key());
+    }
+    if let Some(big) = &big {
+        println!("big segments: {}", big_segments::describe_text(big));
     }
     println!("round trip:   {:.2} ms", round_trip.as_secs_f64() * 1e3);
     Ok(())

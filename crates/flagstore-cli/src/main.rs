@@ -1,6 +1,7 @@
 //! `flagstore`: load, dump, inspect, copy, evaluate and benchmark persistent feature stores.
 
 mod bench;
+mod big_segments;
 mod commands;
 mod data;
 mod evaluate;
@@ -117,9 +118,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Big Segments (Redis, DynamoDB): load a membership file, or look up one context.
+    BigSegments {
+        #[command(subcommand)]
+        command: BigSegmentsCommand,
+    },
     /// Load the example flags into a store (a throwaway SQLite file unless --store is given) and
     /// show how the LaunchDarkly SDK evaluates them for the example contexts.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum BigSegmentsCommand {
+    /// Replace the store's Big Segments data with a membership file (or - for stdin) and mark it
+    /// synchronized now: {"SEGMENT_KEY.gGENERATION": {"included": [CONTEXT_KEY, ...],
+    /// "excluded": [...]}, ...}. The whole file is checked first: a bad one changes nothing.
+    Load {
+        /// The membership file, or - to read standard input.
+        file: String,
+    },
+    /// Show which big segments include and exclude a context, and how fresh the data is.
+    Get {
+        /// The context's key (its hash is what the store is keyed by).
+        context_key: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Shows what the libraries log, on stderr: warnings and errors by default, as `RUST_LOG`

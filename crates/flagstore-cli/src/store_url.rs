@@ -1,6 +1,6 @@
 //! The store a `--store` or `--to` URL names, as the flagstore-url library opens it.
 
-use flagstore::DynStore;
+use flagstore::{DynBigSegmentStore, DynStore};
 pub(crate) use flagstore_url::{ItemLimit, StoreUrl};
 
 use crate::CliError;
@@ -9,6 +9,8 @@ use crate::CliError;
 pub(crate) struct Opened {
     pub(crate) store: DynStore,
     pub(crate) limit: Option<ItemLimit>,
+    /// The Big Segments data under the same prefix, for backends that hold it.
+    pub(crate) big_segments: Option<DynBigSegmentStore>,
 }
 
 /// Opens `url`'s store; unless `create`, a store that does not exist yet is reported, not made.
@@ -21,5 +23,6 @@ pub(crate) fn open(url: &StoreUrl, create: bool) -> Result<Opened, CliError> {
     Ok(Opened {
         store,
         limit: url.item_limit(),
+        big_segments: url.open_big_segments().ok(),
     })
 }

@@ -817,3 +817,91 @@ fn watch_refuses_a_store_without_a_change_feed() {
     let message = failure(&flagstore(&store, &["watch"]));
     assert!(message.contains("has no change feed"), "{message}");
 }
+
+/// `big-segments load`, `get` and the status line, the same on Redis and DynamoDB; a bad file
+/// changes nothing.
+fn check_big_segments(store: &str) {
+    ok(&flagstore(store, &["load", EXAMPLE]));
+    let file = r#"{"beta.g2": {"included": ["alice", "bob"], "excluded": ["carol"]}, "staff.g1": {"included": ["alice"]}}"#;
+    let loaded = ok(&flagstore_with_input(
+        store,
+        &["big-segments", "load", "-"],
+        Some(file),
+    ));
+    assert!(loaded.contains("loaded 2 segments, 3 contexts"), "{loaded}");
+
+    let alice: Value = serde_json::from_str(&ok(&flagstore(
+        store,
+        &["big-segments", "get", "alice", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        alice["contextHash"],
+        json!(flagstore::context_hash("alice"))
+    );
+    assert_eq!(alice["included"], json!(["beta.g2", "staff.g1"]));
+    assert_eq!(alice["excluded"], json!([]));
+    assert_eq!(alice["metadata"]["stale"], json!(false));
+    let carol = ok(&flagstore(store, &["big-segments", "get", "carol"]));
+    assert!(carol.contains("excluded from: beta.g2"), "{carol}");
+    assert!(carol.contains("up to date"), "{carol}");
+
+    // A bad file (a number among the keys) is refused with its line, and nothing changes.
+    let bad = "{\n\"beta.g2\": {\"included\": [\"dave\", 7]}\n}";
+    let message = failure(&flagstore_with_input(
+        store,
+        &["big-segments", "load", "-"],
+        Some(bad),
+    ));
+    assert!(message.contains("line 2"), "{message}");
+    let still: Value = serde_json::from_str(&ok(&flagstore(
+        store,
+        &["big-segments", "get", "alice", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(still["included"], json!(["beta.g2", "staff.g1"]));
+
+    // A new load replaces the data set: bob is no longer anywhere.
+    ok(&flagstore_with_input(
+        store,
+        &["big-segments", "load", "-"],
+        Some(r#"{"beta.g3": {"included": ["alice"]}}"#),
+    ));
+    let bob: Value = serde_json::from_str(&ok(&flagstore(
+        store,
+        &["big-segments", "get", "bob", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(bob["included"], json!([]));
+
+    let status: Value =
+        serde_json::from_str(&ok(&flagstore(store, &["status", "--json"]))).unwrap();
+    assert_eq!(status["bigSegments"]["stale"], json!(false), "{status}");
+    assert!(ok(&flagstore(store, &["status"])).contains("big segments: synchronized at"));
+}
+
+#[test]
+fn big_segments_on_redis() {
+    let redis = Redis::start();
+    check_big_segments(&format!("{}?prefix=bs{}", redis.url(), unique_run_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_segments_on_dynamodb() {
+    let db = DynamoDb::start();
+    let url = dynamo_url(&db).await;
+    tokio::task::spawn_blocking(move || check_big_segments(&url))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn big_segments_are_refused_where_the_sdks_have_none() {
+    let consul = Consul::start();
+    let store = consul.address().replace("http://", "consul://");
+    let message = failure(&flagstore(&store, &["big-segments", "get", "alice"]));
+    assert!(
+        message.contains("Big Segments live in Redis or DynamoDB"),
+        "{message}"
+    );
+}

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use flagstore::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result};
+use flagstore::{
+    BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result,
+};
 
 use crate::error::BACKEND;
 use crate::schema::{SORT_KEY, key_attributes};

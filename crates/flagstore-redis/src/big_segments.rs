@@ -8,7 +8,9 @@
 use async_trait::async_trait;
 use deadpool_redis::redis::aio::ConnectionLike;
 use deadpool_redis::redis::{self, AsyncConnectionConfig};
-use flagstore::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result};
+use flagstore::{
+    BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result,
+};
 
 use crate::error::BACKEND;
 use crate::feed::glob_escape;

@@ -166,8 +166,7 @@ pub trait BigSegmentStore: Debug + Display + Send + Sync + 'static {
 
     /// Replaces the stored memberships of each context (by hash): exactly these sets, an empty
     /// membership removing the context's data. Not atomic across contexts.
-    async fn set_memberships(&self, memberships: &[(String, BigSegmentMembership)])
-    -> Result<()>;
+    async fn set_memberships(&self, memberships: &[(String, BigSegmentMembership)]) -> Result<()>;
 
     /// Records the synchronization time (Unix milliseconds).
     async fn set_synchronized_on(&self, unix_millis: u64) -> Result<()>;

@@ -99,7 +99,12 @@ pub async fn run_big_segments(factory: &dyn BigSegmentStoreFactory) {
     for (name, case) in BIG_SEGMENT_CASES {
         let prefix = format!("{run}_{name}");
         case(factory, &prefix).await;
-        factory.store(&prefix).await.clear_big_segments().await.unwrap();
+        factory
+            .store(&prefix)
+            .await
+            .clear_big_segments()
+            .await
+            .unwrap();
     }
 }
 
@@ -211,7 +216,10 @@ pub async fn prefixes_are_independent(factory: &dyn BigSegmentStoreFactory, pref
     assert_eq!(other.get_metadata().await.unwrap().last_synchronized, None);
     other.set_synchronized_on(7).await.unwrap();
     other.clear_big_segments().await.unwrap();
-    assert_eq!(one.get_metadata().await.unwrap().last_synchronized, Some(42));
+    assert_eq!(
+        one.get_metadata().await.unwrap().last_synchronized,
+        Some(42)
+    );
     assert!(one.get_membership(&hash).await.unwrap().is_some());
 }
 
