@@ -376,3 +376,46 @@ async fn cross_sdk_with_python_on_dynamodb() {
     let other = format!("bs{}", unique_run_id());
     flagstore_reads_what_python_wrote(&factory.dynamo(&other), factory.python_spec(&other)).await;
 }
+
+/// The LaunchDarkly Rust SDK 3.2 has no Big Segments store interface: its evaluator never asks
+/// for memberships, so a big segment matches no one through them, whatever the store holds. This
+/// pins that down (the adapter README says so); when a later SDK adds the interface, this test
+/// fails and the adapter can plug in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_3_2_does_not_read_big_segments() {
+    use flagstore_launchdarkly::LaunchDarklyStore;
+    use flagstore_launchdarkly::launchdarkly_server_sdk::{
+        Client, ConfigBuilder, ContextBuilder, NullEventProcessorBuilder,
+        PersistentDataStoreBuilder,
+    };
+
+    let redis = Redis::start();
+    let prefix = format!("bs{}", unique_run_id());
+    let store = redis_store(redis.url(), &prefix);
+    write_flag_data(&store).await;
+    store
+        .set_memberships(&[(
+            context_hash("alice"),
+            BigSegmentMembership::new(["big-seg.g2"], [] as [&str; 0]),
+        )])
+        .await
+        .unwrap();
+    store.set_synchronized_on(now_millis()).await.unwrap();
+
+    let mut data_store = PersistentDataStoreBuilder::new(Arc::new(
+        LaunchDarklyStore::new(redis_store(redis.url(), &prefix)).unwrap(),
+    ));
+    data_store.no_caching();
+    let config = ConfigBuilder::new("sdk-key-big-segments")
+        .daemon_mode(true)
+        .event_processor(&NullEventProcessorBuilder::new())
+        .data_store(&data_store)
+        .build()
+        .unwrap();
+    let client = Client::build(config).unwrap();
+    client.start_with_default_executor();
+    let alice = ContextBuilder::new("alice").build().unwrap();
+    let detail = client.bool_variation_detail(&alice, "big-flag", true);
+    assert_eq!(detail.value, Some(false), "{detail:?}");
+    client.close();
+}
