@@ -12,6 +12,9 @@ cross-SDK tests in ../tests/cross_sdk.rs.
                                               suites use, with raw redis/boto3 calls
     ld_compat.py bigseg-eval  BACKEND_JSON FLAG KEYS_JSON
                                               evaluate FLAG for each user key with Big Segments on
+    ld_compat.py time-init BACKEND_JSON N ITERATIONS
+                                              init N benchmark flags ITERATIONS times through the
+                                              SDK's store; print the seconds spent inside init
     ld_compat.py eval  BACKEND_JSON CONTEXTS FIXTURE
                                               print daemon-mode evaluations of FIXTURE's flags as JSON
 
@@ -145,6 +148,34 @@ def bigseg_eval(spec, flag, keys_json):
     json.dump(results, sys.stdout, sort_keys=True)
 
 
+def bench_flag(i):
+    key = "flag-%05d" % i
+    return {
+        "key": key, "version": 3, "on": True, "salt": key + "-salt",
+        "targets": [{"variation": 0, "values": ["user-1", "user-2", "user-3", "user-4", "user-5"]}],
+        "rules": [
+            {"id": "r1", "variation": 0, "clauses": [{"attribute": "email", "op": "endsWith", "values": ["@example.com"], "negate": False}]},
+            {"id": "r2", "rollout": {"variations": [{"variation": 0, "weight": 25000}, {"variation": 1, "weight": 75000}]},
+             "clauses": [{"attribute": "country", "op": "in", "values": ["de", "fr", "nl", "se", "no"], "negate": False}]},
+        ],
+        "fallthrough": {"variation": 0}, "offVariation": 1, "prerequisites": [], "variations": [True, False],
+        "description": "A flag of realistic size for benchmarks, with some text so that it weighs about what production flags weigh.",
+    }
+
+
+def time_init(spec, n, iterations):
+    import time
+
+    store = store_for(spec)
+    flags = {f["key"]: f for f in (bench_flag(i) for i in range(int(n)))}
+    spent = 0.0
+    for _ in range(int(iterations)):
+        started = time.perf_counter()
+        store.init({FEATURES: flags, SEGMENTS: {}})
+        spent += time.perf_counter() - started
+    print(spent)
+
+
 def upsert(spec, kind, item_json):
     kinds = {"features": FEATURES, "segments": SEGMENTS}
     store_for(spec).upsert(kinds[kind], json.loads(item_json))
@@ -186,6 +217,8 @@ def main():
         bigseg_write(spec, sys.argv[3])
     elif command == "bigseg-eval":
         bigseg_eval(spec, sys.argv[3], sys.argv[4])
+    elif command == "time-init":
+        time_init(spec, sys.argv[3], sys.argv[4])
     elif command == "upsert":
         upsert(spec, sys.argv[3], sys.argv[4])
     elif command == "eval":

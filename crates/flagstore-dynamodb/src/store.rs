@@ -10,10 +10,11 @@ use async_trait::async_trait;
 use aws_config::ConfigLoader;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use flagstore::backend::replaced_kinds;
+use flagstore::backend::{replaced_kinds, write_stages};
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
 };
+use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
 use crate::batch::{Attempt, write_all};
@@ -26,6 +27,9 @@ use crate::schema::{
 
 /// BatchWriteItem's limit on requests per call.
 const BATCH_SIZE: usize = 25;
+/// BatchWriteItem calls in flight at once within one stage of an `init` (or one Big Segments
+/// write): DynamoDB takes them in parallel, and a table's write capacity, not this, is the limit.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// The client, or what is needed to make it on first use (loading AWS configuration is async and
 /// may read files or call metadata endpoints: not something `build()` should do).
@@ -78,8 +82,9 @@ impl ClientSource {
 /// for tests and tools).
 ///
 /// - `init` queries the existing keys (consistent reads, every page), then writes in
-///   BatchWriteItem calls of 25: the new items in the order given, then deletes of keys no longer
-///   present, then the marker. Writes DynamoDB leaves unprocessed or throttles are retried with
+///   BatchWriteItem calls of 25, stage by stage ([`write_stages`]: segments, then flags without
+///   prerequisites, then the flags that depend on those, …), up to 8 calls in flight within a
+///   stage; then deletes of keys no longer present, then the marker. Writes DynamoDB leaves unprocessed or throttles are retried with
 ///   backoff until the batch deadline, then reported as an error; never dropped.
 /// - `upsert` is one conditional PutItem; a failed condition means "not updated". A record
 ///   whose `version` attribute is missing or not a number is replaced.
@@ -228,49 +233,64 @@ impl DynamoDbStore {
         }
     }
 
+    /// Writes `requests` in BatchWriteItem calls of 25, up to [`BATCHES_IN_FLIGHT`] at once,
+    /// in no particular order: callers pass one stage of writes at a time.
     pub(crate) async fn write_batches(
         &self,
         op: Operation,
         requests: Vec<WriteRequest>,
     ) -> Result<()> {
         let client = self.client().await;
-        for chunk in requests.chunks(BATCH_SIZE) {
-            let send = |pending: Vec<WriteRequest>| async move {
-                let request = client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send();
-                match tokio::time::timeout(self.request_timeout, request).await {
-                    Ok(Ok(output)) => Attempt::Unprocessed(
-                        output
-                            .unprocessed_items()
-                            .and_then(|m| m.get(&self.table))
-                            .cloned()
-                            .unwrap_or_default(),
-                    ),
-                    Ok(Err(err)) if is_throttled(&err) => Attempt::Throttled,
-                    Ok(Err(err)) => {
-                        Attempt::Failed(from_sdk(op, self.request_timeout, &self.table, err))
-                    }
-                    Err(_) => Attempt::Failed(Error::timeout(BACKEND, op, self.request_timeout)),
+        let chunks: Vec<Vec<WriteRequest>> =
+            requests.chunks(BATCH_SIZE).map(<[_]>::to_vec).collect();
+        let batches = chunks
+            .into_iter()
+            .map(|batch| self.write_batch(client, op, batch));
+        futures::stream::iter(batches)
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// One batch, retried until every request in it is written or the batch deadline passes.
+    async fn write_batch(
+        &self,
+        client: &Client,
+        op: Operation,
+        batch: Vec<WriteRequest>,
+    ) -> Result<()> {
+        let send = |pending: Vec<WriteRequest>| async move {
+            let request = client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send();
+            match tokio::time::timeout(self.request_timeout, request).await {
+                Ok(Ok(output)) => Attempt::Unprocessed(
+                    output
+                        .unprocessed_items()
+                        .and_then(|m| m.get(&self.table))
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+                Ok(Err(err)) if is_throttled(&err) => Attempt::Throttled,
+                Ok(Err(err)) => {
+                    Attempt::Failed(from_sdk(op, self.request_timeout, &self.table, err))
                 }
-            };
-            match write_all(chunk.to_vec(), self.batch_deadline, send).await {
-                Ok(()) => {}
-                Err(Err(err)) => return Err(err),
-                Err(Ok(pending)) => {
-                    return Err(Error::database(
-                        BACKEND,
-                        op,
-                        format!(
-                            "{pending} writes still unprocessed after retrying for {:?} (throttled table?)",
-                            self.batch_deadline
-                        ),
-                    ));
-                }
+                Err(_) => Attempt::Failed(Error::timeout(BACKEND, op, self.request_timeout)),
             }
+        };
+        match write_all(batch, self.batch_deadline, send).await {
+            Ok(()) => Ok(()),
+            Err(Err(err)) => Err(err),
+            Err(Ok(pending)) => Err(Error::database(
+                BACKEND,
+                op,
+                format!(
+                    "{pending} writes still unprocessed after retrying for {:?} (throttled table?)",
+                    self.batch_deadline
+                ),
+            )),
         }
-        Ok(())
     }
 
     fn fits(&self, op: Operation, kind: &Kind, namespace: &str, item: &Item) -> Result<()> {
@@ -333,43 +353,50 @@ impl PersistentDataStore for DynamoDbStore {
             }
         }
 
-        let mut requests = Vec::new();
-        let mut position: HashMap<(String, String), usize> = HashMap::new();
-        for collection in data {
-            let namespace = self.names.kind(&collection.kind);
-            for item in &collection.items {
-                // Too large: not written, and its old copy stays in `stale` to be deleted.
-                if self.fits(op, &collection.kind, &namespace, item).is_err() {
+        // One put per key, from its last copy in the data (DynamoDB rejects a batch naming a key
+        // twice), stage by stage so that nothing is written before what it depends on.
+        let namespaces: Vec<String> = data.iter().map(|c| self.names.kind(&c.kind)).collect();
+        let mut last: HashMap<(&str, &str), (usize, usize)> = HashMap::new();
+        for (c, collection) in data.iter().enumerate() {
+            for (i, item) in collection.items.iter().enumerate() {
+                last.insert((namespaces[c].as_str(), item.key()), (c, i));
+            }
+        }
+        let mut stages = Vec::new();
+        for stage in write_stages(data) {
+            let mut requests = Vec::with_capacity(stage.len());
+            for (c, i) in stage {
+                let (kind, item, namespace) = (&data[c].kind, &data[c].items[i], &namespaces[c]);
+                if last.get(&(namespace.as_str(), item.key())) != Some(&(c, i)) {
                     continue;
                 }
-                let id = (namespace.clone(), item.key().to_owned());
-                stale.remove(&id);
+                // Too large: not written, and its old copy stays in `stale` to be deleted.
+                if self.fits(op, kind, namespace, item).is_err() {
+                    continue;
+                }
+                stale.remove(&(namespace.clone(), item.key().to_owned()));
                 let put = PutRequest::builder()
-                    .set_item(Some(item_attributes(&namespace, item)))
+                    .set_item(Some(item_attributes(namespace, item)))
                     .build()
                     .map_err(|e| Error::database(BACKEND, op, e))?;
-                let request = WriteRequest::builder().put_request(put).build();
-                // A key given twice is written once (the last copy): DynamoDB rejects a batch
-                // holding one key twice.
-                match position.get(&id) {
-                    Some(&at) => requests[at] = request,
-                    None => {
-                        position.insert(id, requests.len());
-                        requests.push(request);
-                    }
-                }
+                requests.push(WriteRequest::builder().put_request(put).build());
             }
+            stages.push(requests);
         }
         let mut stale: Vec<_> = stale.into_iter().collect();
         stale.sort();
+        let mut deletes = Vec::with_capacity(stale.len());
         for (namespace, key) in stale {
             let delete = DeleteRequest::builder()
                 .set_key(Some(key_attributes(&namespace, &key)))
                 .build()
                 .map_err(|e| Error::database(BACKEND, op, e))?;
-            requests.push(WriteRequest::builder().delete_request(delete).build());
+            deletes.push(WriteRequest::builder().delete_request(delete).build());
         }
-        self.write_batches(Operation::Init, requests).await?;
+        stages.push(deletes);
+        for requests in stages {
+            self.write_batches(op, requests).await?;
+        }
 
         let marker = self.names.inited();
         let client = self.client().await;

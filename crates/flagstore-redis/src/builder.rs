@@ -15,6 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::error::BACKEND;
 use crate::feed::{Feed, FeedSource};
 use crate::multi::{self, PoolSettings, Topology, UserInfo};
+use crate::reads::{Opener, SharedReads};
 use crate::store::RedisStore;
 use crate::topology::Pools;
 
@@ -280,6 +281,15 @@ impl RedisStoreBuilder {
                 (pool, format!("at {}", redact_url(url)), Some((client, db)))
             }
         };
+        let reads = feed.as_ref().map(|(client, _)| {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(Some(self.request_timeout));
+            SharedReads::new(Opener::Single {
+                client: client.clone(),
+                config,
+            })
+        });
         let feed = feed.map(|(client, db)| {
             Feed::new(
                 FeedSource::Single(client),
@@ -298,7 +308,8 @@ impl RedisStoreBuilder {
             #[cfg(feature = "testing")]
             self.before_upsert_write,
         )
-        .with_feed(feed))
+        .with_feed(feed)
+        .with_reads(reads))
     }
 
     /// The cluster or Sentinel topology this builder names, if any, with the credentials to use.
@@ -384,7 +395,7 @@ impl RedisStoreBuilder {
             request_timeout: self.request_timeout,
             root_cert_pem: self.tls_root_cert_pem.as_deref(),
         };
-        let (pools, source) = multi::pools(topology, &settings)?;
+        let (pools, source, reads) = multi::pools(topology, &settings)?;
         let db = match topology {
             Topology::Sentinel { db, .. } => *db,
             Topology::Cluster { .. } => 0,
@@ -405,7 +416,8 @@ impl RedisStoreBuilder {
             #[cfg(feature = "testing")]
             self.before_upsert_write,
         )
-        .with_feed(Some(feed)))
+        .with_feed(Some(feed))
+        .with_reads(reads.map(SharedReads::new)))
     }
 
     /// The pool, and a client on the same server for the change feed.

@@ -7,6 +7,7 @@ mod builder;
 mod error;
 mod feed;
 mod multi;
+mod reads;
 mod store;
 mod topology;
 

@@ -15,6 +15,7 @@ use flagstore::{Error, Result};
 
 use crate::error::BACKEND;
 use crate::feed::{FeedSource, NodeTemplate};
+use crate::reads::Opener;
 use crate::topology::{ClusterManager, Pools, SentinelManager};
 
 /// Several servers to reach: the nodes of a cluster, or the Sentinels that name a primary.
@@ -171,7 +172,7 @@ fn built<M: managed::Manager>(manager: M, settings: &PoolSettings<'_>) -> Result
 pub(crate) fn pools(
     topology: &Topology,
     settings: &PoolSettings<'_>,
-) -> Result<(Pools, FeedSource)> {
+) -> Result<(Pools, FeedSource, Option<Opener>)> {
     match topology {
         Topology::Cluster { tls, nodes } => {
             let urls: Vec<String> = nodes.iter().map(|n| node_url(*tls, n)).collect();
@@ -205,6 +206,7 @@ pub(crate) fn pools(
                     "the cluster node addresses are not valid Redis URLs",
                 )
             })?;
+            let reads = Opener::Cluster(client.clone());
             let pool = built(ClusterManager { client }, settings)?;
             let nodes = NodeTemplate {
                 tls: *tls,
@@ -216,7 +218,7 @@ pub(crate) fn pools(
                 pool: pool.clone(),
                 nodes,
             };
-            Ok((Pools::Cluster(pool), feed))
+            Ok((Pools::Cluster(pool), feed, Some(reads)))
         }
         Topology::Sentinel {
             tls,
@@ -262,7 +264,8 @@ pub(crate) fn pools(
                 config,
             };
             let feed = FeedSource::Sentinel(tokio::sync::Mutex::new(client()?));
-            Ok((Pools::Sentinel(built(manager, settings)?), feed))
+            // Reads keep using the pool, whose checkout confirms the server is still the primary.
+            Ok((Pools::Sentinel(built(manager, settings)?), feed, None))
         }
     }
 }

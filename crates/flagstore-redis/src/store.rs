@@ -19,6 +19,7 @@ use flagstore::{
 use crate::builder::RedisStoreBuilder;
 use crate::error::{BACKEND, from_pool, from_redis};
 use crate::feed::Feed;
+use crate::reads::SharedReads;
 use crate::topology::{Conn, Pools};
 
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
@@ -59,7 +60,13 @@ pub struct RedisStore {
     target: String,
     request_timeout: Duration,
     skipped: AtomicU64,
+    /// `{prefix}:features`, `{prefix}:segments`, `{prefix}:$inited`, made once.
+    features_key: String,
+    segments_key: String,
+    inited_key: String,
     feed: Option<Arc<Feed>>,
+    /// The connection reads share; `None` (Sentinel, a caller's pool): reads use the pool.
+    reads: Option<SharedReads>,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -77,13 +84,20 @@ impl RedisStore {
         request_timeout: Duration,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
+        let features_key = format!("{prefix}:features");
+        let segments_key = format!("{prefix}:segments");
+        let inited_key = format!("{prefix}:$inited");
         RedisStore {
             pools,
             prefix,
             target,
             request_timeout,
             skipped: AtomicU64::new(0),
+            features_key,
+            segments_key,
+            inited_key,
             feed: None,
+            reads: None,
             #[cfg(feature = "testing")]
             before_upsert_write,
         }
@@ -101,6 +115,43 @@ impl RedisStore {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    pub(crate) fn with_reads(mut self, reads: Option<SharedReads>) -> Self {
+        self.reads = reads;
+        self
+    }
+
+    /// Sends one read command: on the shared connection when the store has one, else on a
+    /// pooled connection. A shared connection that fails, or whose read is abandoned (the
+    /// operation's time ran out), is let go and reopened by the next read.
+    pub(crate) async fn read<T: redis::FromRedisValue>(
+        &self,
+        op: Operation,
+        command: &redis::Cmd,
+    ) -> Result<T> {
+        let Some(reads) = &self.reads else {
+            let mut conn = self.connection(op).await?;
+            return command
+                .query_async(&mut conn)
+                .await
+                .map_err(self.redis_err(op));
+        };
+        let abandoned = DiscardIfDropped(Some(reads));
+        let result = loop {
+            let (mut conn, fresh) = match reads.get().await {
+                Ok(opened) => opened,
+                Err(err) => break Err(err),
+            };
+            match command.query_async(&mut conn).await {
+                Ok(value) => break Ok(value),
+                // Broken before this read: once more, on a new connection.
+                Err(err) if reads.failed(&err) && !fresh && !err.is_timeout() => continue,
+                Err(err) => break Err(err),
+            }
+        };
+        abandoned.disarm();
+        result.map_err(self.redis_err(op))
     }
 
     pub(crate) fn with_feed(mut self, feed: Option<Feed>) -> Self {
@@ -129,12 +180,21 @@ impl RedisStore {
 
     /// The hash holding `kind`'s items: `{prefix}:{kind}`.
     pub fn hash_key(&self, kind: &Kind) -> String {
-        format!("{}:{}", self.prefix, kind)
+        self.hash_key_ref(kind).into_owned()
+    }
+
+    /// [`hash_key`](Self::hash_key) without building the two keys every read uses.
+    fn hash_key_ref(&self, kind: &Kind) -> std::borrow::Cow<'_, str> {
+        match kind.name() {
+            "features" => self.features_key.as_str().into(),
+            "segments" => self.segments_key.as_str().into(),
+            _ => format!("{}:{}", self.prefix, kind).into(),
+        }
     }
 
     /// The initialized marker: `{prefix}:$inited`.
     pub fn inited_key(&self) -> String {
-        format!("{}:$inited", self.prefix)
+        self.inited_key.clone()
     }
 
     pub(crate) async fn connection(&self, op: Operation) -> Result<Conn> {
@@ -271,11 +331,9 @@ impl PersistentDataStore for RedisStore {
     async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
         let op = Operation::Get;
         self.bounded(op, Some((kind, Some(key))), async {
-            let mut conn = self.connection(op).await?;
-            let json: Option<String> = conn
-                .hget(self.hash_key(kind), key)
-                .await
-                .map_err(self.redis_err(op))?;
+            let mut hget = redis::cmd("HGET");
+            hget.arg(self.hash_key_ref(kind).as_ref()).arg(key);
+            let json: Option<String> = self.read(op, &hget).await?;
             json.map(|json| {
                 Item::from_json(key, json)
                     .map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
@@ -293,11 +351,9 @@ impl PersistentDataStore for RedisStore {
     async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
         let op = Operation::GetAll;
         self.bounded(op, Some((kind, None)), async {
-            let mut conn = self.connection(op).await?;
-            let pairs: Vec<(String, String)> = conn
-                .hgetall(self.hash_key(kind))
-                .await
-                .map_err(self.redis_err(op))?;
+            let mut hgetall = redis::cmd("HGETALL");
+            hgetall.arg(self.hash_key_ref(kind).as_ref());
+            let pairs: Vec<(String, String)> = self.read(op, &hgetall).await?;
             Ok(read_stored_items(pairs))
         })
         .await
@@ -316,10 +372,9 @@ impl PersistentDataStore for RedisStore {
     async fn is_initialized(&self) -> Result<bool> {
         let op = Operation::IsInitialized;
         self.bounded(op, None, async {
-            let mut conn = self.connection(op).await?;
-            conn.exists(self.inited_key())
-                .await
-                .map_err(self.redis_err(op))
+            let mut exists = redis::cmd("EXISTS");
+            exists.arg(&self.inited_key);
+            self.read(op, &exists).await
         })
         .await
     }
@@ -327,11 +382,7 @@ impl PersistentDataStore for RedisStore {
     async fn is_available(&self) -> bool {
         let op = Operation::IsAvailable;
         let ping = self.bounded(op, None, async {
-            let mut conn = self.connection(op).await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(self.redis_err(op))
+            self.read::<String>(op, &redis::cmd("PING")).await
         });
         ping.await.is_ok()
     }
@@ -344,5 +395,23 @@ impl PersistentDataStore for RedisStore {
     /// `None` for a store on a caller-supplied pool.
     fn changes(&self) -> Option<ChangeFeed> {
         self.feed.as_ref().map(Feed::start)
+    }
+}
+
+/// Discards the shared connection if a read is dropped before it finishes (its operation ran out
+/// of time): the connection may be stuck on a server that stopped answering.
+struct DiscardIfDropped<'a>(Option<&'a SharedReads>);
+
+impl DiscardIfDropped<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for DiscardIfDropped<'_> {
+    fn drop(&mut self) {
+        if let Some(reads) = self.0 {
+            reads.discard();
+        }
     }
 }

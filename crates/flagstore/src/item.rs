@@ -27,7 +27,8 @@ pub const DELETED_PLACEHOLDER_KEY: &str = "$deleted";
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Item {
-    key: String,
+    // Shared, like the JSON: caches hand out clones of items on every hit.
+    key: Arc<str>,
     version: u64,
     deleted: bool,
     json: Arc<str>,
@@ -44,7 +45,7 @@ impl Item {
         let json = json.into();
         let header = Header::parse(&json)?;
         Ok(Item {
-            key: key.into(),
+            key: key.into().into(),
             version: header.version,
             deleted: header.deleted,
             json,
@@ -58,7 +59,7 @@ impl Item {
         let json =
             format!(r#"{{"key":"{DELETED_PLACEHOLDER_KEY}","version":{version},"deleted":true}}"#);
         Item {
-            key: key.into(),
+            key: key.into().into(),
             version,
             deleted: true,
             json: json.into(),

@@ -84,6 +84,7 @@ pub use stored::{StoredItems, UnreadableItem};
 /// keeping secrets out of output. Applications using the stores do not need any of it.
 pub mod backend {
     pub use crate::changes::Reconnect;
+    pub use crate::order::write_stages;
     pub use crate::secret::{REDACTED, Secret, redact_url};
     pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, refuse_ignored, replaced_kinds};
     pub use crate::stored::{read_stored_items, version_to_replace};

@@ -47,6 +47,65 @@ pub fn sort_for_init(mut data: Vec<Collection>) -> Vec<Collection> {
     data
 }
 
+/// Splits a data set in write order (as [`sort_for_init`] leaves it) into stages whose items
+/// depend on none of each other, for backends that write in batches and can send several at
+/// once: every item of a stage may be written concurrently, and each stage must be complete
+/// before the next starts. Each entry is `(collection index, item index)`.
+///
+/// A collection's items start a new stage after the previous collection's last one (segments,
+/// then flags, as given); within it, an item goes one stage after the latest of its
+/// dependencies (prerequisites, matched segments) that come before it.
+///
+/// ```
+/// use flagstore::backend::write_stages;
+/// use flagstore::{sort_for_init, Collection, Item, Kind};
+///
+/// let data = sort_for_init(vec![
+///     Collection::new(Kind::FEATURES, vec![
+///         Item::from_json("a", r#"{"version":1}"#)?,
+///         Item::from_json("b", r#"{"version":1,"prerequisites":[{"key":"a","variation":0}]}"#)?,
+///         Item::from_json("c", r#"{"version":1}"#)?,
+///     ]),
+///     Collection::new(Kind::SEGMENTS, vec![Item::from_json("s", r#"{"version":1}"#)?]),
+/// ]);
+/// // The segment, then both flags without prerequisites (a, c) together, then b.
+/// assert_eq!(write_stages(&data), vec![vec![(0, 0)], vec![(1, 0), (1, 2)], vec![(1, 1)]]);
+/// # Ok::<(), flagstore::ItemError>(())
+/// ```
+pub fn write_stages(data: &[Collection]) -> Vec<Vec<(usize, usize)>> {
+    let mut stages: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut base = 0;
+    for (c, collection) in data.iter().enumerate() {
+        let dependencies: fn(&Item) -> Vec<String> = if collection.kind == Kind::FEATURES {
+            prerequisite_keys
+        } else if collection.kind == Kind::SEGMENTS {
+            matched_segment_keys
+        } else {
+            |_| Vec::new()
+        };
+        let mut stage_of: HashMap<&str, usize> = HashMap::with_capacity(collection.items.len());
+        let mut deepest = None;
+        for (i, item) in collection.items.iter().enumerate() {
+            let stage = dependencies(item)
+                .iter()
+                .filter_map(|key| stage_of.get(key.as_str()))
+                .map(|stage| stage + 1)
+                .max()
+                .unwrap_or(0);
+            stage_of.insert(item.key(), stage);
+            deepest = deepest.max(Some(stage));
+            if stages.len() <= base + stage {
+                stages.resize_with(base + stage + 1, Vec::new);
+            }
+            stages[base + stage].push((c, i));
+        }
+        if let Some(deepest) = deepest {
+            base += deepest + 1;
+        }
+    }
+    stages
+}
+
 #[derive(Deserialize)]
 struct Prerequisites {
     #[serde(default)]

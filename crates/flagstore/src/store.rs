@@ -77,7 +77,9 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
     /// Collections and items are written in the order given; use [`crate::sort_for_init`] to put
     /// segments before flags and prerequisites before the flags that depend on them. Backends
     /// that cannot write atomically write the new items first, then delete the ones no longer
-    /// present, then the `$inited` marker.
+    /// present, then the `$inited` marker; they may write items concurrently where no
+    /// dependency orders them ([`write_stages`](crate::backend::write_stages)), never an item
+    /// before what it depends on.
     async fn init(&self, data: &[Collection]) -> Result<()>;
 
     /// The item stored under `key`: `Ok(Some)` for an item or a tombstone, `Ok(None)` if nothing

@@ -222,14 +222,15 @@ impl Inner {
 
     /// A cached value, loading it (once, however many callers ask at the same time) if it is
     /// missing or stale. Failed loads are handed to every waiting caller and never cached.
-    async fn cached<F>(
+    async fn cached<L, F>(
         self: &Arc<Self>,
         cache: &Cache<CacheKey, Entry>,
         kind: &Kind,
         key: CacheKey,
-        load: F,
+        load: L,
     ) -> Result<Cached>
     where
+        L: FnOnce() -> F,
         F: Future<Output = Result<Cached>> + Send,
     {
         let mut previous = None;
@@ -242,6 +243,7 @@ impl Inner {
         }
         // Stamped before the read: a change reported while it runs makes the result stale.
         let generation = self.generation();
+        let load = load();
         let load = async move {
             let mut value = load.await?;
             if self.last_known_good {
@@ -379,8 +381,7 @@ impl PersistentDataStore for CachingStore {
         let Some(cache) = &inner.cache else {
             return inner.remember(inner.store.get(kind, key).await);
         };
-        let store = Arc::clone(&inner.store);
-        let load = async move { store.get(kind, key).await.map(Cached::Item) };
+        let load = || async move { inner.store.get(kind, key).await.map(Cached::Item) };
         match inner
             .cached(cache, kind, CacheKey::item(kind, key), load)
             .await?
@@ -395,9 +396,9 @@ impl PersistentDataStore for CachingStore {
         let Some(cache) = &inner.cache else {
             return inner.remember(inner.store.get_all(kind).await);
         };
-        let store = Arc::clone(&inner.store);
-        let load = async move {
-            store
+        let load = || async move {
+            inner
+                .store
                 .get_all(kind)
                 .await
                 .map(|items| Cached::All(Arc::new(items)))
