@@ -12,6 +12,7 @@
 //! | `concurrent64` | 64 tasks × 100 uncached gets | the same through one multiplexed connection, and through a deadpool pool of 16 |
 //! | `cache_hit` | `CachingStore::get` of a cached flag, 1 task and 8 tasks | a bare `moka::future::Cache` get |
 //! | `get_all10k` | `RedisStore::get_all` of 10,000 flags | `HGETALL` into `(String, String)` pairs |
+//! | `item_parse` | `Item::from_json` of one 1.3 KB flag (version, tombstone, and a validating scan) | serde_json validating the same JSON into `IgnoredAny` |
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -332,6 +333,22 @@ fn get_all10k(c: &mut Criterion) {
     group.finish();
 }
 
+/// What each read spends on the JSON itself: reading `version` and `deleted` and checking that the
+/// whole document is JSON, against serde_json's bare validation of the same bytes.
+fn item_parse(c: &mut Criterion) {
+    let json = flag(42).json().to_owned();
+    let mut group = c.benchmark_group("item_parse");
+    group.bench_function("serde_json validate (IgnoredAny)", |b| {
+        b.iter(|| {
+            serde_json::from_str::<serde::de::IgnoredAny>(std::hint::black_box(&json)).unwrap()
+        })
+    });
+    group.bench_function("Item::from_json", |b| {
+        b.iter(|| Item::from_json("flag-00042", std::hint::black_box(json.as_str())).unwrap())
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -341,6 +358,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = reads;
     config = config();
-    targets = get, concurrent64, cache_hit, get_all10k
+    targets = get, concurrent64, cache_hit, get_all10k, item_parse
 }
 criterion_main!(reads);

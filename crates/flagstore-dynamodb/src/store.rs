@@ -81,10 +81,10 @@ impl ClientSource {
 /// The table must exist: the store never creates it ([`create_table`](crate::create_table) does,
 /// for tests and tools).
 ///
-/// - `init` queries the existing keys (consistent reads, every page), then writes in
-///   BatchWriteItem calls of 25, stage by stage ([`write_stages`]: segments, then flags without
-///   prerequisites, then the flags that depend on those, …), up to 8 calls in flight within a
-///   stage; then deletes of keys no longer present, then the marker. Writes DynamoDB leaves unprocessed or throttles are retried with
+/// - `init` writes in BatchWriteItem calls of 25, stage by stage ([`write_stages`]: segments,
+///   then flags without prerequisites, then the flags that depend on those, …), up to 8 calls in
+///   flight within a stage, while it queries the existing keys (consistent reads, every page);
+///   then it deletes the keys no longer present, then writes the marker. Writes DynamoDB leaves unprocessed or throttles are retried with
 ///   backoff until the batch deadline, then reported as an error; never dropped.
 /// - `upsert` is one conditional PutItem; a failed condition means "not updated". A record
 ///   whose `version` attribute is missing or not a number is replaced.
@@ -342,17 +342,6 @@ impl fmt::Debug for DynamoDbStore {
 impl PersistentDataStore for DynamoDbStore {
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
-        // What is stored now, for every kind being replaced.
-        let mut stale = HashSet::new();
-        for kind in replaced_kinds(data) {
-            let namespace = self.names.kind(kind);
-            for record in self.query_all(op, &namespace, true).await? {
-                if let Some(AttributeValue::S(key)) = record.get(SORT_KEY) {
-                    stale.insert((namespace.clone(), key.clone()));
-                }
-            }
-        }
-
         // One put per key, from its last copy in the data (DynamoDB rejects a batch naming a key
         // twice), stage by stage so that nothing is written before what it depends on.
         let namespaces: Vec<String> = data.iter().map(|c| self.names.kind(&c.kind)).collect();
@@ -363,6 +352,7 @@ impl PersistentDataStore for DynamoDbStore {
             }
         }
         let mut stages = Vec::new();
+        let mut written = HashSet::new();
         for stage in write_stages(data) {
             let mut requests = Vec::with_capacity(stage.len());
             for (c, i) in stage {
@@ -370,11 +360,11 @@ impl PersistentDataStore for DynamoDbStore {
                 if last.get(&(namespace.as_str(), item.key())) != Some(&(c, i)) {
                     continue;
                 }
-                // Too large: not written, and its old copy stays in `stale` to be deleted.
+                // Too large: not written, so its old copy counts as stale and is deleted.
                 if self.fits(op, kind, namespace, item).is_err() {
                     continue;
                 }
-                stale.remove(&(namespace.clone(), item.key().to_owned()));
+                written.insert((namespace.clone(), item.key().to_owned()));
                 let put = PutRequest::builder()
                     .set_item(Some(item_attributes(namespace, item)))
                     .build()
@@ -383,7 +373,29 @@ impl PersistentDataStore for DynamoDbStore {
             }
             stages.push(requests);
         }
-        let mut stale: Vec<_> = stale.into_iter().collect();
+        // What is stored now, for every kind being replaced, read while the new items go in:
+        // the deletes need it only once they are all written. A key the query sees because this
+        // init just wrote it is not stale.
+        let existing = async {
+            let mut existing = HashSet::new();
+            for kind in replaced_kinds(data) {
+                let namespace = self.names.kind(kind);
+                for record in self.query_all(op, &namespace, true).await? {
+                    if let Some(AttributeValue::S(key)) = record.get(SORT_KEY) {
+                        existing.insert((namespace.clone(), key.clone()));
+                    }
+                }
+            }
+            Ok(existing)
+        };
+        let writes = async {
+            for requests in stages {
+                self.write_batches(op, requests).await?;
+            }
+            Ok(())
+        };
+        let (existing, ()) = futures::future::try_join(existing, writes).await?;
+        let mut stale: Vec<_> = existing.difference(&written).cloned().collect();
         stale.sort();
         let mut deletes = Vec::with_capacity(stale.len());
         for (namespace, key) in stale {
@@ -393,10 +405,7 @@ impl PersistentDataStore for DynamoDbStore {
                 .map_err(|e| Error::database(BACKEND, op, e))?;
             deletes.push(WriteRequest::builder().delete_request(delete).build());
         }
-        stages.push(deletes);
-        for requests in stages {
-            self.write_batches(op, requests).await?;
-        }
+        self.write_batches(op, deletes).await?;
 
         let marker = self.names.inited();
         let client = self.client().await;

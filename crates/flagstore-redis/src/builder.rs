@@ -282,9 +282,11 @@ impl RedisStoreBuilder {
             }
         };
         let reads = feed.as_ref().map(|(client, _)| {
+            // No response timeout of its own: every read runs under the store's one budget
+            // (`bounded`), and a second timer per read would only cost time.
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(self.request_timeout));
+                .set_response_timeout(None);
             SharedReads::new(Opener::Single {
                 client: client.clone(),
                 config,
