@@ -1,4 +1,5 @@
-//! The store: the LaunchDarkly Redis schema over a deadpool connection pool.
+//! The store: the LaunchDarkly Redis schema, reads over one shared multiplexed connection and
+//! upserts over a deadpool connection pool.
 
 use std::fmt;
 use std::future::Future;

@@ -173,6 +173,23 @@ impl CachingStore {
         self.inner.status.subscribe()
     }
 
+    /// [`PersistentDataStore::get`], callable without the trait: a cache hit then costs no
+    /// boxed future, which is most of what a hit costs beyond the cache lookup itself.
+    pub async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
+        let inner = &self.inner;
+        let Some(cache) = &inner.cache else {
+            return inner.remember(inner.store.get(kind, key).await);
+        };
+        let load = || async move { inner.store.get(kind, key).await.map(Cached::Item) };
+        match inner
+            .cached(cache, kind, CacheKey::item(kind, key), load)
+            .await?
+        {
+            Cached::Item(item) => Ok(item),
+            Cached::All(_) => unreachable_entry(kind, Some(key)),
+        }
+    }
+
     /// Drops every cached entry (not the writes awaiting write-back).
     pub fn invalidate_all(&self) {
         self.inner.flush();
@@ -377,18 +394,7 @@ impl PersistentDataStore for CachingStore {
     }
 
     async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
-        let inner = &self.inner;
-        let Some(cache) = &inner.cache else {
-            return inner.remember(inner.store.get(kind, key).await);
-        };
-        let load = || async move { inner.store.get(kind, key).await.map(Cached::Item) };
-        match inner
-            .cached(cache, kind, CacheKey::item(kind, key), load)
-            .await?
-        {
-            Cached::Item(item) => Ok(item),
-            Cached::All(_) => unreachable_entry(kind, Some(key)),
-        }
+        CachingStore::get(self, kind, key).await
     }
 
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {

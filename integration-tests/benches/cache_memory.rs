@@ -1,0 +1,71 @@
+//! What a forever cache of 10,000 realistic flags costs in resident memory, against the bytes of
+//! their JSON (the floor: a cache must hold the JSON). The data goes through a Redis store, so
+//! the only copy in this process is the cache's.
+//!
+//! ```sh
+//! cargo bench -p flagstore-integration-tests --bench cache_memory
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use flagstore::{CachingStore, Collection, Item, Kind, PersistentDataStore};
+use flagstore_integration_tests::redis::Redis;
+use flagstore_redis::RedisStore;
+
+fn flag(i: usize) -> Item {
+    let key = format!("flag-{i:05}");
+    let json = format!(
+        r#"{{"key":"{key}","version":3,"on":true,"salt":"{key}-salt","targets":[{{"variation":0,"values":["user-1","user-2","user-3","user-4","user-5"]}}],"rules":[{{"id":"r1","variation":0,"clauses":[{{"attribute":"email","op":"endsWith","values":["@example.com"],"negate":false}}]}}],"fallthrough":{{"variation":0}},"offVariation":1,"prerequisites":[],"variations":[true,false],"description":"A flag of realistic size for benchmarks, with some text so that it weighs about what production flags weigh."}}"#
+    );
+    Item::from_json(key, json).unwrap()
+}
+
+/// Resident set size in bytes, from /proc/self/statm.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn main() {
+    const FLAGS: usize = 10_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = Redis::start();
+    let prefix = format!("bench_mem_{}", flagstore::testing::unique_run_id());
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .prefix(&prefix)
+        .build()
+        .unwrap();
+    let cache = CachingStore::builder(store)
+        .cache_forever()
+        .build()
+        .unwrap();
+    // Warm up the allocator and the connection with a small data set first.
+    runtime
+        .block_on(cache.init(&[Collection::new(Kind::FEATURES, vec![flag(0)])]))
+        .unwrap();
+
+    let before = rss();
+    let json_bytes: usize;
+    {
+        let flags: Vec<Item> = (0..FLAGS).map(flag).collect();
+        json_bytes = flags.iter().map(|f| f.json().len()).sum();
+        runtime
+            .block_on(cache.init(&[Collection::new(Kind::FEATURES, flags)]))
+            .unwrap();
+    }
+    // The data set is gone; what remains is the cache (JSON shared by item and whole-kind entries).
+    runtime.block_on(cache.get_all(&Kind::FEATURES)).unwrap();
+    let after = rss();
+    let (entries, weight) = runtime.block_on(cache.cache_usage());
+    let grown = after.saturating_sub(before);
+    println!("forever cache of {FLAGS} flags: {entries} entries, weighed {weight} bytes");
+    println!(
+        "JSON {json_bytes} bytes; resident memory grew {grown} bytes: {:.2}x the JSON",
+        grown as f64 / json_bytes as f64
+    );
+}
