@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::Criterion;
 use flagstore::{CachingStore, Collection, Item, Kind, PersistentDataStore};
 use flagstore_integration_tests::redis::Redis;
 use flagstore_redis::RedisStore;
@@ -36,14 +36,17 @@ fn flag(i: usize) -> Item {
 }
 
 struct Fixture {
-    _redis: Redis,
+    /// Taken and dropped (stopping a server this bench started) at the end of `main`: a static
+    /// is never dropped by itself.
+    redis: std::sync::Mutex<Option<Redis>>,
     url: String,
     prefix: String,
     runtime: tokio::runtime::Runtime,
 }
 
+static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+
 fn fixture() -> &'static Fixture {
-    static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     FIXTURE.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -63,7 +66,7 @@ fn fixture() -> &'static Fixture {
             .unwrap();
         Fixture {
             url: redis.url().to_owned(),
-            _redis: redis,
+            redis: std::sync::Mutex::new(Some(redis)),
             prefix,
             runtime,
         }
@@ -355,9 +358,15 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(4))
 }
 
-criterion_group! {
-    name = reads;
-    config = config();
-    targets = get, concurrent64, cache_hit, get_all10k, item_parse
+fn main() {
+    let mut criterion = config().configure_from_args();
+    get(&mut criterion);
+    concurrent64(&mut criterion);
+    cache_hit(&mut criterion);
+    get_all10k(&mut criterion);
+    item_parse(&mut criterion);
+    criterion.final_summary();
+    if let Some(fixture) = FIXTURE.get() {
+        drop(fixture.redis.lock().unwrap().take());
+    }
 }
-criterion_main!(reads);
