@@ -91,6 +91,11 @@ impl Consul {
         consul
     }
 
+    /// A fresh local dev agent, never an external one: for tests that restart it.
+    pub fn start_local_agent() -> Consul {
+        Self::start_local(None)
+    }
+
     fn start_local(master_token: Option<&str>) -> Consul {
         let acl = master_token.map(|token| {
             format!(r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{token}" agent = "{token}" }} }}"#)
@@ -101,10 +106,29 @@ impl Consul {
     }
 
     fn launch(master_token: Option<&str>, hcl: Option<String>) -> Consul {
+        Self::launch_on(None, master_token, hcl)
+    }
+
+    /// Stops a local dev agent and starts a new, empty one on the same HTTP port, as when an
+    /// agent without persistence restarts.
+    pub fn restart_empty(&mut self) {
+        assert!(self._server.is_some(), "only an agent this process started");
+        let port: u16 = self
+            .http_address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a local agent's address ends in its port");
+        self._server.take();
+        let fresh = Self::launch_on(Some(port), None, None);
+        self._server = fresh._server;
+    }
+
+    fn launch_on(port: Option<u16>, master_token: Option<&str>, hcl: Option<String>) -> Consul {
         assert!(on_path("consul"), "{INSTALL_HINT}");
         let mut last_error = String::new();
         for _ in 0..5 {
-            let http = free_port();
+            let http = port.unwrap_or_else(free_port);
             let mut args: Vec<String> = vec![
                 "agent".into(),
                 "-dev".into(),

@@ -228,3 +228,38 @@ async fn a_server_without_keyspace_events_is_reported_by_name() {
         other => panic!("expected the missing setting, got {other:?}"),
     }
 }
+
+/// Consul restarted empty (a dev agent keeps nothing): the feed's blocking query breaks, it
+/// reconnects with backoff, and the reconnection alone makes the reader re-read: the new data
+/// shows well within the 15-second TTL, and changes after that propagate live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consul_restart_is_followed_by_the_feed() {
+    let mut consul = Consul::start_local_agent();
+    let prefix = format!("live_{}", unique_run_id());
+    let store = |consul: &Consul| -> Arc<ConsulStore> {
+        Arc::new(
+            ConsulStore::builder()
+                .url(consul.address())
+                .prefix(&prefix)
+                .build()
+                .unwrap(),
+        )
+    };
+    let writer = store(&consul);
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 1)])])
+        .await
+        .unwrap();
+    let reader = live_cache(store(&consul), Duration::from_secs(15)).await;
+    assert_eq!(reader.get(&F, "f").await.unwrap().unwrap().version(), 1);
+
+    consul.restart_empty();
+    writer
+        .init(&[Collection::new(F, vec![flag("f", 4)])])
+        .await
+        .unwrap();
+    seen_within(&reader, "f", 4, Duration::from_secs(10)).await;
+    wait_status(&reader, "feed back", |s| s.live).await;
+    writer.upsert(&F, flag("f", 5)).await.unwrap();
+    seen_within(&reader, "f", 5, PROPAGATION).await;
+}
