@@ -111,7 +111,8 @@ enum Command {
     },
     /// Follow the store's change feed (Redis keyspace notifications, Consul blocking queries)
     /// and print one line per item that changed, whoever wrote it, until interrupted.
-    /// A Redis server must announce keyspace events (notify-keyspace-events K$ghxe or KA).
+    /// A Redis server must announce keyspace events (notify-keyspace-events K$ghxe or KA); add
+    /// ?keyspace_events=configure to the store URL to let flagstore turn them on.
     Watch {
         /// Print one JSON object per line: {"kind":…,"key":…,"version":N}, version null for an
         /// item that vanished (or whose stored value is unreadable).

@@ -283,7 +283,7 @@ impl Feed {
             return Err(Error::config(
                 BACKEND,
                 format!(
-                    "the server's notify-keyspace-events is {current:?} and lacks {missing:?}, so the change feed would miss changes: set it to include K{NEEDED_CLASSES} (CONFIG SET notify-keyspace-events K{NEEDED_CLASSES}, or in redis.conf), or let the store set it with configure_keyspace_events(true)"
+                    "the server's notify-keyspace-events is {current:?} and lacks {missing:?}, so the change feed would miss changes: set it to include K{NEEDED_CLASSES} (CONFIG SET notify-keyspace-events K{NEEDED_CLASSES}, or in redis.conf), or let the store set it: configure_keyspace_events(true) on the builder, keyspace_events=configure in a store URL"
                 ),
             ));
         }

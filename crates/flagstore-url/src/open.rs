@@ -188,10 +188,17 @@ impl StoreUrl {
 
     #[cfg(feature = "redis")]
     fn redis(&self) -> Result<flagstore_redis::RedisStore> {
-        let Target::Redis { url, pool_size } = &self.target else {
+        let Target::Redis {
+            url,
+            pool_size,
+            configure_keyspace_events,
+        } = &self.target
+        else {
             return Err(Error::config("redis", "not a redis:// URL"));
         };
-        let mut builder = flagstore_redis::RedisStore::builder().url(url);
+        let mut builder = flagstore_redis::RedisStore::builder()
+            .url(url)
+            .configure_keyspace_events(*configure_keyspace_events);
         if let Some(password) = password_from_env(url) {
             builder = builder.password(password);
         }

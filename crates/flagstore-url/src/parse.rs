@@ -19,7 +19,7 @@ const URL: &str = "store-url";
 ///
 /// | form | options |
 /// |---|---|
-/// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path[?db=N]` | `prefix`, `pool_size`, `connect_timeout`, `request_timeout` |
+/// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path[?db=N]` | `prefix`, `pool_size`, `connect_timeout`, `request_timeout`, `keyspace_events=configure` |
 /// | `redis+cluster://[user:password@]host:port,host:port` (`rediss+cluster://` for TLS); the prefix needs a hash tag, e.g. `?prefix={launchdarkly}` | the same |
 /// | `redis+sentinel://[user:password@]host:port,host:port/MASTER_NAME[/db]` (`rediss+sentinel://`: TLS to the primary) | the same |
 /// | `dynamodb://TABLE` | `endpoint`, `region`, `prefix`, `connect_timeout`, `request_timeout` |
@@ -40,7 +40,7 @@ const URL: &str = "store-url";
 /// let err = StoreUrl::parse("redis://cache?db=2").unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"redis: invalid configuration: unknown option "db" in "redis://cache"; the options are prefix, pool_size, connect_timeout, request_timeout"#
+///     r#"redis: invalid configuration: unknown option "db" in "redis://cache"; the options are prefix, pool_size, connect_timeout, request_timeout, keyspace_events"#
 /// );
 /// # Ok::<(), flagstore::Error>(())
 /// ```
@@ -59,6 +59,8 @@ pub(crate) enum Target {
     Redis {
         url: String,
         pool_size: Option<usize>,
+        /// `keyspace_events=configure`: the change feed may turn on the notifications it needs.
+        configure_keyspace_events: bool,
     },
     DynamoDb {
         table: String,
@@ -143,7 +145,13 @@ impl Options<'_> {
     }
 }
 
-const REDIS_OPTIONS: &[&str] = &["prefix", "pool_size", "connect_timeout", "request_timeout"];
+const REDIS_OPTIONS: &[&str] = &[
+    "prefix",
+    "pool_size",
+    "connect_timeout",
+    "request_timeout",
+    "keyspace_events",
+];
 const DYNAMODB_OPTIONS: &[&str] = &[
     "endpoint",
     "region",
@@ -212,6 +220,18 @@ impl StoreUrl {
             "redis" => Target::Redis {
                 url: base.to_owned(),
                 pool_size: options.count("pool_size")?,
+                configure_keyspace_events: match options.take("keyspace_events").as_deref() {
+                    None => false,
+                    Some("configure") => true,
+                    Some(other) => {
+                        return Err(Error::config(
+                            "redis",
+                            format!(
+                                "keyspace_events={other:?}: the only value is \"configure\" (let the change feed turn on the keyspace notifications it needs)"
+                            ),
+                        ));
+                    }
+                },
             },
             "dynamodb" => {
                 let table = rest
@@ -339,6 +359,7 @@ mod tests {
         let redis = |url: &str, pool_size| Target::Redis {
             url: url.to_owned(),
             pool_size,
+            configure_keyspace_events: false,
         };
         let consul = |url: &str, dc: Option<&str>| Target::Consul {
             url: url.to_owned(),
@@ -364,6 +385,14 @@ mod tests {
             (
                 "redis+sentinel://s1:26379,s2:26379/mymaster/2",
                 redis("redis+sentinel://s1:26379,s2:26379/mymaster/2", None),
+            ),
+            (
+                "redis://h?keyspace_events=configure",
+                Target::Redis {
+                    url: "redis://h".into(),
+                    pool_size: None,
+                    configure_keyspace_events: true,
+                },
             ),
             (
                 "dynamodb://flags?endpoint=http://127.0.0.1:8000&region=eu-west-1&prefix=p",
@@ -433,7 +462,7 @@ mod tests {
             ),
             (
                 "redis://u:hunter2@h?prefix=a&db=3",
-                r#"redis: invalid configuration: unknown option "db" in "redis://u:***@h"; the options are prefix, pool_size, connect_timeout, request_timeout"#,
+                r#"redis: invalid configuration: unknown option "db" in "redis://u:***@h"; the options are prefix, pool_size, connect_timeout, request_timeout, keyspace_events"#,
             ),
             (
                 "redis://:s3cret@h?prefix=a&prefix=b",
@@ -458,6 +487,10 @@ mod tests {
             (
                 "redis://h?request_timeout=soon",
                 r#"redis: invalid configuration: request_timeout="soon" is not a duration like 500ms, 2s or 1m"#,
+            ),
+            (
+                "redis://h?keyspace_events=yes",
+                r#"redis: invalid configuration: keyspace_events="yes": the only value is "configure" (let the change feed turn on the keyspace notifications it needs)"#,
             ),
             (
                 "redis://h?pool_size=many",
