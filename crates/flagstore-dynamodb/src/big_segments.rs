@@ -11,13 +11,13 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use flagstore::{
     BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result,
 };
 
 use crate::error::BACKEND;
-use crate::schema::{SORT_KEY, key_attributes};
+use crate::schema::{SORT_KEY, delete_request, key_attributes, put_request};
 use crate::store::DynamoDbStore;
 
 const OP: Operation = Operation::BigSegments;
@@ -112,14 +112,10 @@ impl BigSegmentStore for DynamoDbStore {
             .collect();
         let mut requests = Vec::with_capacity(last.len());
         for (hash, membership) in last {
-            let mut attributes = key_attributes(&namespace, hash);
             let request = if membership.is_empty() {
-                let delete = DeleteRequest::builder()
-                    .set_key(Some(attributes))
-                    .build()
-                    .map_err(|e| Error::database(BACKEND, OP, e))?;
-                WriteRequest::builder().delete_request(delete).build()
+                delete_request(OP, &namespace, hash)?
             } else {
+                let mut attributes = key_attributes(&namespace, hash);
                 for (name, refs) in [
                     (INCLUDED, membership.included().collect::<Vec<_>>()),
                     (EXCLUDED, membership.excluded().collect()),
@@ -129,11 +125,7 @@ impl BigSegmentStore for DynamoDbStore {
                         attributes.insert(name.to_owned(), AttributeValue::Ss(set));
                     }
                 }
-                let put = PutRequest::builder()
-                    .set_item(Some(attributes))
-                    .build()
-                    .map_err(|e| Error::database(BACKEND, OP, e))?;
-                WriteRequest::builder().put_request(put).build()
+                put_request(OP, attributes)?
             };
             requests.push(request);
         }
@@ -172,11 +164,7 @@ impl BigSegmentStore for DynamoDbStore {
         keys.push((metadata.clone(), metadata));
         let mut requests = Vec::with_capacity(keys.len());
         for (namespace, key) in keys {
-            let delete = DeleteRequest::builder()
-                .set_key(Some(key_attributes(&namespace, &key)))
-                .build()
-                .map_err(|e| Error::database(BACKEND, OP, e))?;
-            requests.push(WriteRequest::builder().delete_request(delete).build());
+            requests.push(delete_request(OP, &namespace, &key)?);
         }
         self.write_batches(OP, requests).await
     }

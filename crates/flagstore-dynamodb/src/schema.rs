@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use flagstore::{Item, ItemError, Kind};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use flagstore::{Error, Item, ItemError, Kind, Operation};
+
+use crate::error::BACKEND;
 
 /// The partition key attribute.
 pub const PARTITION_KEY: &str = "namespace";
@@ -87,6 +89,31 @@ pub(crate) fn key_attributes(namespace: &str, key: &str) -> HashMap<String, Attr
         ),
         (SORT_KEY.to_owned(), AttributeValue::S(key.to_owned())),
     ])
+}
+
+/// A BatchWriteItem request writing the record `attributes`.
+pub(crate) fn put_request(
+    op: Operation,
+    attributes: HashMap<String, AttributeValue>,
+) -> Result<WriteRequest, Error> {
+    let put = PutRequest::builder()
+        .set_item(Some(attributes))
+        .build()
+        .map_err(|e| Error::database(BACKEND, op, e))?;
+    Ok(WriteRequest::builder().put_request(put).build())
+}
+
+/// A BatchWriteItem request deleting the record `namespace`/`key`.
+pub(crate) fn delete_request(
+    op: Operation,
+    namespace: &str,
+    key: &str,
+) -> Result<WriteRequest, Error> {
+    let delete = DeleteRequest::builder()
+        .set_key(Some(key_attributes(namespace, key)))
+        .build()
+        .map_err(|e| Error::database(BACKEND, op, e))?;
+    Ok(WriteRequest::builder().delete_request(delete).build())
 }
 
 /// The full record of an item.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_config::ConfigLoader;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use flagstore::backend::{replaced_kinds, write_stages};
 use flagstore::{
     Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
@@ -21,8 +21,8 @@ use crate::batch::{Attempt, write_all};
 use crate::builder::DynamoDbStoreBuilder;
 use crate::error::{BACKEND, from_sdk, is_throttled};
 use crate::schema::{
-    MAX_ITEM_SIZE, Namespaces, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size,
-    item_attributes, item_from_record, key_attributes, stored_item,
+    MAX_ITEM_SIZE, Namespaces, PARTITION_KEY, SORT_KEY, VERSION_ATTR, delete_request,
+    estimated_size, item_attributes, item_from_record, key_attributes, put_request, stored_item,
 };
 
 /// BatchWriteItem's limit on requests per call.
@@ -365,11 +365,7 @@ impl PersistentDataStore for DynamoDbStore {
                     continue;
                 }
                 written.insert((namespace.clone(), item.key().to_owned()));
-                let put = PutRequest::builder()
-                    .set_item(Some(item_attributes(namespace, item)))
-                    .build()
-                    .map_err(|e| Error::database(BACKEND, op, e))?;
-                requests.push(WriteRequest::builder().put_request(put).build());
+                requests.push(put_request(op, item_attributes(namespace, item))?);
             }
             stages.push(requests);
         }
@@ -399,11 +395,7 @@ impl PersistentDataStore for DynamoDbStore {
         stale.sort();
         let mut deletes = Vec::with_capacity(stale.len());
         for (namespace, key) in stale {
-            let delete = DeleteRequest::builder()
-                .set_key(Some(key_attributes(&namespace, &key)))
-                .build()
-                .map_err(|e| Error::database(BACKEND, op, e))?;
-            deletes.push(WriteRequest::builder().delete_request(delete).build());
+            deletes.push(delete_request(op, &namespace, &key)?);
         }
         self.write_batches(op, deletes).await?;
 

@@ -6,8 +6,8 @@
 //!   sets of segment refs (`key.gN`).
 
 use async_trait::async_trait;
+use deadpool_redis::redis;
 use deadpool_redis::redis::aio::ConnectionLike;
-use deadpool_redis::redis::{self, AsyncConnectionConfig};
 use flagstore::{
     BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result,
 };
@@ -41,18 +41,9 @@ impl RedisStore {
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
         match self.feed() {
             Some(feed) if self.is_cluster() => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(feed.connect_timeout))
-                    .set_response_timeout(Some(self.request_timeout()));
                 let mut keys = Vec::new();
                 for client in feed.nodes().await? {
-                    let mut conn = feed
-                        .bounded(feed.connect_timeout + self.request_timeout(), async {
-                            client
-                                .get_multiplexed_async_connection_with_config(&config)
-                                .await
-                        })
-                        .await?;
+                    let mut conn = feed.connect(&client).await?;
                     keys.extend(self.scan_on(&mut conn, pattern).await?);
                 }
                 Ok(keys)

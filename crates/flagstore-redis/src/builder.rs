@@ -281,20 +281,45 @@ impl RedisStoreBuilder {
                 (pool, format!("at {}", redact_url(url)), Some((client, db)))
             }
         };
-        let reads = feed.as_ref().map(|(client, _)| {
-            // No response timeout of its own: every read runs under the store's one budget
-            // (`bounded`), and a second timer per read would only cost time.
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(None);
-            SharedReads::new(Opener::Single {
-                client: client.clone(),
-                config,
-            })
-        });
-        let feed = feed.map(|(client, db)| {
+        let (feed, reads) = match feed {
+            Some((client, db)) => {
+                // No response timeout of its own: every read runs under the store's one budget
+                // (`bounded`), and a second timer per read would only cost time.
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(None);
+                let reads = Opener::Single {
+                    client: client.clone(),
+                    config,
+                };
+                (Some((FeedSource::Single(client), db)), Some(reads))
+            }
+            None => (None, None),
+        };
+        Ok(self.assemble(
+            Pools::Single(pool),
+            prefix,
+            target,
+            feed,
+            reads,
+            connect_timeout,
+        ))
+    }
+
+    /// The store, its change feed (where the data's servers can be subscribed to, in database
+    /// `db`) and its shared read connection (where reads can share one).
+    fn assemble(
+        self,
+        pools: Pools,
+        prefix: String,
+        target: String,
+        feed: Option<(FeedSource, i64)>,
+        reads: Option<Opener>,
+        connect_timeout: Duration,
+    ) -> RedisStore {
+        let feed = feed.map(|(source, db)| {
             Feed::new(
-                FeedSource::Single(client),
+                source,
                 prefix.clone(),
                 db,
                 self.configure_keyspace_events,
@@ -302,8 +327,8 @@ impl RedisStoreBuilder {
                 self.request_timeout,
             )
         });
-        Ok(RedisStore::new(
-            Pools::Single(pool),
+        RedisStore::new(
+            pools,
             prefix,
             target,
             self.request_timeout,
@@ -311,7 +336,7 @@ impl RedisStoreBuilder {
             self.before_upsert_write,
         )
         .with_feed(feed)
-        .with_reads(reads))
+        .with_reads(reads.map(SharedReads::new))
     }
 
     /// The cluster or Sentinel topology this builder names, if any, with the credentials to use.
@@ -402,24 +427,15 @@ impl RedisStoreBuilder {
             Topology::Sentinel { db, .. } => *db,
             Topology::Cluster { .. } => 0,
         };
-        let feed = Feed::new(
-            source,
-            prefix.clone(),
-            db,
-            self.configure_keyspace_events,
-            connect_timeout,
-            self.request_timeout,
-        );
-        Ok(RedisStore::new(
+        let target = multi::describe(topology);
+        Ok(self.assemble(
             pools,
             prefix,
-            multi::describe(topology),
-            self.request_timeout,
-            #[cfg(feature = "testing")]
-            self.before_upsert_write,
-        )
-        .with_feed(Some(feed))
-        .with_reads(reads.map(SharedReads::new)))
+            target,
+            Some((source, db)),
+            reads,
+            connect_timeout,
+        ))
     }
 
     /// The pool, and a client on the same server for the change feed.

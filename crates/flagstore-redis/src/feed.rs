@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool::managed;
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::sentinel::SentinelClient;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, Client, Msg, Value};
 use flagstore::backend::Reconnect;
@@ -88,12 +89,12 @@ impl NodeTemplate {
 
 /// Everything a running feed needs; shared by every feed the store opens.
 pub(crate) struct Feed {
-    pub(crate) source: FeedSource,
-    pub(crate) prefix: String,
-    pub(crate) db: i64,
-    pub(crate) configure_events: bool,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
+    source: FeedSource,
+    prefix: String,
+    db: i64,
+    configure_events: bool,
+    connect_timeout: Duration,
+    request_timeout: Duration,
     /// Whether the "cannot check notify-keyspace-events" warning was logged already.
     unchecked_reported: AtomicBool,
 }
@@ -245,18 +246,22 @@ impl Feed {
         }
     }
 
-    /// Makes sure the server announces what the feed needs, setting it if allowed to.
-    async fn check_events(&self, client: &Client) -> Result<()> {
+    /// A plain connection to one of the [`nodes`](Self::nodes), with the store's timeouts.
+    pub(crate) async fn connect(&self, client: &Client) -> Result<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.request_timeout));
-        let mut conn = self
-            .bounded(self.connect_timeout + self.request_timeout, async {
-                client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await
-            })
-            .await?;
+        self.bounded(self.connect_timeout + self.request_timeout, async {
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        })
+        .await
+    }
+
+    /// Makes sure the server announces what the feed needs, setting it if allowed to.
+    async fn check_events(&self, client: &Client) -> Result<()> {
+        let mut conn = self.connect(client).await?;
         let current: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")

@@ -114,10 +114,6 @@ impl RedisStore {
         matches!(self.pools, Pools::Cluster(_))
     }
 
-    pub(crate) fn request_timeout(&self) -> Duration {
-        self.request_timeout
-    }
-
     pub(crate) fn with_reads(mut self, reads: Option<SharedReads>) -> Self {
         self.reads = reads;
         self
