@@ -26,6 +26,9 @@ use crate::topology::{Conn, Pools};
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
 const HSET_CHUNK: usize = 500;
 
+/// An `init` sending more than this closes its connection afterwards (see `init`).
+const RETIRE_AFTER_BYTES: usize = 1 << 20;
+
 /// A [`PersistentDataStore`] in Redis, readable and writable by every LaunchDarkly SDK and the
 /// Relay Proxy.
 ///
@@ -316,11 +319,18 @@ impl PersistentDataStore for RedisStore {
             }
         }
         pipe.set(self.inited_key(), "").ignore();
+        let bytes: usize = data.iter().flat_map(|c| &c.items).map(Item::len).sum();
         self.bounded(op, None, async {
             let mut conn = self.connection(op).await?;
             pipe.query_async::<()>(&mut conn)
                 .await
-                .map_err(self.redis_err(op))
+                .map_err(self.redis_err(op))?;
+            // A connection keeps the capacity of its write buffer, here the size of the whole
+            // data set, for as long as it lives: a large one is closed, not pooled.
+            if bytes > RETIRE_AFTER_BYTES {
+                conn.retire();
+            }
+            Ok(())
         })
         .await
     }

@@ -111,6 +111,17 @@ pub(crate) enum Conn {
     Sentinel(Object<SentinelManager>),
 }
 
+impl Conn {
+    /// Closes the connection instead of returning it to its pool.
+    pub(crate) fn retire(self) {
+        match self {
+            Conn::Single(conn) => drop(deadpool_redis::Connection::take(conn)),
+            Conn::Cluster(conn) => drop(Object::take(conn)),
+            Conn::Sentinel(conn) => drop(Object::take(conn)),
+        }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -302,7 +302,7 @@ impl PersistentDataStore for SqliteStore {
                     collection.kind.name().to_owned(),
                     item.key().to_owned(),
                     version,
-                    item.shared_json(),
+                    item.clone(),
                 ));
             }
         }
@@ -314,8 +314,8 @@ impl PersistentDataStore for SqliteStore {
                     let mut insert = tx.prepare(
                         "INSERT OR REPLACE INTO flagstore_items (prefix, kind, key, version, item) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?;
-                    for (kind, key, version, json) in &rows {
-                        insert.execute(params![prefix, kind, key, version, &**json])?;
+                    for (kind, key, version, item) in &rows {
+                        insert.execute(params![prefix, kind, key, version, item.json()])?;
                     }
                 }
                 tx.execute("INSERT OR IGNORE INTO flagstore_inited (prefix) VALUES (?1)", params![prefix])?;

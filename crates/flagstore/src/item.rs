@@ -6,13 +6,16 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
+mod scan;
+
 /// The key other SDKs (Go, Rust) give a tombstone's JSON; readers must not rely on it.
 pub const DELETED_PLACEHOLDER_KEY: &str = "$deleted";
 
 /// One stored item: a flag or segment as JSON, or a tombstone recording that it was deleted.
 ///
 /// The JSON is opaque to stores except for its top-level `version` and `deleted` fields, which
-/// [`Item::from_json`] reads without building the whole flag. Clones are cheap: the JSON is shared.
+/// [`Item::from_json`] reads without building the whole flag. Clones are cheap: an item is one
+/// shared allocation, and the strings it was built from are kept, not copied.
 ///
 /// ```
 /// use flagstore::Item;
@@ -26,30 +29,49 @@ pub const DELETED_PLACEHOLDER_KEY: &str = "$deleted";
 /// # Ok::<(), flagstore::ItemError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct Item {
-    // Shared, like the JSON: caches hand out clones of items on every hit.
-    key: Arc<str>,
+pub struct Item(Arc<Parts>);
+
+// One allocation per item: caches hand out clones of items on every hit, and a whole kind of
+// them is a vector of pointers.
+#[derive(Clone, PartialEq, Eq)]
+struct Parts {
+    key: Box<str>,
     version: u64,
     deleted: bool,
-    json: Arc<str>,
+    json: Box<str>,
 }
 
 impl Item {
     /// An item from its storage key and serialized JSON, reading `version` and `deleted` from the
-    /// JSON. The JSON is kept exactly as given, never re-serialized.
+    /// JSON. The JSON is kept exactly as given, never re-serialized; a `String` is kept without
+    /// a copy.
     ///
     /// Accepts every tombstone shape the LaunchDarkly SDKs write (`"key":"$deleted"`, the real key,
     /// or no key at all; compact or with spaces). A `version` written as an integral float (`3.0`)
     /// is accepted; a missing, negative, fractional or non-numeric one is an error.
-    pub fn from_json(key: impl Into<String>, json: impl Into<Arc<str>>) -> Result<Item, ItemError> {
+    pub fn from_json(key: impl Into<String>, json: impl Into<String>) -> Result<Item, ItemError> {
         let json = json.into();
         let header = Header::parse(&json)?;
-        Ok(Item {
-            key: key.into().into(),
+        Ok(Item::new(key.into(), header, json))
+    }
+
+    /// Like [`from_json`](Self::from_json), giving the key back with the error: what a store
+    /// reading many values needs to report the bad ones, without copying every key.
+    pub(crate) fn from_stored(key: String, json: String) -> Result<Item, (String, ItemError)> {
+        match Header::parse(&json) {
+            Ok(header) => Ok(Item::new(key, header, json)),
+            Err(error) => Err((key, error)),
+        }
+    }
+
+    fn new(key: String, header: Header, json: String) -> Item {
+        Item(Arc::new(Parts {
+            // Boxed: no spare capacity kept (a string read from a socket has none to drop).
+            key: key.into_boxed_str(),
             version: header.version,
             deleted: header.deleted,
-            json,
-        })
+            json: json.into_boxed_str(),
+        }))
     }
 
     /// A tombstone: the record that `key` was deleted at `version`. Its JSON is
@@ -58,12 +80,11 @@ impl Item {
     pub fn tombstone(key: impl Into<String>, version: u64) -> Item {
         let json =
             format!(r#"{{"key":"{DELETED_PLACEHOLDER_KEY}","version":{version},"deleted":true}}"#);
-        Item {
-            key: key.into().into(),
+        let header = Header {
             version,
             deleted: true,
-            json: json.into(),
-        }
+        };
+        Item::new(key.into(), header, json)
     }
 
     /// The same item with the version its database records beside the JSON.
@@ -73,44 +94,40 @@ impl Item {
     /// readers must see too, as the other SDKs' stores do. The JSON is unchanged.
     #[must_use]
     pub fn with_version(mut self, version: u64) -> Item {
-        self.version = version;
+        // A fresh item (the usual case) is changed in place; a shared one is copied first.
+        Arc::make_mut(&mut self.0).version = version;
         self
     }
 
     /// The storage key (the hash field, sort key or key path segment), which is not necessarily
     /// the `key` inside the JSON: tombstones often carry `$deleted` or no key at all.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 
     /// The item's version; a write only replaces an item whose version is lower.
     pub fn version(&self) -> u64 {
-        self.version
+        self.0.version
     }
 
     /// Whether this is a tombstone.
     pub fn is_deleted(&self) -> bool {
-        self.deleted
+        self.0.deleted
     }
 
     /// The serialized JSON, exactly as stored.
     pub fn json(&self) -> &str {
-        &self.json
-    }
-
-    /// The serialized JSON as a shared string, for callers that keep it.
-    pub fn shared_json(&self) -> Arc<str> {
-        Arc::clone(&self.json)
+        &self.0.json
     }
 
     /// The JSON's length in bytes.
     pub fn len(&self) -> usize {
-        self.json.len()
+        self.0.json.len()
     }
 
     /// Whether the JSON is empty (it never is for an item built by this crate).
     pub fn is_empty(&self) -> bool {
-        self.json.is_empty()
+        self.0.json.is_empty()
     }
 }
 
@@ -118,10 +135,10 @@ impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Flags can be hundreds of kilobytes: show the shape, not the body.
         f.debug_struct("Item")
-            .field("key", &self.key)
-            .field("version", &self.version)
-            .field("deleted", &self.deleted)
-            .field("json_bytes", &self.json.len())
+            .field("key", &self.key())
+            .field("version", &self.version())
+            .field("deleted", &self.is_deleted())
+            .field("json_bytes", &self.len())
             .finish()
     }
 }
@@ -147,8 +164,8 @@ pub enum ItemError {
     MalformedRecord(String),
 }
 
-/// The two top-level fields stores care about. Deserializing into this skips every other field
-/// without allocating, so reading the header of a large flag costs one validating scan.
+/// The two top-level fields stores care about, for the serde_json path: deserializing into this
+/// skips every other field without allocating.
 #[derive(Deserialize)]
 struct RawHeader {
     #[serde(default)]
@@ -167,6 +184,33 @@ const MAX_EXACT_F64: f64 = 9_007_199_254_740_992.0;
 
 impl Header {
     fn parse(json: &str) -> Result<Header, ItemError> {
+        match scan::object_fields(json).and_then(Header::from_fields) {
+            Some(header) => Ok(header),
+            // Invalid, unusual, or a field to report: serde_json decides and explains.
+            None => Header::parse_with_serde(json),
+        }
+    }
+
+    /// The header from the fast scan's raw fields, when both are in their usual form: a plain
+    /// integer version and a literal `deleted`.
+    fn from_fields(fields: scan::Fields<'_>) -> Option<Header> {
+        let version = fields.version?;
+        // Twenty digits may overflow; leave those to the general path.
+        if version.len() > 19 || !version.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let deleted = match fields.deleted {
+            None | Some("false" | "null") => false,
+            Some("true") => true,
+            Some(_) => return None,
+        };
+        Some(Header {
+            version: version.parse().ok()?,
+            deleted,
+        })
+    }
+
+    fn parse_with_serde(json: &str) -> Result<Header, ItemError> {
         // Serde would also accept the struct's sequence form (`[1, true]`); an item is an object.
         if !json.trim_start().starts_with('{') {
             let not_object =

@@ -81,10 +81,14 @@ impl StoredItems {
 
 /// Turns the `(key, json)` pairs a backend read into [`StoredItems`].
 pub fn read_stored_items(pairs: impl IntoIterator<Item = (String, String)>) -> StoredItems {
-    StoredItems::from_results(pairs.into_iter().map(|(key, json)| {
-        let item = Item::from_json(key.as_str(), json);
-        (key, item)
-    }))
+    let mut stored = StoredItems::default();
+    for (key, json) in pairs {
+        match Item::from_stored(key, json) {
+            Ok(item) => stored.items.push(item),
+            Err((key, error)) => stored.unreadable.push(UnreadableItem { key, error }),
+        }
+    }
+    stored
 }
 
 /// The version an upsert must beat: the stored item's, or 0 when the stored value is unreadable,

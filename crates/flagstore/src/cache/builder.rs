@@ -215,6 +215,7 @@ impl CachingStoreBuilder {
             store: self.store,
             mode: self.mode,
             cache,
+            bounded: self.capacity_bytes.is_some(),
             inited: Mutex::new(Inited::Unknown),
             status,
             poll_interval: self.poll_interval,

@@ -47,7 +47,7 @@ fn loss(previous: &Cached, now: &Cached) -> Loss {
     match (previous, now) {
         (Cached::Item(Some(item)), Cached::Item(None)) if !item.is_deleted() => Loss::Item,
         (Cached::All(before), Cached::All(after))
-            if after.is_empty() && before.iter().any(|i| !i.is_deleted()) =>
+            if after.items().is_empty() && before.items().iter().any(|i| !i.is_deleted()) =>
         {
             Loss::Kind
         }
@@ -90,7 +90,7 @@ impl Inner {
                     losses.wiped = false;
                     let has_items = match &now {
                         Cached::Item(item) => item.is_some(),
-                        Cached::All(items) => !items.is_empty(),
+                        Cached::All(all) => !all.items().is_empty(),
                     };
                     if has_items {
                         losses.emptied.remove(kind);

@@ -20,7 +20,7 @@ use moka::future::Cache;
 use tokio::sync::watch;
 
 use crate::{ChangeFeed, Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
-use entry::{CacheKey, Cached, Entry, replaced};
+use entry::{CacheKey, Cached, Entry};
 use last_known_good::Losses;
 use live::Live;
 use outage::Pending;
@@ -50,7 +50,8 @@ pub enum CacheMode {
 /// Wraps any [`PersistentDataStore`] in an in-memory cache, the way the LaunchDarkly SDKs do.
 ///
 /// - **TTL** (the default, 15 s): items, "not found" answers and whole-kind reads are cached for
-///   the TTL. Concurrent misses on one key make one database read. Errors are never cached. A
+///   the TTL; a cached whole kind also answers `get` for its keys (an `init` caches each kind
+///   whole, one entry per kind). Concurrent misses on one key make one database read. Errors are never cached. A
 ///   successful upsert updates the item's entry and drops its kind's whole-kind entry. A failed
 ///   `init` empties the cache, so that nothing older is served as if the init had not happened.
 /// - **Disabled** (`cache_time(Duration::ZERO)` or `no_caching()`): every read goes to the database.
@@ -105,6 +106,8 @@ struct Inner {
     store: Arc<dyn PersistentDataStore>,
     mode: CacheMode,
     cache: Option<Cache<CacheKey, Entry>>,
+    /// Whether the cache has a capacity, which a whole kind may not fit in.
+    bounded: bool,
     inited: Mutex<Inited>,
     status: watch::Sender<StoreStatus>,
     poll_interval: Duration,
@@ -251,12 +254,21 @@ impl Inner {
         F: Future<Output = Result<Cached>> + Send,
     {
         let mut previous = None;
-        if let Some(entry) = cache.get(&key).await {
+        let mut found = cache.get(&key).await;
+        let own_entry = found.is_some();
+        if let (None, CacheKey::Item(_, item_key)) = (&found, &key) {
+            // No entry of its own: the kind's whole-kind entry answers for every key.
+            let all = cache.get(&CacheKey::All(kind.clone())).await;
+            found = all.and_then(|all| all.for_item(item_key));
+        }
+        if let Some(entry) = found {
             if self.is_fresh(&entry) {
                 return Ok(entry.value);
             }
             previous = Some(entry.value);
-            cache.invalidate(&key).await;
+            if own_entry {
+                cache.invalidate(&key).await;
+            }
         }
         // Stamped before the read: a change reported while it runs makes the result stale.
         let generation = self.generation();
@@ -279,8 +291,9 @@ impl Inner {
         }
     }
 
-    /// Fills the cache with a full data set: an entry per item and a whole-kind entry per kind
-    /// the init replaced (flags and segments always, empty if the data has none).
+    /// Fills the cache with a full data set: a whole-kind entry per kind the init replaced
+    /// (flags and segments always, empty if the data has none), which also answers `get`. A
+    /// cache with a capacity also gets an entry per item, in case a whole kind does not fit.
     async fn fill(&self, data: &[Collection]) {
         let Some(cache) = &self.cache else { return };
         cache.invalidate_all();
@@ -290,11 +303,13 @@ impl Inner {
                 .filter(|c| &c.kind == kind)
                 .flat_map(|c| c.items.iter().cloned())
                 .collect();
-            for item in &items {
-                let entry = self.entry(Cached::Item(Some(item.clone())));
-                cache.insert(CacheKey::item(kind, item.key()), entry).await;
+            if self.bounded {
+                for item in &items {
+                    let entry = self.entry(Cached::Item(Some(item.clone())));
+                    cache.insert(CacheKey::item(kind, item.key()), entry).await;
+                }
             }
-            let all = self.entry(Cached::All(Arc::new(items)));
+            let all = self.entry(Cached::all(items));
             cache.insert(CacheKey::All(kind.clone()), all).await;
         }
     }
@@ -305,19 +320,24 @@ impl Inner {
         let entry = self.entry(Cached::Item(Some(item.clone())));
         cache.insert(CacheKey::item(kind, item.key()), entry).await;
         let all_key = CacheKey::All(kind.clone());
-        if let Some(Cached::All(items)) = cache.get(&all_key).await.map(|e| e.value) {
-            let all = self.entry(Cached::All(Arc::new(replaced(&items, item))));
+        if let Some(Cached::All(all)) = cache.get(&all_key).await.map(|e| e.value) {
+            let all = self.entry(Cached::All(Arc::new(all.replaced(item))));
             cache.insert(all_key, all).await;
         }
     }
 
     /// Forever mode: shows `item` unless the cache already holds a version at least as new.
     async fn keep_unwritten(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
-        let newer = match cache.get(&CacheKey::item(kind, item.key())).await {
-            Some(Entry {
-                value: Cached::Item(Some(cached)),
-                ..
-            }) => cached.version() < item.version(),
+        let own = cache.get(&CacheKey::item(kind, item.key())).await;
+        let cached = match own {
+            Some(entry) => Some(entry),
+            None => cache
+                .get(&CacheKey::All(kind.clone()))
+                .await
+                .and_then(|all| all.for_item(item.key())),
+        };
+        let newer = match cached.map(|entry| entry.value) {
+            Some(Cached::Item(Some(cached))) => cached.version() < item.version(),
             _ => true,
         };
         if newer {
@@ -402,18 +422,12 @@ impl PersistentDataStore for CachingStore {
         let Some(cache) = &inner.cache else {
             return inner.remember(inner.store.get_all(kind).await);
         };
-        let load = || async move {
-            inner
-                .store
-                .get_all(kind)
-                .await
-                .map(|items| Cached::All(Arc::new(items)))
-        };
+        let load = || async move { inner.store.get_all(kind).await.map(Cached::all) };
         match inner
             .cached(cache, kind, CacheKey::All(kind.clone()), load)
             .await?
         {
-            Cached::All(items) => Ok(Vec::clone(&items)),
+            Cached::All(all) => Ok(all.items().to_vec()),
             Cached::Item(_) => unreachable_entry(kind, None),
         }
     }

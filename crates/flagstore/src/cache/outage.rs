@@ -88,8 +88,8 @@ impl Inner {
         let mut collections: Vec<Collection> = cache
             .iter()
             .filter_map(|(key, entry)| match (&*key, entry.value) {
-                (CacheKey::All(kind), Cached::All(items)) => {
-                    Some(Collection::new(kind.clone(), Vec::clone(&items)))
+                (CacheKey::All(kind), Cached::All(all)) => {
+                    Some(Collection::new(kind.clone(), all.items().to_vec()))
                 }
                 _ => None,
             })

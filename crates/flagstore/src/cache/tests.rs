@@ -251,7 +251,9 @@ async fn fresh_entries_are_served_while_the_database_is_down() {
     double.set_failing(true);
     assert_eq!(store.get(&F, "f").await.unwrap().unwrap().version(), 1);
     assert_eq!(store.get_all(&F).await.unwrap().len(), 1);
-    assert!(store.get(&F, "other").await.is_err());
+    // The cached whole kind knows the key is absent; nothing cached knows about segments.
+    assert_eq!(store.get(&F, "other").await.unwrap(), None);
+    assert!(store.get(&Kind::SEGMENTS, "s").await.is_err());
 }
 
 #[tokio::test(start_paused = true)]
@@ -500,6 +502,57 @@ async fn forever_mode_without_a_full_data_set_asks_for_a_refresh() {
     let up = next_status(&mut rx).await;
     assert!(up.available && up.refresh_needed, "{up:?}");
     assert_eq!(double.inner.get(&F, "b").await.unwrap(), Some(item("b", 1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn forever_mode_answers_gets_from_one_entry_per_kind() {
+    let double = Double::new();
+    let store = forever(&double);
+    let flags: Vec<Item> = (0..1000).map(|i| item(&format!("f{i:04}"), 1)).collect();
+    let data = [
+        Collection::new(Kind::SEGMENTS, vec![item("s", 3)]),
+        Collection::new(F, flags),
+    ];
+    store.init(&data).await.unwrap();
+    assert_eq!(store.cache_usage().await.0, 2, "one entry per kind");
+
+    let reads = double.reads();
+    for i in (0..1000).step_by(37) {
+        let key = format!("f{i:04}");
+        assert_eq!(store.get(&F, &key).await.unwrap(), Some(item(&key, 1)));
+    }
+    assert_eq!(store.get(&F, "absent").await.unwrap(), None);
+    assert_eq!(
+        store.get(&Kind::SEGMENTS, "s").await.unwrap(),
+        Some(item("s", 3))
+    );
+    assert!(store.upsert(&F, item("f0001", 2)).await.unwrap());
+    assert!(store.upsert(&F, item("new", 1)).await.unwrap());
+    assert_eq!(
+        store.get(&F, "f0001").await.unwrap(),
+        Some(item("f0001", 2))
+    );
+    assert_eq!(store.get(&F, "new").await.unwrap(), Some(item("new", 1)));
+    assert_eq!(store.get_all(&F).await.unwrap().len(), 1001);
+    assert_eq!(double.reads(), reads, "every answer came from the cache");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_mode_answers_gets_from_a_fresh_whole_kind_read() {
+    let double = Double::new();
+    double.inner.upsert(&F, item("a", 1)).await.unwrap();
+    let store = cached(&double, Duration::from_secs(10));
+    store.get_all(&F).await.unwrap();
+    let reads = double.reads();
+    assert_eq!(store.get(&F, "a").await.unwrap(), Some(item("a", 1)));
+    assert_eq!(store.get(&F, "b").await.unwrap(), None);
+    assert_eq!(double.reads(), reads);
+
+    // Another writer adds "b": the cache says so once the whole-kind entry is stale.
+    double.inner.upsert(&F, item("b", 1)).await.unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert_eq!(store.get(&F, "b").await.unwrap(), Some(item("b", 1)));
+    assert_eq!(double.reads(), reads + 1);
 }
 
 #[tokio::test(start_paused = true)]

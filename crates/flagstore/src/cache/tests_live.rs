@@ -193,6 +193,19 @@ async fn a_wiped_database_keeps_serving_the_last_known_good_data() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_flag_known_only_from_a_whole_kind_read_is_kept_too() {
+    let double = Double::new();
+    seed(&double.inner, &[("f", 1), ("g", 1)]).await;
+    let store = keeping(&double);
+    assert_eq!(store.get_all(&F).await.unwrap().len(), 2);
+
+    double.inner.database().clear(double.inner.prefix());
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(store.get(&F, "g").await.unwrap().unwrap().version(), 1);
+    assert!(store.status().last_known_good);
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_the_option_a_wipe_shows_at_once() {
     let double = Double::new();
     seed(&double.inner, &[("f", 1)]).await;
