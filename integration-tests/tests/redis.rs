@@ -545,3 +545,50 @@ async fn a_caller_supplied_pool_is_used_as_it_is() {
         Config::from_url(redis.url()).get_pool_config().max_size
     );
 }
+
+/// A connection keeps its write buffer's capacity for life: after an init of megabytes it is
+/// closed rather than pooled, and the next write simply opens another.
+#[tokio::test]
+async fn a_large_init_closes_its_connection_and_writes_go_on() {
+    let redis = Redis::start();
+    let prefix = format!("large_init_{}", testing::unique_run_id());
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .prefix(&prefix)
+        .pool_size(1)
+        .build()
+        .unwrap();
+    let open = || store.pool().unwrap().status().size;
+
+    store
+        .init(&[Collection::new(Kind::FEATURES, vec![flag("small", 1)])])
+        .await
+        .unwrap();
+    assert_eq!(open(), 1, "a small init's connection goes back to the pool");
+
+    let padding = "x".repeat(2_000);
+    let large: Vec<Item> = (0..1_000)
+        .map(|i| {
+            let json = format!(r#"{{"key":"f{i}","version":1,"description":"{padding}"}}"#);
+            Item::from_json(format!("f{i}"), json).unwrap()
+        })
+        .collect();
+    store
+        .init(&[Collection::new(Kind::FEATURES, large)])
+        .await
+        .unwrap();
+    assert_eq!(open(), 0, "a 2 MB init's connection is closed");
+
+    assert!(store.upsert(&Kind::FEATURES, flag("f7", 2)).await.unwrap());
+    assert_eq!(
+        store
+            .get(&Kind::FEATURES, "f7")
+            .await
+            .unwrap()
+            .unwrap()
+            .version(),
+        2
+    );
+    assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), 1_000);
+    assert_eq!(open(), 1);
+}

@@ -66,6 +66,12 @@ impl SharedReads {
         if let Some(conn) = self.current() {
             return Ok((conn, false));
         }
+        // Boxed: connecting takes kilobytes of future state, which every read would otherwise
+        // carry and copy although almost none of them connects.
+        Box::pin(self.open()).await
+    }
+
+    async fn open(&self) -> RedisResult<(Shared, bool)> {
         let _opening = self.opening.lock().await;
         if let Some(conn) = self.current() {
             return Ok((conn, false));

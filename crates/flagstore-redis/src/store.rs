@@ -131,11 +131,16 @@ impl RedisStore {
         command: &redis::Cmd,
     ) -> Result<T> {
         let Some(reads) = &self.reads else {
-            let mut conn = self.connection(op).await?;
-            return command
-                .query_async(&mut conn)
-                .await
-                .map_err(self.redis_err(op));
+            // Boxed, like opening the shared connection: the state of waiting for a pooled
+            // connection is kilobytes, and every read's future would carry (and copy) it.
+            return Box::pin(async {
+                let mut conn = self.connection(op).await?;
+                command
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(self.redis_err(op))
+            })
+            .await;
         };
         let abandoned = DiscardIfDropped(Some(reads));
         let result = loop {

@@ -266,9 +266,27 @@ impl Inner {
                 return Ok(entry.value);
             }
             previous = Some(entry.value);
-            if own_entry {
-                cache.invalidate(&key).await;
-            }
+        }
+        // Boxed: a miss's future state is kilobytes, which every hit would otherwise carry.
+        Box::pin(self.load(cache, kind, key, own_entry, previous, load)).await
+    }
+
+    /// The miss (or stale entry) half of [`cached`](Self::cached).
+    async fn load<L, F>(
+        self: &Arc<Self>,
+        cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
+        key: CacheKey,
+        stale_own_entry: bool,
+        previous: Option<Cached>,
+        load: L,
+    ) -> Result<Cached>
+    where
+        L: FnOnce() -> F,
+        F: Future<Output = Result<Cached>> + Send,
+    {
+        if stale_own_entry {
+            cache.invalidate(&key).await;
         }
         // Stamped before the read: a change reported while it runs makes the result stale.
         let generation = self.generation();
