@@ -254,13 +254,7 @@ impl Inner {
         F: Future<Output = Result<Cached>> + Send,
     {
         let mut previous = None;
-        let mut found = cache.get(&key).await;
-        let own_entry = found.is_some();
-        if let (None, CacheKey::Item(_, item_key)) = (&found, &key) {
-            // No entry of its own: the kind's whole-kind entry answers for every key.
-            let all = cache.get(&CacheKey::All(kind.clone())).await;
-            found = all.and_then(|all| all.for_item(item_key));
-        }
+        let (found, own_entry) = self.lookup(cache, kind, &key).await;
         if let Some(entry) = found {
             if self.is_fresh(&entry) {
                 return Ok(entry.value);
@@ -269,6 +263,24 @@ impl Inner {
         }
         // Boxed: a miss's future state is kilobytes, which every hit would otherwise carry.
         Box::pin(self.load(cache, kind, key, own_entry, previous, load)).await
+    }
+
+    /// What the cache holds for `key`, fresh or not, and whether it is the key's own entry: an
+    /// item without an entry of its own is answered by its kind's whole-kind entry.
+    async fn lookup(
+        &self,
+        cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
+        key: &CacheKey,
+    ) -> (Option<Entry>, bool) {
+        if let Some(own) = cache.get(key).await {
+            return (Some(own), true);
+        }
+        let CacheKey::Item(_, item_key) = key else {
+            return (None, false);
+        };
+        let all = cache.get(&CacheKey::All(kind.clone())).await;
+        (all.and_then(|all| all.for_item(item_key)), false)
     }
 
     /// The miss (or stale entry) half of [`cached`](Self::cached).
@@ -346,14 +358,9 @@ impl Inner {
 
     /// Forever mode: shows `item` unless the cache already holds a version at least as new.
     async fn keep_unwritten(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
-        let own = cache.get(&CacheKey::item(kind, item.key())).await;
-        let cached = match own {
-            Some(entry) => Some(entry),
-            None => cache
-                .get(&CacheKey::All(kind.clone()))
-                .await
-                .and_then(|all| all.for_item(item.key())),
-        };
+        let (cached, _) = self
+            .lookup(cache, kind, &CacheKey::item(kind, item.key()))
+            .await;
         let newer = match cached.map(|entry| entry.value) {
             Some(Cached::Item(Some(cached))) => cached.version() < item.version(),
             _ => true,
