@@ -298,12 +298,7 @@ impl PersistentDataStore for SqliteStore {
         for collection in data {
             for item in &collection.items {
                 let version = to_sql_version(op, &collection.kind, item)?;
-                rows.push((
-                    collection.kind.name().to_owned(),
-                    item.key().to_owned(),
-                    version,
-                    item.clone(),
-                ));
+                rows.push((collection.kind.name().to_owned(), version, item.clone()));
             }
         }
         self.blocking(op, move |inner| {
@@ -314,8 +309,8 @@ impl PersistentDataStore for SqliteStore {
                     let mut insert = tx.prepare(
                         "INSERT OR REPLACE INTO flagstore_items (prefix, kind, key, version, item) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?;
-                    for (kind, key, version, item) in &rows {
-                        insert.execute(params![prefix, kind, key, version, item.json()])?;
+                    for (kind, version, item) in &rows {
+                        insert.execute(params![prefix, kind, item.key(), version, item.json()])?;
                     }
                 }
                 tx.execute("INSERT OR IGNORE INTO flagstore_inited (prefix) VALUES (?1)", params![prefix])?;
