@@ -91,4 +91,9 @@ impl DynamoDb {
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
+
+    /// The emulator's process id, when this fixture started it (benches read its CPU time).
+    pub fn server_pid(&self) -> Option<u32> {
+        self._server.as_ref().map(LocalServer::pid)
+    }
 }

@@ -242,6 +242,15 @@ async fn a_corrupt_value_from_another_writer_is_reported_not_hidden() {
         .hset("corrupt:features", "noversion", r#"{"key":"noversion"}"#)
         .await
         .unwrap();
+    // Not UTF-8 (a Latin-1 "é"): unreadable like any other bad JSON, not a failed read.
+    let _: () = conn
+        .hset(
+            "corrupt:features",
+            "latin1",
+            &b"{\"version\":1,\"name\":\"caf\xe9\"}"[..],
+        )
+        .await
+        .unwrap();
 
     let err = store.get(&Kind::FEATURES, "bad").await.unwrap_err();
     assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
@@ -250,15 +259,17 @@ async fn a_corrupt_value_from_another_writer_is_reported_not_hidden() {
         "redis: get of features/bad: the stored item is unreadable"
     );
     assert_eq!(err.key(), Some("bad"));
+    let err = store.get(&Kind::FEATURES, "latin1").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
 
     let all = store.get_all(&Kind::FEATURES).await.unwrap();
     assert_eq!(all.iter().map(Item::key).collect::<Vec<_>>(), ["good"]);
-    assert_eq!(store.skipped_items(), 2);
+    assert_eq!(store.skipped_items(), 3);
 
     let checked = store.get_all_checked(&Kind::FEATURES).await.unwrap();
     let mut unreadable: Vec<_> = checked.unreadable.iter().map(|u| u.key.as_str()).collect();
     unreadable.sort();
-    assert_eq!(unreadable, ["bad", "noversion"]);
+    assert_eq!(unreadable, ["bad", "latin1", "noversion"]);
 
     // As in the Go SDK, a corrupt value counts as version 0: a versioned upsert repairs it.
     assert!(store.upsert(&Kind::FEATURES, flag("bad", 5)).await.unwrap());

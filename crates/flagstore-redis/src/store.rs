@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
 use flagstore::backend::{
-    UPSERT_ATTEMPTS, contention_backoff, read_stored_items, replaced_kinds, version_to_replace,
+    UPSERT_ATTEMPTS, contention_backoff, read_stored_bytes, replaced_kinds, version_to_replace,
 };
 use flagstore::{
     ChangeFeed, Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
@@ -345,9 +345,9 @@ impl PersistentDataStore for RedisStore {
         self.bounded(op, Some((kind, Some(key))), async {
             let mut hget = redis::cmd("HGET");
             hget.arg(self.hash_key_ref(kind).as_ref()).arg(key);
-            let json: Option<String> = self.read(op, &hget).await?;
+            let json: Option<Vec<u8>> = self.read(op, &hget).await?;
             json.map(|json| {
-                Item::from_json(key, json)
+                Item::from_json_bytes(key, json)
                     .map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
             })
             .transpose()
@@ -365,8 +365,10 @@ impl PersistentDataStore for RedisStore {
         self.bounded(op, Some((kind, None)), async {
             let mut hgetall = redis::cmd("HGETALL");
             hgetall.arg(self.hash_key_ref(kind).as_ref());
-            let pairs: Vec<(String, String)> = self.read(op, &hgetall).await?;
-            Ok(read_stored_items(pairs))
+            // Bytes: decoding them is part of the check, in one pass per item, so that one
+            // value that is not UTF-8 is an unreadable item, not a failed read.
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = self.read(op, &hgetall).await?;
+            read_stored_bytes(BACKEND, op, pairs).await
         })
         .await
     }

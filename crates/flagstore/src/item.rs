@@ -55,11 +55,46 @@ impl Item {
         Ok(Item::new(key.into(), header, json))
     }
 
+    /// Like [`from_json`](Self::from_json), for JSON as bytes, the way most database clients
+    /// hand values back: bytes that are not UTF-8 are [`ItemError::InvalidJson`], like any
+    /// other value that is not JSON. The bytes are kept without a copy.
+    ///
+    /// ```
+    /// use flagstore::Item;
+    ///
+    /// let flag = Item::from_json_bytes("my-flag", br#"{"version":2}"#.to_vec())?;
+    /// assert_eq!(flag.version(), 2);
+    /// assert!(Item::from_json_bytes("bad", vec![b'{', 0xff, b'}']).is_err());
+    /// # Ok::<(), flagstore::ItemError>(())
+    /// ```
+    pub fn from_json_bytes(key: impl Into<String>, json: Vec<u8>) -> Result<Item, ItemError> {
+        Item::from_json(key, utf8_json(json)?)
+    }
+
     /// Like [`from_json`](Self::from_json), giving the key back with the error: what a store
     /// reading many values needs to report the bad ones, without copying every key.
     pub(crate) fn from_stored(key: String, json: String) -> Result<Item, (String, ItemError)> {
         match Header::parse(&json) {
             Ok(header) => Ok(Item::new(key, header, json)),
+            Err(error) => Err((key, error)),
+        }
+    }
+
+    /// [`from_stored`](Self::from_stored) for bytes. A key that is not UTF-8 cannot name an
+    /// item: it is reported (lossily decoded) as a malformed record.
+    pub(crate) fn from_stored_bytes(
+        key: Vec<u8>,
+        json: Vec<u8>,
+    ) -> Result<Item, (String, ItemError)> {
+        let key = String::from_utf8(key).map_err(|e| {
+            let key = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            (
+                key,
+                ItemError::MalformedRecord("the key is not UTF-8".to_owned()),
+            )
+        })?;
+        match utf8_json(json) {
+            Ok(json) => Item::from_stored(key, json),
             Err(error) => Err((key, error)),
         }
     }
@@ -129,6 +164,19 @@ impl Item {
     pub fn is_empty(&self) -> bool {
         self.0.json.is_empty()
     }
+}
+
+/// `json` as a string, or serde_json's account of why it is not JSON: its reader reports the
+/// first byte that breaks UTF-8, inside a string or out.
+fn utf8_json(json: Vec<u8>) -> Result<String, ItemError> {
+    String::from_utf8(json).map_err(|e| {
+        let error = match serde_json::from_slice::<serde::de::IgnoredAny>(e.as_bytes()) {
+            Err(error) => error,
+            // Unreachable in practice; worded here rather than assumed.
+            Ok(_) => <serde_json::Error as serde::de::Error>::custom("the value is not UTF-8"),
+        };
+        ItemError::InvalidJson(Arc::new(error))
+    })
 }
 
 impl fmt::Debug for Item {

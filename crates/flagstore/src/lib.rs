@@ -87,5 +87,5 @@ pub mod backend {
     pub use crate::order::write_stages;
     pub use crate::secret::{REDACTED, Secret, redact_url};
     pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, refuse_ignored, replaced_kinds};
-    pub use crate::stored::{read_stored_items, version_to_replace};
+    pub use crate::stored::{read_stored_bytes, read_stored_items, version_to_replace};
 }

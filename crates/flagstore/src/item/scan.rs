@@ -85,6 +85,7 @@ struct Key {
 }
 
 /// At an object key's opening quote: the key, and where its value starts.
+#[inline(always)]
 fn key_and_colon(b: &[u8], i: usize) -> Option<Key> {
     if b.get(i) != Some(&b'"') {
         return None;
