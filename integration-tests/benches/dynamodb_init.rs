@@ -9,8 +9,13 @@
 //! |---|---|
 //! | `flagstore` | `DynamoDbStore::init`: the existing-keys query, the items in dependency stages with up to 8 BatchWriteItem calls in flight, the marker |
 //! | `raw, 8 in flight` | the same records with bare BatchWriteItem calls, 8 at a time, no query, no retry logic: the floor for this emulator |
-//! | `raw, one at a time` | the same, one call after another (what flagstore did before) |
+//! | `raw, 8 in flight + query` | the raw writer while a bare query reads the namespace's keys: what `init` must do at the least, since it deletes what the new data drops |
+//! | `raw, one at a time` | the same records, one call after another (what flagstore did before) |
 //! | `python sdk` | the Python SDK's `DynamoDBFeatureStore.init` of the same data, timed inside Python (interpreter start-up excluded) |
+//!
+//! After criterion, the writers take turns for five more inits each while the bench reads
+//! dynalite's CPU time from `/proc`: where the emulator is busy for the whole of an init, the
+//! server, not the client, sets its time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -71,6 +76,86 @@ async fn raw_write(client: &Client, table: &str, requests: &[WriteRequest], in_f
         .await;
 }
 
+/// Every key of `namespace`, as `init`'s existing-keys query reads them (consistent reads, keys
+/// only, every page).
+async fn raw_query(client: &Client, table: &str, namespace: &str) -> usize {
+    let mut keys = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .consistent_read(true)
+            .key_condition_expression("#namespace = :namespace")
+            .expression_attribute_names("#namespace", "namespace")
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_values(":namespace", AttributeValue::S(namespace.to_owned()))
+            .projection_expression("#key")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        keys += page.items().len();
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return keys;
+        }
+    }
+}
+
+/// The CPU time process `pid` has used so far (user + system), from `/proc`.
+fn cpu_time(pid: u32) -> Duration {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS_PER_SECOND.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses: state is the first of them,
+    // utime and stime the 12th and 13th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let used: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    Duration::from_secs_f64(used / ticks)
+}
+
+/// Each writer's wall time and dynalite's CPU time per init, as table rows. The writers take
+/// turns, five rounds after one unmeasured init each (the first init into a namespace inserts,
+/// later ones overwrite), so that the emulator's warm-up and garbage collection fall on all.
+fn server_time(pid: u32, size: usize, writers: &[(&str, &dyn Fn() -> Duration)]) -> Vec<String> {
+    const ROUNDS: u32 = 5;
+    for (_, run) in writers {
+        run();
+    }
+    let mut totals = vec![(Duration::ZERO, Duration::ZERO); writers.len()];
+    for _ in 0..ROUNDS {
+        for ((_, run), (wall, busy)) in writers.iter().zip(&mut totals) {
+            let before = cpu_time(pid);
+            *wall += run();
+            *busy += cpu_time(pid) - before;
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3 / f64::from(ROUNDS);
+    writers
+        .iter()
+        .zip(totals)
+        .map(|((name, _), (wall, busy))| {
+            format!(
+                "| {name}, {size} flags | {:.0} ms | {:.0} ms | {:.0}% |",
+                ms(wall),
+                ms(busy),
+                busy.as_secs_f64() / wall.as_secs_f64() * 100.0,
+            )
+        })
+        .collect()
+}
+
 fn dynamodb_init(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -95,6 +180,7 @@ fn dynamodb_init(c: &mut Criterion) {
         client
     });
 
+    let mut servers = Vec::new();
     let mut group = c.benchmark_group("dynamodb_init");
     group.sample_size(10);
     for size in [1_000usize, 5_000] {
@@ -113,6 +199,19 @@ fn dynamodb_init(c: &mut Criterion) {
             b.to_async(&runtime)
                 .iter(|| raw_write(&client, &table, &requests, 8))
         });
+        let raw_namespace = format!("raw{size}:features");
+        let floor = || async {
+            let (_, keys) = futures::join!(
+                raw_write(&client, &table, &requests, 8),
+                raw_query(&client, &table, &raw_namespace)
+            );
+            keys
+        };
+        group.bench_with_input(
+            BenchmarkId::new("raw, 8 in flight + query", size),
+            &size,
+            |b, _| b.to_async(&runtime).iter(floor),
+        );
         group.bench_with_input(
             BenchmarkId::new("raw, one at a time", size),
             &size,
@@ -125,14 +224,47 @@ fn dynamodb_init(c: &mut Criterion) {
             "backend": "dynamodb", "endpoint": db.endpoint(), "table": table, "prefix": format!("py{size}"),
         })
         .to_string();
+        let python = |iters: u64| {
+            let out = ld_compat(&["time-init", &spec, &size.to_string(), &iters.to_string()]);
+            Duration::from_secs_f64(out.trim().parse().unwrap())
+        };
         group.bench_with_input(BenchmarkId::new("python sdk", size), &size, |b, _| {
-            b.iter_custom(|iters| {
-                let out = ld_compat(&["time-init", &spec, &size.to_string(), &iters.to_string()]);
-                Duration::from_secs_f64(out.trim().parse().unwrap())
-            })
+            b.iter_custom(python)
         });
+
+        if let Some(pid) = db.server_pid() {
+            let timed = |run: &dyn Fn()| {
+                let started = std::time::Instant::now();
+                run();
+                started.elapsed()
+            };
+            let writers: [(&str, &dyn Fn() -> Duration); 4] = [
+                ("flagstore", &|| {
+                    timed(&|| runtime.block_on(flagstore_store.init(&data)).unwrap())
+                }),
+                ("raw, 8 in flight", &|| {
+                    timed(&|| runtime.block_on(raw_write(&client, &table, &requests, 8)))
+                }),
+                ("raw, 8 in flight + query", &|| {
+                    timed(&|| {
+                        runtime.block_on(floor());
+                    })
+                }),
+                // Timed inside Python; dynalite's CPU is counted over the whole call, which adds
+                // nothing while the interpreter starts.
+                ("python sdk", &|| python(1)),
+            ];
+            servers.extend(server_time(pid, size, &writers));
+        }
     }
     group.finish();
+    if !servers.is_empty() {
+        println!("\n| writer | wall time per init | dynalite CPU per init | dynalite busy |");
+        println!("|---|---:|---:|---:|");
+        for line in servers {
+            println!("{line}");
+        }
+    }
 }
 
 criterion_group! {
