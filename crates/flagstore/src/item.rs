@@ -80,23 +80,9 @@ impl Item {
         }
     }
 
-    /// [`from_stored`](Self::from_stored) for bytes. A key that is not UTF-8 cannot name an
-    /// item: it is reported (lossily decoded) as a malformed record.
-    pub(crate) fn from_stored_bytes(
-        key: Vec<u8>,
-        json: Vec<u8>,
-    ) -> Result<Item, (String, ItemError)> {
-        let key = String::from_utf8(key).map_err(|e| {
-            let key = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            (
-                key,
-                ItemError::MalformedRecord("the key is not UTF-8".to_owned()),
-            )
-        })?;
-        match utf8_json(json) {
-            Ok(json) => Item::from_stored(key, json),
-            Err(error) => Err((key, error)),
-        }
+    /// An item from the parts [`check_stored_bytes`] found readable.
+    pub(crate) fn from_checked(key: String, json: String, header: Header) -> Item {
+        Item::new(key, header, json)
     }
 
     fn new(key: String, header: Header, json: String) -> Item {
@@ -166,6 +152,33 @@ impl Item {
     }
 }
 
+/// Decodes a stored `(key, json)` pair of bytes in place and reads the JSON's header, or says
+/// why the pair is unreadable. Allocates nothing for a readable pair: it runs on other threads
+/// for a large read, and an allocation made there would stay in that thread's allocator arena.
+///
+/// A key that is not UTF-8 cannot name an item: it is reported (lossily decoded) as a malformed
+/// record.
+pub(crate) fn check_stored_bytes(
+    key: Vec<u8>,
+    json: Vec<u8>,
+) -> ((String, String), Result<Header, ItemError>) {
+    let key = match String::from_utf8(key) {
+        Ok(key) => key,
+        Err(e) => {
+            let key = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let error = ItemError::MalformedRecord("the key is not UTF-8".to_owned());
+            return ((key, String::new()), Err(error));
+        }
+    };
+    match utf8_json(json) {
+        Ok(json) => {
+            let header = Header::parse(&json);
+            ((key, json), header)
+        }
+        Err(error) => ((key, String::new()), Err(error)),
+    }
+}
+
 /// `json` as a string, or serde_json's account of why it is not JSON: its reader reports the
 /// first byte that breaks UTF-8, inside a string or out.
 fn utf8_json(json: Vec<u8>) -> Result<String, ItemError> {
@@ -222,7 +235,7 @@ struct RawHeader {
     deleted: Option<Value>,
 }
 
-struct Header {
+pub(crate) struct Header {
     version: u64,
     deleted: bool,
 }
