@@ -179,15 +179,14 @@ pub(crate) fn check_stored_bytes(
     }
 }
 
-/// `json` as a string, or serde_json's account of why it is not JSON: its reader reports the
-/// first byte that breaks UTF-8, inside a string or out.
+/// `json` as a string, or an error naming where its UTF-8 breaks. (serde_json cannot be asked:
+/// skipping a string, as validation into `IgnoredAny` does, does not check its UTF-8.)
 fn utf8_json(json: Vec<u8>) -> Result<String, ItemError> {
     String::from_utf8(json).map_err(|e| {
-        let error = match serde_json::from_slice::<serde::de::IgnoredAny>(e.as_bytes()) {
-            Err(error) => error,
-            // Unreachable in practice; worded here rather than assumed.
-            Ok(_) => <serde_json::Error as serde::de::Error>::custom("the value is not UTF-8"),
-        };
+        let at = e.utf8_error().valid_up_to();
+        let error = <serde_json::Error as serde::de::Error>::custom(format!(
+            "the value is not UTF-8 (from byte {at})"
+        ));
         ItemError::InvalidJson(Arc::new(error))
     })
 }

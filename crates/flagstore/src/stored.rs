@@ -271,10 +271,10 @@ mod tests {
             .unwrap();
         let unreadable: Vec<_> = stored.unreadable.iter().map(|u| u.key.as_str()).collect();
         assert_eq!(unreadable, ["k0007", "bad\u{fffd}key"]);
-        assert!(matches!(
-            stored.unreadable[0].error,
-            ItemError::InvalidJson(_)
-        ));
+        let ItemError::InvalidJson(cause) = &stored.unreadable[0].error else {
+            panic!("{:?}", stored.unreadable[0].error);
+        };
+        assert_eq!(cause.to_string(), "the value is not UTF-8 (from byte 18)");
         assert!(matches!(
             stored.unreadable[1].error,
             ItemError::MalformedRecord(_)
