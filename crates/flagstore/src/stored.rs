@@ -93,8 +93,9 @@ pub fn read_stored_items(pairs: impl IntoIterator<Item = (String, String)>) -> S
     stored
 }
 
-/// Below this much JSON a read is checked where it is: handing it to other threads would cost
-/// more than it saves (a chunk this size takes a few hundred microseconds to check).
+/// The least JSON a chunk handed to another thread holds (so a read is spread only from twice
+/// this): less would cost more to hand over than it saves, since a chunk this size takes a
+/// few hundred microseconds to check.
 const SPREAD_MIN_BYTES: usize = 256 * 1024;
 
 /// Turns the `(key, json)` pairs a backend read as bytes into [`StoredItems`]: a value that is
@@ -124,7 +125,8 @@ pub async fn read_stored_bytes(
         Ok(runtime) if parts > 1 => runtime,
         _ => {
             let mut stored = StoredItems::default();
-            stored.add(check_chunk(pairs, Vec::new()));
+            let headers = Vec::with_capacity(pairs.len());
+            stored.add(check_chunk(pairs, headers));
             return Ok(stored);
         }
     };
@@ -154,15 +156,14 @@ type CheckedChunk = (
     Vec<std::result::Result<Header, ItemError>>,
 );
 
-/// Checks a chunk, pushing each header onto `headers`. A readable chunk allocates nothing, so
-/// that checking it on another thread leaves nothing in that thread's allocator arena: the
-/// pairs are decoded in the chunk's own vector, `headers` comes with room for all of them, and
-/// the items are made by the caller (see [`check_stored_bytes`]).
+/// Checks a chunk, pushing each header onto `headers`, which the caller allocates with room
+/// for all of them. A readable chunk then allocates nothing, so that checking it on another
+/// thread leaves nothing in that thread's allocator arena: the pairs are decoded in the chunk's
+/// own vector, and the items are made by the caller (see [`check_stored_bytes`]).
 fn check_chunk(
     chunk: Vec<(Vec<u8>, Vec<u8>)>,
     mut headers: Vec<std::result::Result<Header, ItemError>>,
 ) -> CheckedChunk {
-    headers.reserve_exact(chunk.len());
     let pairs = chunk
         .into_iter()
         .map(|(key, json)| {
