@@ -111,6 +111,19 @@ async fn conformance_with_one_connection_on_another_database() {
 }
 
 #[tokio::test]
+async fn conformance_over_resp3() {
+    // RESP3 replies a hash as a map, not as a flat array of fields and values.
+    let redis = Redis::start();
+    let mut url = url::Url::parse(redis.url()).unwrap();
+    url.set_query(Some("protocol=resp3"));
+    testing::run(&RedisFactory {
+        url: url.to_string(),
+        ..Default::default()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn conformance_over_tls_with_a_private_ca() {
     let redis = Redis::start_tls();
     let ca_pem = Some(redis.ca_pem().to_owned());
