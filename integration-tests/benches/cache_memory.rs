@@ -2,11 +2,15 @@
 //! JSON (the floor: a cache must hold the JSON). The data goes through a Redis store, so the only
 //! copy in this process is the cache's.
 //!
-//! Resident memory is measured twice, in two child processes: with glibc's default allocator
-//! settings (what a service sees), and with its mmap threshold fixed at 64 KiB
-//! (`MALLOC_MMAP_THRESHOLD_=65536`), under which every freed buffer over 64 KiB goes back to the
-//! system at once. The difference is transient buffers the allocator keeps for reuse, such as
-//! the one packed `MULTI`…`EXEC` of an `init`; the second figure is what the cache holds.
+//! Each figure is taken in a child process of its own: the cache filled by `init`, and a
+//! daemon-mode reader's cache filled by `get_all` in a process that has done nothing else, as a
+//! daemon-mode service starts (a big `init` earlier in the same process would leave the
+//! allocator holding its freed buffers, and the reader reusing them). Each is taken twice: with
+//! glibc's default allocator settings (what a service sees), and with its mmap threshold fixed
+//! at 64 KiB (`MALLOC_MMAP_THRESHOLD_=65536`), under which every freed buffer over 64 KiB goes
+//! back to the system at once. The difference is freed memory the allocator keeps for reuse,
+//! such as the holes the client's reply leaves; the second figure is closer to what the cache
+//! holds.
 //!
 //! ```sh
 //! cargo bench -p flagstore-integration-tests --bench cache_memory
@@ -39,42 +43,76 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-/// Set in the child processes.
+/// Set in the child processes: which measure to take.
 const CHILD: &str = "FLAGSTORE_CACHE_MEMORY_CHILD";
+/// Set in the child processes: the key prefix holding the flags the reader reads.
+const PREFIX: &str = "FLAGSTORE_CACHE_MEMORY_PREFIX";
+
+const FLAGS: usize = 10_000;
 
 fn main() {
-    if std::env::var_os(CHILD).is_some() {
-        return measure();
+    match std::env::var(CHILD).as_deref() {
+        Ok("init") => return filled_by_init(),
+        Ok("reader") => return filled_by_reader(),
+        _ => {}
     }
+    // The flags the readers read, written by this process, which measures nothing.
+    let redis = Redis::start();
+    let runtime = runtime();
+    let prefix = format!("bench_mem_{}", flagstore::testing::unique_run_id());
+    runtime
+        .block_on(store(&redis, &prefix).init(&data()))
+        .unwrap();
     let exe = std::env::current_exe().unwrap();
     for (allocator, threshold) in [
         ("glibc defaults", None),
         ("mmap threshold 64 KiB", Some("65536")),
     ] {
         println!("== {allocator}");
-        let mut child = std::process::Command::new(&exe);
-        child.env(CHILD, "1");
-        if let Some(threshold) = threshold {
-            child.env("MALLOC_MMAP_THRESHOLD_", threshold);
+        for measure in ["init", "reader"] {
+            let mut child = std::process::Command::new(&exe);
+            child
+                .env(CHILD, measure)
+                .env(PREFIX, &prefix)
+                .env(flagstore_integration_tests::redis::URL_VAR, redis.url());
+            if let Some(threshold) = threshold {
+                child.env("MALLOC_MMAP_THRESHOLD_", threshold);
+            }
+            assert!(child.status().unwrap().success());
         }
-        assert!(child.status().unwrap().success());
     }
 }
 
-fn measure() {
-    const FLAGS: usize = 10_000;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn store(redis: &Redis, prefix: &str) -> RedisStore {
+    RedisStore::builder()
+        .url(redis.url())
+        .prefix(prefix)
+        .build()
+        .unwrap()
+}
+
+fn data() -> [Collection; 1] {
+    [Collection::new(
+        Kind::FEATURES,
+        (0..FLAGS).map(flag).collect(),
+    )]
+}
+
+/// 1. The cache's own structures: the items (and their JSON) exist before the baseline, so the
+///    growth is the entries, keys and the cache's bookkeeping, never the JSON. Written to a
+///    prefix of its own.
+fn filled_by_init() {
+    let runtime = runtime();
     let redis = Redis::start();
     let prefix = format!("bench_mem_{}", flagstore::testing::unique_run_id());
-    let store = RedisStore::builder()
-        .url(redis.url())
-        .prefix(&prefix)
-        .build()
-        .unwrap();
-    let cache = CachingStore::builder(store)
+    let cache = CachingStore::builder(store(&redis, &prefix))
         .cache_forever()
         .build()
         .unwrap();
@@ -82,13 +120,7 @@ fn measure() {
     runtime
         .block_on(cache.init(&[Collection::new(Kind::FEATURES, vec![flag(0)])]))
         .unwrap();
-
-    // 1. The cache's own structures: the items (and their JSON) exist before the baseline, so
-    //    the growth is the entries, keys and the cache's bookkeeping, never the JSON.
-    let data = [Collection::new(
-        Kind::FEATURES,
-        (0..FLAGS).map(flag).collect(),
-    )];
+    let data = data();
     let json_bytes: usize = data[0].items.iter().map(|f| f.json().len()).sum();
     let before = rss();
     runtime.block_on(cache.init(&data)).unwrap();
@@ -103,21 +135,26 @@ fn measure() {
         "JSON {json_bytes} bytes; resident memory grew {structures} bytes: JSON + growth = {:.2}x the JSON",
         (json_bytes + structures as usize) as f64 / json_bytes as f64
     );
+}
 
-    // 2. A daemon-mode reader filling it from the database: everything it allocates counts,
-    //    the decoding buffers the allocator keeps included.
-    let reader = CachingStore::builder(
-        RedisStore::builder()
-            .url(redis.url())
-            .prefix(&prefix)
-            .build()
-            .unwrap(),
-    )
-    .cache_forever()
-    .build()
-    .unwrap();
+/// 2. A daemon-mode reader filling it from the database, in a process that has done nothing
+///    else (as a daemon-mode service starts): everything it allocates counts, the decoding
+///    buffers the allocator keeps included.
+fn filled_by_reader() {
+    let runtime = runtime();
+    let redis = Redis::start();
+    let prefix = std::env::var(PREFIX).unwrap();
+    let reader = CachingStore::builder(store(&redis, &prefix))
+        .cache_forever()
+        .build()
+        .unwrap();
+    // What a reader asks first anyway; it opens the connection.
+    assert!(runtime.block_on(reader.is_initialized()).unwrap());
+    // One flag at a time: a whole data set freed here would be memory the read reuses.
+    let json_bytes: usize = (0..FLAGS).map(|i| flag(i).json().len()).sum();
     let before = rss();
     let read = runtime.block_on(reader.get_all(&Kind::FEATURES)).unwrap();
+    assert_eq!(read.len(), FLAGS);
     drop(read);
     settle(&runtime);
     let grown = rss().saturating_sub(before);
