@@ -115,7 +115,7 @@ async fn conformance_over_resp3() {
     // RESP3 replies a hash as a map, not as a flat array of fields and values.
     let redis = Redis::start();
     let mut url = url::Url::parse(redis.url()).unwrap();
-    url.set_query(Some("protocol=resp3"));
+    url.query_pairs_mut().append_pair("protocol", "resp3");
     testing::run(&RedisFactory {
         url: url.to_string(),
         ..Default::default()
