@@ -108,9 +108,12 @@ fn key_and_colon(b: &[u8], i: usize) -> Option<Key> {
 fn string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
     loop {
-        i = next_string_stop(b, i)?;
+        let (stop, closing) = next_string_stop(b, i)?;
+        if closing {
+            return Some((stop + 1, escaped));
+        }
+        i = stop;
         match b[i] {
-            b'"' => return Some((i + 1, escaped)),
             b'\\' => {
                 escaped = true;
                 i += match *b.get(i + 1)? {
@@ -125,10 +128,12 @@ fn string(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     }
 }
 
-/// The index of the first byte from `i` that ends the plain run of a string: a quote, a
-/// backslash or a control character. Eight bytes at a time, the way serde_json's own scan goes.
+/// The index of the first byte from `i` that ends the plain run of a string (a quote, a
+/// backslash or a control character), and whether it is the quote. Eight bytes at a time, the
+/// way serde_json's own scan goes. The masks say which byte it is, so the common case, the
+/// closing quote, needs no second look at the byte (that reload was the scan's costliest stall).
 #[inline(always)]
-fn next_string_stop(b: &[u8], mut i: usize) -> Option<usize> {
+fn next_string_stop(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // The high bit of each byte of `x` below `n` (exact for the lowest such byte; a borrow may
@@ -136,18 +141,24 @@ fn next_string_stop(b: &[u8], mut i: usize) -> Option<usize> {
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS;
     while let Some(chunk) = b.get(i..i + 8) {
         let x = u64::from_le_bytes(chunk.try_into().ok()?);
-        let stops = below(x, 0x20)
-            | below(x ^ (ONES * u64::from(b'"')), 1)
-            | below(x ^ (ONES * u64::from(b'\\')), 1);
+        let quotes = below(x ^ (ONES * u64::from(b'"')), 1);
+        let stops = below(x, 0x20) | quotes | below(x ^ (ONES * u64::from(b'\\')), 1);
         if stops != 0 {
-            return Some(i + (stops.trailing_zeros() / 8) as usize);
+            // The lowest mark of `stops` is exact, and so is the quote mask's bit there: a
+            // false quote mark lies above a true quote, which would be a lower stop.
+            let first = stops & stops.wrapping_neg();
+            let at = i + (stops.trailing_zeros() / 8) as usize;
+            return Some((at, quotes & first != 0));
         }
         i += 8;
     }
-    while !matches!(b.get(i)?, b'"' | b'\\' | 0..0x20) {
-        i += 1;
+    loop {
+        match b.get(i)? {
+            b'"' => return Some((i, true)),
+            b'\\' | 0..0x20 => return Some((i, false)),
+            _ => i += 1,
+        }
     }
-    Some(i)
 }
 
 /// At a number's first byte: the index after it, by JSON's grammar (no leading zeros, digits on
@@ -183,8 +194,9 @@ fn number(b: &[u8], mut i: usize) -> Option<usize> {
 
 /// At a value's first byte: the index after the whole value, nested containers included.
 fn value(b: &[u8], mut i: usize) -> Option<usize> {
-    // Which containers are open, one bit each, set for an object: no allocation, and deeper
-    // nesting is serde_json's to judge.
+    // Which containers are open, one bit each with the innermost lowest, set for an object: no
+    // allocation, and deeper nesting is serde_json's to judge. Shifted by one as containers
+    // open and close, so that the innermost is bit 0 and every value's end reads it cheaply.
     let mut objects: u128 = 0;
     let mut depth = 0;
     loop {
@@ -196,7 +208,7 @@ fn value(b: &[u8], mut i: usize) -> Option<usize> {
                     i += 1;
                 } else {
                     (depth < MAX_DEPTH).then_some(())?;
-                    objects |= 1 << depth;
+                    objects = objects << 1 | 1;
                     depth += 1;
                     i = key_and_colon(b, i)?.value;
                     continue;
@@ -208,7 +220,7 @@ fn value(b: &[u8], mut i: usize) -> Option<usize> {
                     i += 1;
                 } else {
                     (depth < MAX_DEPTH).then_some(())?;
-                    objects &= !(1 << depth);
+                    objects <<= 1;
                     depth += 1;
                     continue;
                 }
@@ -225,7 +237,7 @@ fn value(b: &[u8], mut i: usize) -> Option<usize> {
                 return Some(i);
             }
             i = skip_ws(b, i);
-            let in_object = objects & (1 << (depth - 1)) != 0;
+            let in_object = objects & 1 != 0;
             match (b.get(i)?, in_object) {
                 (b',', true) => {
                     i = key_and_colon(b, skip_ws(b, i + 1))?.value;
@@ -237,6 +249,7 @@ fn value(b: &[u8], mut i: usize) -> Option<usize> {
                 }
                 (b'}', true) | (b']', false) => {
                     i += 1;
+                    objects >>= 1;
                     depth -= 1;
                 }
                 _ => return None,
@@ -316,6 +329,33 @@ mod tests {
                 deleted: Some("false"),
             })
         );
+    }
+
+    #[test]
+    fn a_string_stop_is_found_and_named_wherever_it_falls() {
+        // Every stop byte at every place in a run longer than a word, after every other stop
+        // byte and the bytes a borrow could mistake for one, against a byte-by-byte look.
+        let stops = [b'"', b'\\', 0x00, 0x1f];
+        let neighbours = [
+            b'"', b'\\', 0x00, 0x1f, 0x20, b'!', b'#', b']', 0x7f, 0x80, 0xe9,
+        ];
+        for len in 1..20 {
+            for at in 0..len {
+                for &stop in &stops {
+                    for &after in &neighbours {
+                        let mut run = vec![b'a'; len + 1];
+                        run[at] = stop;
+                        run[len] = after;
+                        let naive = run
+                            .iter()
+                            .position(|c| matches!(c, b'"' | b'\\' | 0..0x20))
+                            .map(|at| (at, run[at] == b'"'));
+                        assert_eq!(next_string_stop(&run, 0), naive, "{run:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(next_string_stop(b"abcdefghijk", 0), None);
     }
 
     #[test]
