@@ -389,6 +389,27 @@ mod tests {
         assert_eq!(object_fields(&deep), None);
         let allowed = format!("{{\"a\":{}{}}}", "[".repeat(100), "]".repeat(100));
         assert!(object_fields(&allowed).is_some());
+        // Objects and arrays in turn, 120 deep: each closer must match its opener at every
+        // depth the bitset holds.
+        let nested = |closers: &dyn Fn(usize) -> &'static str| {
+            let open: String = (0..120_usize)
+                .map(|d| if d.is_multiple_of(2) { "[" } else { r#"{"k":"# })
+                .collect();
+            let close: String = (0..120).rev().map(closers).collect();
+            format!(r#"{{"a":{open}1{close},"version":1}}"#)
+        };
+        let right = |d: usize| if d.is_multiple_of(2) { "]" } else { "}" };
+        assert!(object_fields(&nested(&right)).is_some());
+        for wrong_at in [0, 1, 59, 118, 119] {
+            let json = nested(&|d| {
+                if d == wrong_at {
+                    right(d + 1)
+                } else {
+                    right(d)
+                }
+            });
+            assert_eq!(object_fields(&json), None, "closer {wrong_at} swapped");
+        }
     }
 
     /// Every single-byte deletion, duplication and replacement (by each byte that means
