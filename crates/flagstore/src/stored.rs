@@ -102,10 +102,11 @@ const SPREAD_MIN_BYTES: usize = 256 * 1024;
 /// not UTF-8 is unreadable like any other bad JSON, instead of failing the whole read.
 ///
 /// Meant for a whole kind read on an async task. A large read is checked in chunks on the
-/// runtime's blocking threads, two per core (so that a core busy with something else, such as
-/// the connection's driver, holds up only a small part), each chunk decoded and checked in one
-/// pass while its bytes are in cache: a 10,000-flag kind then neither holds up the task's
-/// runtime worker for milliseconds nor waits on one core. The items themselves are made on the
+/// runtime's blocking threads, four per core (so that a core busy with something else, such as
+/// the database server on the same host or the connection's driver, holds up only a small
+/// part, and the calling thread turns each chunk into items while later ones are checked),
+/// each chunk decoded and checked in one pass while its bytes are in cache: a 10,000-flag kind
+/// then neither holds up the task's runtime worker for milliseconds nor waits on one core. The items themselves are made on the
 /// calling thread, so that what the caller keeps is not spread over the allocator arenas of
 /// other threads (with glibc, that alone cost a daemon reader's cache 0.2× its JSON in
 /// resident memory). The items keep their order. Small reads, and calls outside a Tokio
@@ -120,7 +121,7 @@ pub async fn read_stored_bytes(
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<StoredItems> {
     let bytes: usize = pairs.iter().map(|(_, json)| json.len()).sum();
-    let parts = (bytes / SPREAD_MIN_BYTES).min(cores() * 2);
+    let parts = (bytes / SPREAD_MIN_BYTES).min(cores() * 4);
     let runtime = match tokio::runtime::Handle::try_current() {
         Ok(runtime) if parts > 1 => runtime,
         _ => {
