@@ -1,12 +1,15 @@
 //! What the cache holds: one item (or "not found"), or every item of a kind.
 
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
+use moka::Equivalent;
 use tokio::time::Instant;
 
 use crate::{Item, Kind};
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// What an entry is stored under. Hashed through [`KeyRef`], so that a borrowed key finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum CacheKey {
     Item(Kind, String),
     All(Kind),
@@ -22,6 +25,66 @@ impl CacheKey {
             CacheKey::Item(kind, key) => kind.name().len() + key.len(),
             CacheKey::All(kind) => kind.name().len(),
         }
+    }
+
+    fn borrowed(&self) -> KeyRef<'_> {
+        match self {
+            CacheKey::Item(kind, key) => KeyRef::Item(kind, key),
+            CacheKey::All(kind) => KeyRef::All(kind),
+        }
+    }
+}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+/// A [`CacheKey`] made of the caller's own kind and key, for lookups and invalidations: a cache
+/// hit then builds no key (an allocation and a copy of the key on every read otherwise). It
+/// hashes and compares exactly as the owned key it stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyRef<'a> {
+    Item(&'a Kind, &'a str),
+    All(&'a Kind),
+}
+
+impl<'a> KeyRef<'a> {
+    pub(super) fn kind(self) -> &'a Kind {
+        match self {
+            KeyRef::Item(kind, _) | KeyRef::All(kind) => kind,
+        }
+    }
+
+    /// The owned key, for inserting.
+    pub(super) fn owned(self) -> CacheKey {
+        match self {
+            KeyRef::Item(kind, key) => CacheKey::item(kind, key),
+            KeyRef::All(kind) => CacheKey::All(kind.clone()),
+        }
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            KeyRef::Item(kind, key) => {
+                state.write_u8(0);
+                kind.hash(state);
+                key.hash(state);
+            }
+            KeyRef::All(kind) => {
+                state.write_u8(1);
+                kind.hash(state);
+            }
+        }
+    }
+}
+
+impl Equivalent<CacheKey> for KeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        *self == key.borrowed()
     }
 }
 
@@ -142,6 +205,38 @@ mod tests {
 
     fn item(key: &str, version: u64) -> Item {
         Item::from_json(key, format!(r#"{{"version":{version}}}"#)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_borrowed_key_finds_exactly_what_its_owned_key_stored() {
+        let custom = Kind::new("features2");
+        let owned = [
+            CacheKey::item(&Kind::FEATURES, "a"),
+            CacheKey::item(&Kind::FEATURES, ""),
+            CacheKey::item(&custom, "a"),
+            CacheKey::All(Kind::FEATURES),
+            CacheKey::All(custom.clone()),
+        ];
+        let cache: moka::future::Cache<CacheKey, usize> = moka::future::Cache::new(100);
+        for (i, key) in owned.iter().enumerate() {
+            assert_eq!(key.borrowed().owned(), *key);
+            cache.insert(key.clone(), i).await;
+        }
+        for (i, key) in owned.iter().enumerate() {
+            assert_eq!(cache.get(&key.borrowed()).await, Some(i));
+            for (j, other) in owned.iter().enumerate() {
+                assert_eq!(key.borrowed().equivalent(other), i == j);
+            }
+        }
+        // An item key is never its kind's whole-kind key, nor another kind's.
+        assert_eq!(
+            cache.get(&KeyRef::Item(&Kind::FEATURES, "features")).await,
+            None
+        );
+        assert_eq!(cache.get(&KeyRef::Item(&Kind::SEGMENTS, "a")).await, None);
+        cache.invalidate(&KeyRef::Item(&custom, "a")).await;
+        assert_eq!(cache.get(&owned[2]).await, None);
+        assert_eq!(cache.get(&owned[0]).await, Some(0));
     }
 
     #[test]

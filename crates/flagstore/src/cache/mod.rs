@@ -20,7 +20,7 @@ use moka::future::Cache;
 use tokio::sync::watch;
 
 use crate::{ChangeFeed, Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
-use entry::{CacheKey, Cached, Entry};
+use entry::{CacheKey, Cached, Entry, KeyRef};
 use last_known_good::Losses;
 use live::Live;
 use outage::Pending;
@@ -184,10 +184,7 @@ impl CachingStore {
             return inner.remember(inner.store.get(kind, key).await);
         };
         let load = || async move { inner.store.get(kind, key).await.map(Cached::Item) };
-        match inner
-            .cached(cache, kind, CacheKey::item(kind, key), load)
-            .await?
-        {
+        match inner.cached(cache, KeyRef::Item(kind, key), load).await? {
             Cached::Item(item) => Ok(item),
             Cached::All(_) => unreachable_entry(kind, Some(key)),
         }
@@ -245,8 +242,7 @@ impl Inner {
     async fn cached<L, F>(
         self: &Arc<Self>,
         cache: &Cache<CacheKey, Entry>,
-        kind: &Kind,
-        key: CacheKey,
+        key: KeyRef<'_>,
         load: L,
     ) -> Result<Cached>
     where
@@ -254,7 +250,7 @@ impl Inner {
         F: Future<Output = Result<Cached>> + Send,
     {
         let mut previous = None;
-        let (found, own_entry) = self.lookup(cache, kind, &key).await;
+        let (found, own_entry) = self.lookup(cache, key).await;
         if let Some(entry) = found {
             if self.is_fresh(&entry) {
                 return Ok(entry.value);
@@ -262,7 +258,7 @@ impl Inner {
             previous = Some(entry.value);
         }
         // Boxed: a miss's future state is kilobytes, which every hit would otherwise carry.
-        Box::pin(self.load(cache, kind, key, own_entry, previous, load)).await
+        Box::pin(self.load(cache, key, own_entry, previous, load)).await
     }
 
     /// What the cache holds for `key`, fresh or not, and whether it is the key's own entry: an
@@ -270,16 +266,15 @@ impl Inner {
     async fn lookup(
         &self,
         cache: &Cache<CacheKey, Entry>,
-        kind: &Kind,
-        key: &CacheKey,
+        key: KeyRef<'_>,
     ) -> (Option<Entry>, bool) {
-        if let Some(own) = cache.get(key).await {
+        if let Some(own) = cache.get(&key).await {
             return (Some(own), true);
         }
-        let CacheKey::Item(_, item_key) = key else {
+        let KeyRef::Item(kind, item_key) = key else {
             return (None, false);
         };
-        let all = cache.get(&CacheKey::All(kind.clone())).await;
+        let all = cache.get(&KeyRef::All(kind)).await;
         (all.and_then(|all| all.for_item(item_key)), false)
     }
 
@@ -287,8 +282,7 @@ impl Inner {
     async fn load<L, F>(
         self: &Arc<Self>,
         cache: &Cache<CacheKey, Entry>,
-        kind: &Kind,
-        key: CacheKey,
+        key: KeyRef<'_>,
         stale_own_entry: bool,
         previous: Option<Cached>,
         load: L,
@@ -302,6 +296,7 @@ impl Inner {
         }
         // Stamped before the read: a change reported while it runs makes the result stale.
         let generation = self.generation();
+        let kind = key.kind();
         let load = load();
         let load = async move {
             let mut value = load.await?;
@@ -310,7 +305,7 @@ impl Inner {
             }
             Ok(Entry::new(value, generation))
         };
-        let loaded = cache.try_get_with(key, load).await;
+        let loaded = cache.try_get_with(key.owned(), load).await;
         match loaded {
             Ok(entry) => Ok(entry.value),
             Err(shared) => {
@@ -358,9 +353,7 @@ impl Inner {
 
     /// Forever mode: shows `item` unless the cache already holds a version at least as new.
     async fn keep_unwritten(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
-        let (cached, _) = self
-            .lookup(cache, kind, &CacheKey::item(kind, item.key()))
-            .await;
+        let (cached, _) = self.lookup(cache, KeyRef::Item(kind, item.key())).await;
         let newer = match cached.map(|entry| entry.value) {
             Some(Cached::Item(Some(cached))) => cached.version() < item.version(),
             _ => true,
@@ -375,8 +368,8 @@ impl Inner {
         match self.store.get(kind, key).await {
             Ok(Some(current)) => self.show(cache, kind, &current).await,
             _ => {
-                cache.invalidate(&CacheKey::item(kind, key)).await;
-                cache.invalidate(&CacheKey::All(kind.clone())).await;
+                cache.invalidate(&KeyRef::Item(kind, key)).await;
+                cache.invalidate(&KeyRef::All(kind)).await;
             }
         }
     }
@@ -448,10 +441,7 @@ impl PersistentDataStore for CachingStore {
             return inner.remember(inner.store.get_all(kind).await);
         };
         let load = || async move { inner.store.get_all(kind).await.map(Cached::all) };
-        match inner
-            .cached(cache, kind, CacheKey::All(kind.clone()), load)
-            .await?
-        {
+        match inner.cached(cache, KeyRef::All(kind), load).await? {
             Cached::All(all) => Ok(all.items().to_vec()),
             Cached::Item(_) => unreachable_entry(kind, None),
         }
@@ -477,13 +467,13 @@ impl PersistentDataStore for CachingStore {
                 cache
                     .insert(key, inner.entry(Cached::Item(Some(item))))
                     .await;
-                cache.invalidate(&CacheKey::All(kind.clone())).await;
+                cache.invalidate(&KeyRef::All(kind)).await;
             }
             // The database holds something at least as new.
             (Ok(false), true) => inner.refresh_item(cache, kind, item.key()).await,
             (Ok(false), false) => {
-                cache.invalidate(&CacheKey::item(kind, item.key())).await;
-                cache.invalidate(&CacheKey::All(kind.clone())).await;
+                cache.invalidate(&KeyRef::Item(kind, item.key())).await;
+                cache.invalidate(&KeyRef::All(kind)).await;
             }
             (Err(err), true) if err.is_outage() => {
                 inner.keep_unwritten(cache, kind, &item).await;
