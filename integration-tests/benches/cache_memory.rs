@@ -5,7 +5,9 @@
 //! Each figure is taken in a child process of its own: the cache filled by `init`, and a
 //! daemon-mode reader's cache filled by `get_all` in a process that has done nothing else, as a
 //! daemon-mode service starts (a big `init` earlier in the same process would leave the
-//! allocator holding its freed buffers, and the reader reusing them). Each is taken twice: with
+//! allocator holding its freed buffers, and the reader reusing them). Beside the reader, its raw
+//! baseline: a process that keeps a bare `HGETALL` reply of the same hash, as the redis client
+//! hands it over, which is the least a reader through that client can hold. Each is taken twice: with
 //! glibc's default allocator settings (what a service sees), and with its mmap threshold fixed
 //! at 64 KiB (`MALLOC_MMAP_THRESHOLD_=65536`), under which every freed buffer over 64 KiB goes
 //! back to the system at once. The difference is freed memory the allocator keeps for reuse,
@@ -54,6 +56,7 @@ fn main() {
     match std::env::var(CHILD).as_deref() {
         Ok("init") => return filled_by_init(),
         Ok("reader") => return filled_by_reader(),
+        Ok("raw") => return raw_reply_kept(),
         _ => {}
     }
     // The flags the readers read, written by this process, which measures nothing.
@@ -69,7 +72,7 @@ fn main() {
         ("mmap threshold 64 KiB", Some("65536")),
     ] {
         println!("== {allocator}");
-        for measure in ["init", "reader"] {
+        for measure in ["init", "reader", "raw"] {
             let mut child = std::process::Command::new(&exe);
             child
                 .env(CHILD, measure)
@@ -162,4 +165,33 @@ fn filled_by_reader() {
         "a reader's forever cache filled by get_all: resident memory grew {grown} bytes, {:.2}x the JSON",
         grown as f64 / json_bytes as f64
     );
+}
+
+/// 3. The reader's baseline: the same hash read by a bare `HGETALL` on one multiplexed
+///    connection, the reply kept as the client decoded it (one allocation per key and per
+///    value), in a process that has done nothing else.
+fn raw_reply_kept() {
+    use flagstore_redis::redis::{self, AsyncCommands};
+    let runtime = runtime();
+    let redis = Redis::start();
+    let hash = format!("{}:features", std::env::var(PREFIX).unwrap());
+    let mut conn = runtime.block_on(async {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    });
+    assert!(runtime.block_on(conn.exists::<_, bool>(&hash)).unwrap());
+    let json_bytes: usize = (0..FLAGS).map(|i| flag(i).json().len()).sum();
+    let before = rss();
+    let reply: Vec<(String, String)> = runtime.block_on(conn.hgetall(&hash)).unwrap();
+    assert_eq!(reply.len(), FLAGS);
+    settle(&runtime);
+    let grown = rss().saturating_sub(before);
+    println!(
+        "raw HGETALL reply kept: resident memory grew {grown} bytes, {:.2}x the JSON",
+        grown as f64 / json_bytes as f64
+    );
+    drop(reply);
 }
