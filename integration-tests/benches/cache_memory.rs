@@ -5,14 +5,14 @@
 //! Each figure is taken in a child process of its own: the cache filled by `init`, and a
 //! daemon-mode reader's cache filled by `get_all` in a process that has done nothing else, as a
 //! daemon-mode service starts (a big `init` earlier in the same process would leave the
-//! allocator holding its freed buffers, and the reader reusing them). Beside the reader, its raw
-//! baseline: a process that keeps a bare `HGETALL` reply of the same hash, as the redis client
-//! hands it over, which is the least a reader through that client can hold. Each is taken twice: with
-//! glibc's default allocator settings (what a service sees), and with its mmap threshold fixed
-//! at 64 KiB (`MALLOC_MMAP_THRESHOLD_=65536`), under which every freed buffer over 64 KiB goes
-//! back to the system at once. The difference is freed memory the allocator keeps for reuse,
-//! such as the holes the client's reply leaves; the second figure is closer to what the cache
-//! holds.
+//! allocator holding its freed buffers, and the reader reusing them). Beside the reader, its
+//! raw baseline: a process that keeps a bare `HGETALL` reply of the same hash, as the redis
+//! client hands it over, which is the least a reader through that client can hold. Each is
+//! taken twice: with glibc's default allocator settings (what a service sees), and with its
+//! mmap threshold fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_=65536`), under which every freed
+//! buffer over 64 KiB goes back to the system at once. The difference is freed memory the
+//! allocator keeps for reuse, such as the holes the client's reply leaves; the second figure is
+//! closer to what the cache holds.
 //!
 //! ```sh
 //! cargo bench -p flagstore-integration-tests --bench cache_memory
@@ -140,6 +140,12 @@ fn filled_by_init() {
     );
 }
 
+/// The flags' JSON bytes, for the readers, made one flag at a time: a whole data set built and
+/// freed before the read would be memory the read reuses.
+fn json_bytes_one_at_a_time() -> usize {
+    (0..FLAGS).map(|i| flag(i).json().len()).sum()
+}
+
 /// 2. A daemon-mode reader filling it from the database, in a process that has done nothing
 ///    else (as a daemon-mode service starts): everything it allocates counts, the decoding
 ///    buffers the allocator keeps included.
@@ -153,8 +159,7 @@ fn filled_by_reader() {
         .unwrap();
     // What a reader asks first anyway; it opens the connection.
     assert!(runtime.block_on(reader.is_initialized()).unwrap());
-    // One flag at a time: a whole data set freed here would be memory the read reuses.
-    let json_bytes: usize = (0..FLAGS).map(|i| flag(i).json().len()).sum();
+    let json_bytes = json_bytes_one_at_a_time();
     let before = rss();
     let read = runtime.block_on(reader.get_all(&Kind::FEATURES)).unwrap();
     assert_eq!(read.len(), FLAGS);
@@ -183,7 +188,7 @@ fn raw_reply_kept() {
             .unwrap()
     });
     assert!(runtime.block_on(conn.exists::<_, bool>(&hash)).unwrap());
-    let json_bytes: usize = (0..FLAGS).map(|i| flag(i).json().len()).sum();
+    let json_bytes = json_bytes_one_at_a_time();
     let before = rss();
     let reply: Vec<(String, String)> = runtime.block_on(conn.hgetall(&hash)).unwrap();
     assert_eq!(reply.len(), FLAGS);

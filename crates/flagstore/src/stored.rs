@@ -103,14 +103,14 @@ const SPREAD_MIN_BYTES: usize = 256 * 1024;
 ///
 /// Meant for a whole kind read on an async task. A large read is checked in chunks on the
 /// runtime's blocking threads, four per core (so that a core busy with something else, such as
-/// the database server on the same host or the connection's driver, holds up only a small
-/// part, and the calling thread turns each chunk into items while later ones are checked),
-/// each chunk decoded and checked in one pass while its bytes are in cache: a 10,000-flag kind
-/// then neither holds up the task's runtime worker for milliseconds nor waits on one core. The items themselves are made on the
-/// calling thread, so that what the caller keeps is not spread over the allocator arenas of
-/// other threads (with glibc, that alone cost a daemon reader's cache 0.2× its JSON in
-/// resident memory). The items keep their order. Small reads, and calls outside a Tokio
-/// runtime, are checked in place.
+/// the database server on the same host or the connection's driver, holds up only a small part,
+/// and the calling thread turns each chunk into items while later ones are checked), each chunk
+/// decoded and checked in one pass while its bytes are in cache: a 10,000-flag kind then
+/// neither holds up the task's runtime worker for milliseconds nor waits on one core. The items
+/// themselves are made on the calling thread, so that what the caller keeps is not spread over
+/// the allocator arenas of other threads (with glibc, that alone cost a daemon reader's cache
+/// 0.2× its JSON in resident memory). The items keep their order. Small reads, and calls
+/// outside a Tokio runtime, are checked in place.
 ///
 /// # Errors
 /// [`Error::Database`](crate::Error::Database) naming `backend` and `op` if a chunk could not
