@@ -76,6 +76,11 @@ impl StoreFactory for ConsulFactory {
             .unwrap();
         Arc::new(store)
     }
+
+    /// Connect and request timeout: a call may spend both.
+    fn unreachable_budget(&self) -> Duration {
+        Duration::from_millis(500 + 2000)
+    }
 }
 
 #[tokio::test]

@@ -130,6 +130,11 @@ impl StoreFactory for DynamoFactory {
             .unwrap();
         Arc::new(store)
     }
+
+    /// Connect and request timeout: a call may spend both.
+    fn unreachable_budget(&self) -> Duration {
+        Duration::from_millis(500 + 2000)
+    }
 }
 
 async fn scan(client: &Client, table: &str) -> Vec<HashMap<String, AttributeValue>> {

@@ -34,6 +34,10 @@ impl StoreFactory for Memory {
         db.set_available(false);
         (self.wrap)(db.store("unreachable"))
     }
+
+    fn unreachable_budget(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 async fn suite(wrap: fn(MemoryStore) -> DynStore) {

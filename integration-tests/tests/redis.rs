@@ -72,6 +72,11 @@ impl StoreFactory for RedisFactory {
             .unwrap();
         maybe_cached(store, self.cached)
     }
+
+    /// Connect and request timeout: a call may spend both.
+    fn unreachable_budget(&self) -> Duration {
+        Duration::from_millis(500 + 500)
+    }
 }
 
 async fn raw(url: &str) -> redis::aio::MultiplexedConnection {

@@ -107,6 +107,11 @@ impl StoreFactory for ScaleOutFactory<'_> {
             .unwrap();
         maybe_cached(store, self.cached)
     }
+
+    /// Connect and request timeout: a call may spend both.
+    fn unreachable_budget(&self) -> Duration {
+        Duration::from_millis(500 + 800)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

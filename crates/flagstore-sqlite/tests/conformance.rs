@@ -49,6 +49,10 @@ impl StoreFactory for Sqlite {
                 .unwrap(),
         )
     }
+
+    fn unreachable_budget(&self) -> Duration {
+        Duration::from_millis(200)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -297,12 +297,57 @@ impl Header {
     }
 }
 
+/// The fast path's contract on one input, for the fuzzer, its corpus and the tests: whatever the
+/// scan reads, serde_json reads the same, and an item read from these bytes gets the header (or
+/// the refusal) that serde_json alone would give. Panics, naming the input, on a disagreement.
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::panic)]
+pub(crate) fn assert_fast_path_agrees(input: &[u8]) {
+    let Ok(json) = std::str::from_utf8(input) else {
+        // Bytes that are not UTF-8 are never an item, on any path.
+        let checked = check_stored_bytes(b"k".to_vec(), input.to_vec()).1;
+        if Item::from_json_bytes("k", input.to_vec()).is_ok() || checked.is_ok() {
+            panic!("accepted bytes that are not UTF-8: {input:?}");
+        }
+        return;
+    };
+    if !scan::agrees_with_serde(json) {
+        panic!("the scan read other fields than serde_json: {json:?}");
+    }
+    let fast = Header::parse(json).map(|h| (h.version, h.deleted));
+    let serde = Header::parse_with_serde(json).map(|h| (h.version, h.deleted));
+    match (&fast, &serde) {
+        (Ok(a), Ok(b)) if a == b => {}
+        (Err(_), Err(_)) => {}
+        _ => panic!("fast path {fast:?}, serde_json {serde:?}: {json:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn read(json: &str) -> Result<(u64, bool), ItemError> {
         Item::from_json("k", json).map(|i| (i.version(), i.is_deleted()))
+    }
+
+    /// The fuzzer's corpus (`fuzz/corpus/item_json`, minimized after each long run), replayed
+    /// on every test run: what the fuzzer once found stays checked.
+    #[test]
+    fn the_fuzz_corpus_reads_as_serde_json_reads_it() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/item_json");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let input = std::fs::read(entry.unwrap().path()).unwrap();
+            assert_fast_path_agrees(&input);
+            replayed += 1;
+        }
+        assert!(
+            replayed >= 30,
+            "only {replayed} inputs in {}",
+            dir.display()
+        );
     }
 
     #[test]

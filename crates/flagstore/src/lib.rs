@@ -60,7 +60,7 @@ mod order;
 mod secret;
 mod store;
 mod stored;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use big_segments::{

@@ -9,7 +9,9 @@ use tokio::sync::watch;
 
 use super::entry::{CacheKey, Entry};
 use super::live::{DEFAULT_LIVE_CACHE_TIME, Live};
+use super::loads::Loads;
 use super::outage::Pending;
+use super::sequence::WriteSequence;
 use super::{BACKEND, CacheMode, CachingStore, DEFAULT_CACHE_TIME, Inited, Inner, StoreStatus};
 use crate::{Error, PersistentDataStore, Result};
 
@@ -223,6 +225,8 @@ impl CachingStoreBuilder {
             live,
             last_known_good: self.last_known_good,
             losses: Mutex::default(),
+            writes: WriteSequence::default(),
+            loads: Loads::default(),
         });
         inner.start_feed()?;
         Ok(CachingStore { inner })

@@ -4,12 +4,16 @@ mod builder;
 mod entry;
 mod last_known_good;
 mod live;
+mod loads;
 mod outage;
+mod sequence;
 mod status;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_live;
+#[cfg(test)]
+mod tests_monotonic;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +27,9 @@ use crate::{ChangeFeed, Collection, Error, Item, Kind, PersistentDataStore, Resu
 use entry::{CacheKey, Cached, Entry, KeyRef};
 use last_known_good::Losses;
 use live::Live;
+use loads::Loads;
 use outage::Pending;
+use sequence::{Turn, WriteSequence};
 
 pub use builder::CachingStoreBuilder;
 pub use live::DEFAULT_LIVE_CACHE_TIME;
@@ -118,6 +124,10 @@ struct Inner {
     /// Whether last-known-good mode is on, and what the database lost.
     last_known_good: bool,
     losses: Mutex<Losses>,
+    /// Orders the cache changes of writes against the inserts of loads (monotonic versions).
+    writes: WriteSequence,
+    /// Loads under way, shared by concurrent misses.
+    loads: Loads,
 }
 
 /// Whether the store is known to be initialized. Only "yes" is remembered: initialized stays
@@ -190,9 +200,10 @@ impl CachingStore {
         }
     }
 
-    /// Drops every cached entry (not the writes awaiting write-back).
-    pub fn invalidate_all(&self) {
-        self.inner.flush();
+    /// Drops every cached entry (not the writes awaiting write-back). Reads already under way
+    /// do not cache what they read.
+    pub async fn invalidate_all(&self) {
+        self.inner.flush().await;
     }
 
     /// Cached entries and their approximate weight in bytes, after pending evictions are applied.
@@ -230,8 +241,9 @@ impl Inner {
         Entry::new(value, self.generation())
     }
 
-    fn flush(&self) {
+    async fn flush(&self) {
         if let Some(cache) = &self.cache {
+            let _turn = self.writes.write(None).await;
             cache.invalidate_all();
         }
         *lock(&self.inited) = Inited::Unknown;
@@ -250,40 +262,35 @@ impl Inner {
         F: Future<Output = Result<Cached>> + Send,
     {
         let mut previous = None;
-        let (found, own_entry) = self.lookup(cache, key).await;
-        if let Some(entry) = found {
+        if let Some(entry) = self.lookup(cache, key).await {
             if self.is_fresh(&entry) {
                 return Ok(entry.value);
             }
             previous = Some(entry.value);
         }
         // Boxed: a miss's future state is kilobytes, which every hit would otherwise carry.
-        Box::pin(self.load(cache, key, own_entry, previous, load)).await
+        Box::pin(self.load(cache, key, previous, load)).await
     }
 
-    /// What the cache holds for `key`, fresh or not, and whether it is the key's own entry: an
-    /// item without an entry of its own is answered by its kind's whole-kind entry.
-    async fn lookup(
-        &self,
-        cache: &Cache<CacheKey, Entry>,
-        key: KeyRef<'_>,
-    ) -> (Option<Entry>, bool) {
+    /// What the cache holds for `key`, fresh or not: an item without an entry of its own is
+    /// answered by its kind's whole-kind entry.
+    async fn lookup(&self, cache: &Cache<CacheKey, Entry>, key: KeyRef<'_>) -> Option<Entry> {
         if let Some(own) = cache.get(&key).await {
-            return (Some(own), true);
+            return Some(own);
         }
         let KeyRef::Item(kind, item_key) = key else {
-            return (None, false);
+            return None;
         };
         let all = cache.get(&KeyRef::All(kind)).await;
-        (all.and_then(|all| all.for_item(item_key)), false)
+        all.and_then(|all| all.for_item(item_key))
     }
 
-    /// The miss (or stale entry) half of [`cached`](Self::cached).
+    /// The miss (or stale entry) half of [`cached`](Self::cached): one database read however
+    /// many callers ask, cached only if no write to the kind was made while it ran.
     async fn load<L, F>(
         self: &Arc<Self>,
         cache: &Cache<CacheKey, Entry>,
         key: KeyRef<'_>,
-        stale_own_entry: bool,
         previous: Option<Cached>,
         load: L,
     ) -> Result<Cached>
@@ -291,29 +298,33 @@ impl Inner {
         L: FnOnce() -> F,
         F: Future<Output = Result<Cached>> + Send,
     {
-        if stale_own_entry {
-            cache.invalidate(&key).await;
-        }
-        // Stamped before the read: a change reported while it runs makes the result stale.
-        let generation = self.generation();
         let kind = key.kind();
-        let load = load();
-        let load = async move {
-            let mut value = load.await?;
-            if self.last_known_good {
-                value = self.or_last_known_good(kind, previous, value).await;
-            }
-            Ok(Entry::new(value, generation))
-        };
-        let loaded = cache.try_get_with(key.owned(), load).await;
-        match loaded {
-            Ok(entry) => Ok(entry.value),
-            Err(shared) => {
-                let err = Error::clone(&shared);
-                self.observe(&err);
-                Err(err)
-            }
+        let shared = self
+            .loads
+            .join(key, self.writes.last_write(kind), self.writes.stamp());
+        let result = shared
+            .get_or_init(|| async move {
+                // Both taken before the read: a write or a reported change while it runs makes
+                // the result unfit to cache, or stale.
+                let stamp = self.writes.stamp();
+                let generation = self.generation();
+                let mut value = load().await?;
+                if self.last_known_good {
+                    value = self.or_last_known_good(kind, previous, value).await;
+                }
+                if let Some(_turn) = self.writes.publish(kind, stamp).await {
+                    let entry = Entry::new(value.clone(), generation);
+                    cache.insert(key.owned(), entry).await;
+                }
+                Ok(value)
+            })
+            .await
+            .clone();
+        self.loads.finish(key, &shared);
+        if let Err(err) = &result {
+            self.observe(err);
         }
+        result
     }
 
     /// Fills the cache with a full data set: a whole-kind entry per kind the init replaced
@@ -321,6 +332,7 @@ impl Inner {
     /// cache with a capacity also gets an entry per item, in case a whole kind does not fit.
     async fn fill(&self, data: &[Collection]) {
         let Some(cache) = &self.cache else { return };
+        let _turn = self.writes.write(None).await;
         cache.invalidate_all();
         for kind in crate::backend::replaced_kinds(data) {
             let items: Vec<Item> = data
@@ -339,9 +351,37 @@ impl Inner {
         }
     }
 
-    /// Makes the cache show `item` as the current one: its own entry, and in place in the
-    /// whole-kind entry if that is cached.
-    async fn show(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
+    /// The version the cache shows for `key`: its own entry's, else its kind's whole-kind
+    /// entry's; `None` for "not found" or nothing cached.
+    async fn cached_version(
+        &self,
+        cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
+        key: &str,
+    ) -> Option<u64> {
+        match self.lookup(cache, KeyRef::Item(kind, key)).await?.value {
+            Cached::Item(item) => item.map(|item| item.version()),
+            Cached::All(_) => None,
+        }
+    }
+
+    /// Forever mode: makes the cache show `item` (its own entry, and in place in the whole-kind
+    /// entry if that is cached) unless it already shows a version at least as new, which a
+    /// concurrent write put there. The caller holds the write turn.
+    async fn show(
+        &self,
+        _turn: &Turn<'_>,
+        cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
+        item: &Item,
+    ) {
+        if self
+            .cached_version(cache, kind, item.key())
+            .await
+            .is_some_and(|cached| cached >= item.version())
+        {
+            return;
+        }
         let entry = self.entry(Cached::Item(Some(item.clone())));
         cache.insert(CacheKey::item(kind, item.key()), entry).await;
         let all_key = CacheKey::All(kind.clone());
@@ -351,26 +391,44 @@ impl Inner {
         }
     }
 
-    /// Forever mode: shows `item` unless the cache already holds a version at least as new.
-    async fn keep_unwritten(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: &Item) {
-        let (cached, _) = self.lookup(cache, KeyRef::Item(kind, item.key())).await;
-        let newer = match cached.map(|entry| entry.value) {
-            Some(Cached::Item(Some(cached))) => cached.version() < item.version(),
-            _ => true,
-        };
+    /// TTL mode, after the database took `item`: caches it and drops the kind's whole-kind
+    /// entry. If the cache already shows a newer version (a concurrent upsert's), the item's
+    /// entry is dropped instead, so the next read asks the database.
+    async fn cache_written(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: Item) {
+        let _turn = self.writes.write(Some(kind)).await;
+        let newer = self
+            .cached_version(cache, kind, item.key())
+            .await
+            .is_some_and(|cached| cached > item.version());
         if newer {
-            self.show(cache, kind, item).await;
+            cache.invalidate(&KeyRef::Item(kind, item.key())).await;
+        } else {
+            let key = CacheKey::item(kind, item.key());
+            cache
+                .insert(key, self.entry(Cached::Item(Some(item))))
+                .await;
         }
+        cache.invalidate(&KeyRef::All(kind)).await;
     }
 
-    /// Forever mode, after the database refused an upsert as not newer: caches what it holds.
+    /// Drops what the cache holds for `key` and its kind's whole-kind entry.
+    async fn forget(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, key: &str) {
+        let _turn = self.writes.write(Some(kind)).await;
+        cache.invalidate(&KeyRef::Item(kind, key)).await;
+        cache.invalidate(&KeyRef::All(kind)).await;
+    }
+
+    /// Forever mode, after the database refused an upsert as not newer: caches what it holds,
+    /// unless a write to the kind was cached while it was read.
     async fn refresh_item(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, key: &str) {
+        let stamp = self.writes.stamp();
         match self.store.get(kind, key).await {
-            Ok(Some(current)) => self.show(cache, kind, &current).await,
-            _ => {
-                cache.invalidate(&KeyRef::Item(kind, key)).await;
-                cache.invalidate(&KeyRef::All(kind)).await;
+            Ok(Some(current)) => {
+                if let Some(turn) = self.writes.write_unless_written_since(kind, stamp).await {
+                    self.show(&turn, cache, kind, &current).await;
+                }
             }
+            _ => self.forget(cache, kind, key).await,
         }
     }
 }
@@ -426,7 +484,7 @@ impl PersistentDataStore for CachingStore {
             }
             // The database may hold part of the new data, or none of it: whatever is cached no
             // longer says what it holds.
-            (Err(_), _) => inner.flush(),
+            (Err(_), _) => inner.flush().await,
         }
         inner.remember(result)
     }
@@ -461,22 +519,17 @@ impl PersistentDataStore for CachingStore {
             return inner.remember(result);
         };
         match (&result, forever) {
-            (Ok(true), true) => inner.show(cache, kind, &item).await,
-            (Ok(true), false) => {
-                let key = CacheKey::item(kind, item.key());
-                cache
-                    .insert(key, inner.entry(Cached::Item(Some(item))))
-                    .await;
-                cache.invalidate(&KeyRef::All(kind)).await;
+            (Ok(true), true) => {
+                let turn = inner.writes.write(Some(kind)).await;
+                inner.show(&turn, cache, kind, &item).await;
             }
+            (Ok(true), false) => inner.cache_written(cache, kind, item).await,
             // The database holds something at least as new.
             (Ok(false), true) => inner.refresh_item(cache, kind, item.key()).await,
-            (Ok(false), false) => {
-                cache.invalidate(&KeyRef::Item(kind, item.key())).await;
-                cache.invalidate(&KeyRef::All(kind)).await;
-            }
+            (Ok(false), false) => inner.forget(cache, kind, item.key()).await,
             (Err(err), true) if err.is_outage() => {
-                inner.keep_unwritten(cache, kind, &item).await;
+                let turn = inner.writes.write(Some(kind)).await;
+                inner.show(&turn, cache, kind, &item).await;
                 lock(&inner.pending).add_item(kind, &item);
             }
             (Err(_), _) => {}

@@ -262,6 +262,52 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
     (b.get(i..i + word.len())? == word).then_some(i + word.len())
 }
 
+/// The scan's contract, for the tests, the fuzzer and its corpus: it may step aside, but
+/// whatever it accepts, serde_json accepts with the same two fields.
+#[cfg(any(test, feature = "testing"))]
+mod differential {
+    use super::object_fields;
+
+    /// What serde_json says of the top-level fields: the behaviour the scan must match.
+    fn serde_fields(json: &str) -> Option<(Option<serde_json::Value>, Option<serde_json::Value>)> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            version: Option<serde_json::Value>,
+            deleted: Option<serde_json::Value>,
+        }
+        if !json.trim_start().starts_with('{') {
+            return None;
+        }
+        let raw: Raw = serde_json::from_str(json).ok()?;
+        Some((raw.version, raw.deleted))
+    }
+
+    /// A scanned field as serde_json reads it into an `Option<Value>` (where `null` is `None`);
+    /// `Err` for a number serde_json cannot hold (`1e999`), which the scan accepts as JSON.
+    fn parse(raw: Option<&str>) -> Result<Option<serde_json::Value>, serde_json::Error> {
+        let value = raw
+            .map(serde_json::from_str::<serde_json::Value>)
+            .transpose()?;
+        Ok(value.filter(|v| !v.is_null()))
+    }
+
+    /// The scan may step aside (`None`), but whatever it accepts, serde_json accepts with the
+    /// same two fields. A field serde_json cannot hold as a value is no number the header takes
+    /// from the scan (it takes only plain integers of at most 19 digits): serde_json judges it.
+    pub(in crate::item) fn agrees_with_serde(json: &str) -> bool {
+        let Some(fields) = object_fields(json) else {
+            return true;
+        };
+        match (parse(fields.version), parse(fields.deleted)) {
+            (Ok(version), Ok(deleted)) => serde_fields(json) == Some((version, deleted)),
+            _ => true,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub(super) use differential::agrees_with_serde;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,37 +325,6 @@ mod tests {
         r#"{"version":[1]}"#,
         r#"{"deleted":"yes","version":1}"#,
     ];
-
-    /// What serde_json says of the top-level fields: the behaviour the scan must match.
-    fn serde_fields(json: &str) -> Option<(Option<serde_json::Value>, Option<serde_json::Value>)> {
-        #[derive(serde::Deserialize)]
-        struct Raw {
-            version: Option<serde_json::Value>,
-            deleted: Option<serde_json::Value>,
-        }
-        if !json.trim_start().starts_with('{') {
-            return None;
-        }
-        let raw: Raw = serde_json::from_str(json).ok()?;
-        Some((raw.version, raw.deleted))
-    }
-
-    /// A scanned field as serde_json reads it into an `Option<Value>` (where `null` is `None`).
-    fn parse(raw: Option<&str>) -> Option<serde_json::Value> {
-        raw.map(|r| serde_json::from_str::<serde_json::Value>(r).expect("a scanned value parses"))
-            .filter(|v| !v.is_null())
-    }
-
-    /// The scan may step aside (`None`), but whatever it accepts, serde_json accepts with the
-    /// same two fields.
-    fn agrees_with_serde(json: &str) -> bool {
-        match object_fields(json) {
-            None => true,
-            Some(fields) => {
-                serde_fields(json) == Some((parse(fields.version), parse(fields.deleted)))
-            }
-        }
-    }
 
     #[test]
     fn accepts_every_corpus_document_as_serde_json_does() {

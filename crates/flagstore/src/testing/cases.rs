@@ -37,6 +37,7 @@ cases![
     lower_external_writes_do_not_block_a_higher_upsert,
     higher_external_write_wins,
     racing_instances_leave_the_highest_version,
+    cached_reads_never_go_back_in_version,
     unreachable_server_errors_without_hanging,
 ];
 
@@ -465,8 +466,8 @@ pub async fn higher_external_write_wins(f: &dyn StoreFactory, prefix: &str) {
     );
 }
 
-/// Two instances upserting many versions of one key at once leave a consistent store that
-/// still takes a higher version.
+/// Two instances upserting many versions of one key at once leave the highest version whose
+/// upsert reported success, and the store still takes a higher version.
 pub async fn racing_instances_leave_the_highest_version(f: &dyn StoreFactory, prefix: &str) {
     let a = f.store(prefix, None).await;
     let b = f.store(prefix, None).await;
@@ -477,16 +478,27 @@ pub async fn racing_instances_leave_the_highest_version(f: &dyn StoreFactory, pr
         } else {
             Arc::clone(&b)
         };
-        async move { store.upsert(&Kind::FEATURES, flag("hot", v)).await }
+        async move { (v, store.upsert(&Kind::FEATURES, flag("hot", v)).await) }
     });
-    for result in join_all(writes).await {
+    let mut highest_written = None;
+    for (version, result) in join_all(writes).await {
         match result {
-            Ok(_) | Err(crate::Error::Contention { .. }) => {}
-            Err(e) => panic!("racing upsert: {e}"),
+            Ok(true) => highest_written = highest_written.max(Some(version)),
+            Ok(false) | Err(crate::Error::Contention { .. }) => {}
+            Err(e) => panic!("racing upsert of version {version}: {e}"),
         }
     }
-    // Contention may make a write give up, but never leave a lower version over a higher one
-    // that succeeded; the last step writes the top version unopposed.
+    // A write succeeds only over a lower stored version, so the last one to succeed is the
+    // highest, and contention may make a write give up but never undo a success.
+    let highest_written = highest_written.expect("no racing upsert succeeded");
+    let fresh = f.store(prefix, None).await;
+    assert_eq!(
+        get(&fresh, &Kind::FEATURES, "hot")
+            .await
+            .map(|i| i.version()),
+        Some(highest_written),
+        "the stored version is not the highest one written"
+    );
     assert!(upsert(&a, &Kind::FEATURES, flag("hot", 21)).await);
     let fresh = f.store(prefix, None).await;
     assert_eq!(
@@ -495,45 +507,113 @@ pub async fn racing_instances_leave_the_highest_version(f: &dyn StoreFactory, pr
     );
 }
 
-/// Against a server that does not answer, every call fails (none hangs, none claims success) and
-/// the store is neither initialized nor available.
-pub async fn unreachable_server_errors_without_hanging(f: &dyn StoreFactory, _prefix: &str) {
-    const LIMIT: Duration = Duration::from_secs(60);
-    let store = f.unreachable_store().await;
-    async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> T {
-        tokio::time::timeout(LIMIT, call)
-            .await
-            .unwrap_or_else(|_| panic!("{what} on an unreachable server hung for {LIMIT:?}"))
+/// A [`CachingStore`](crate::CachingStore) over this store, with a TTL and forever, never lets
+/// a slow read land over a newer write: the read is held open after reading version 1 while
+/// version 2 is upserted through the cache, for a `get` and for a `get_all`. (Live mode, which
+/// needs the server's change feed set up, is raced in the core's own tests.)
+pub async fn cached_reads_never_go_back_in_version(f: &dyn StoreFactory, prefix: &str) {
+    use crate::{CachingStore, PersistentDataStore};
+    let database = f.store(prefix, None).await;
+    for mode in ["ttl", "forever"] {
+        for slow_read in ["get", "get_all"] {
+            let key = format!("{mode}-{slow_read}");
+            init(&database, &data_set(vec![flag(&key, 1)], vec![])).await;
+            let gated = super::GatedStore::new(f.store(prefix, None).await);
+            let builder = CachingStore::builder(gated.clone());
+            let cache = match mode {
+                "ttl" => builder.cache_time(Duration::from_secs(60)),
+                _ => builder.cache_forever(),
+            }
+            .build()
+            .unwrap();
+            let mut held = gated.hold_next_read();
+            let reader = tokio::spawn({
+                let (cache, key) = (cache.clone(), key.clone());
+                async move {
+                    match slow_read {
+                        "get" => cache.get(&Kind::FEATURES, &key).await.map(|_| ()),
+                        _ => cache.get_all(&Kind::FEATURES).await.map(|_| ()),
+                    }
+                }
+            });
+            held.read().await;
+            assert!(
+                cache.upsert(&Kind::FEATURES, flag(&key, 2)).await.unwrap(),
+                "{key}: upsert of version 2"
+            );
+            held.release();
+            reader.await.unwrap().unwrap();
+            let got = cache.get(&Kind::FEATURES, &key).await.unwrap();
+            assert_eq!(
+                got.map(|i| i.version()),
+                Some(2),
+                "{key}: get after the race"
+            );
+            let all = cache.get_all(&Kind::FEATURES).await.unwrap();
+            let version = all.iter().find(|i| i.key() == key).map(Item::version);
+            assert_eq!(version, Some(2), "{key}: get_all after the race");
+        }
     }
-    // Reads before writes: a forever cache rightly answers reads from a write it could not store.
-    assert!(
-        bounded("is_initialized", store.is_initialized())
-            .await
-            .is_err(),
-        "is_initialized"
-    );
-    assert!(
-        bounded("get", store.get(&Kind::FEATURES, "f"))
-            .await
-            .is_err(),
-        "get"
-    );
-    assert!(
-        bounded("get_all", store.get_all(&Kind::FEATURES))
-            .await
-            .is_err(),
-        "get_all"
-    );
-    let data = data_set(vec![flag("f", 1)], vec![]);
-    assert!(bounded("init", store.init(&data)).await.is_err(), "init");
-    assert!(
-        bounded("upsert", store.upsert(&Kind::FEATURES, flag("f", 2)))
-            .await
-            .is_err(),
-        "upsert"
-    );
-    assert!(
-        !bounded("is_available", store.is_available()).await,
-        "is_available"
-    );
 }
+
+/// Against a server that does not answer, every call fails with an outage error (none claims
+/// success, none is mistaken for bad data) within the store's configured request budget
+/// ([`StoreFactory::unreachable_budget`]) plus a margin, and the store is neither initialized
+/// nor available.
+pub async fn unreachable_server_errors_without_hanging(f: &dyn StoreFactory, _prefix: &str) {
+    let store = f.unreachable_store().await;
+    let limit = f.unreachable_budget() + UNREACHABLE_MARGIN;
+    let bounded =
+        async |what: &str, call: Pin<Box<dyn Future<Output = crate::Result<()>> + Send + '_>>| {
+            let started = tokio::time::Instant::now();
+            let result = tokio::time::timeout(limit, call)
+                .await
+                .unwrap_or_else(|_| panic!("{what} on an unreachable server took over {limit:?}"));
+            let err = match result {
+                Ok(()) => panic!("{what} on an unreachable server succeeded"),
+                Err(err) => err,
+            };
+            assert!(
+                err.is_outage(),
+                "{what} on an unreachable server: not an outage error: {err}"
+            );
+            let took = started.elapsed();
+            assert!(took <= limit, "{what} took {took:?}, over {limit:?}");
+        };
+    // Reads before writes: a forever cache rightly answers reads from a write it could not store.
+    bounded(
+        "is_initialized",
+        Box::pin(async { store.is_initialized().await.map(|_| ()) }),
+    )
+    .await;
+    bounded(
+        "get",
+        Box::pin(async { store.get(&Kind::FEATURES, "f").await.map(|_| ()) }),
+    )
+    .await;
+    bounded(
+        "get_all",
+        Box::pin(async { store.get_all(&Kind::FEATURES).await.map(|_| ()) }),
+    )
+    .await;
+    let data = data_set(vec![flag("f", 1)], vec![]);
+    bounded("init", Box::pin(store.init(&data))).await;
+    bounded(
+        "upsert",
+        Box::pin(async {
+            store
+                .upsert(&Kind::FEATURES, flag("f", 2))
+                .await
+                .map(|_| ())
+        }),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    let available = tokio::time::timeout(limit, store.is_available()).await;
+    assert_eq!(available, Ok(false), "is_available within {limit:?}");
+    assert!(started.elapsed() <= limit);
+}
+
+/// How far past its configured budget an unreachable store's error may come: scheduling on a
+/// loaded machine, and a connect attempt that starts just before the budget runs out.
+pub const UNREACHABLE_MARGIN: Duration = Duration::from_millis(1500);

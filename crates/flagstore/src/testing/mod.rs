@@ -26,6 +26,9 @@
 //!         db.set_available(false);
 //!         std::sync::Arc::new(db.store("any"))
 //!     }
+//!     fn unreachable_budget(&self) -> std::time::Duration {
+//!         std::time::Duration::ZERO // an offline memory database answers at once
+//!     }
 //! }
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -41,11 +44,13 @@
 
 pub mod big_segments;
 mod cases;
+mod gate;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -54,6 +59,7 @@ use crate::DynStore;
 
 pub use big_segments::{BigSegmentStoreFactory, run_big_segments};
 pub use cases::*;
+pub use gate::{GatedStore, HeldRead};
 
 /// Runs inside an upsert, between reading the stored version and writing the new item: the
 /// window a concurrent writer can hit. Stores expose it for the suite's race cases only.
@@ -72,6 +78,12 @@ pub trait StoreFactory: Send + Sync {
     /// A store configured for a server that does not answer (a closed port, say), with short
     /// timeouts so the suite stays quick.
     async fn unreachable_store(&self) -> DynStore;
+
+    /// The longest a call on [`unreachable_store`](Self::unreachable_store) may take by its
+    /// configuration (its request timeout, or connect plus request timeout where a call may
+    /// spend both): each call must fail within this plus
+    /// [`UNREACHABLE_MARGIN`](cases::UNREACHABLE_MARGIN).
+    fn unreachable_budget(&self) -> Duration;
 }
 
 /// Runs every case of the suite, one after another.
@@ -83,6 +95,13 @@ pub async fn run(factory: &dyn StoreFactory) {
         case(factory, &prefix).await;
         factory.clear(&prefix).await;
     }
+}
+
+/// Checks the item reader's fast path against serde_json on one input, panicking on any
+/// disagreement: the body of the `item_json` fuzz target (see `fuzz/README.md`), and of the test
+/// that replays its corpus.
+pub fn check_item_json(input: &[u8]) {
+    crate::item::assert_fast_path_agrees(input);
 }
 
 /// A prefix fragment no other run (in this process or another) uses at the same time.
