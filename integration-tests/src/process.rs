@@ -23,6 +23,8 @@ pub fn free_port() -> u16 {
 #[derive(Debug)]
 pub struct LocalServer {
     name: &'static str,
+    program: String,
+    args: Vec<String>,
     child: Child,
     dir: TempDir,
     log: PathBuf,
@@ -40,27 +42,37 @@ impl LocalServer {
         ready: impl Fn(&str) -> bool,
     ) -> Result<LocalServer, String> {
         let log = dir.path().join(format!("{name}.log"));
-        let out = fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(program)
-            .args(args)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("could not run {program}: {e}"))?;
+        let child = spawn(program, args, dir.path(), &log)?;
         let mut server = LocalServer {
             name,
+            program: program.to_owned(),
+            args: args.to_vec(),
             child,
             dir,
             log,
         };
+        server.wait_ready(ready)?;
+        Ok(server)
+    }
+
+    /// Kills the process and starts it again with the same arguments in the same directory (a
+    /// Redis Cluster node keeps its `nodes.conf`, not its data), waiting until `ready` holds
+    /// for the new log.
+    pub fn restart(&mut self, ready: impl Fn(&str) -> bool) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.program, &self.args, self.dir.path(), &self.log)?;
+        self.wait_ready(ready)
+    }
+
+    fn wait_ready(&mut self, ready: impl Fn(&str) -> bool) -> Result<(), String> {
+        let name = self.name;
+        let server = self;
         let started = Instant::now();
         loop {
             let text = server.log_text();
             if ready(&text) {
-                return Ok(server);
+                return Ok(());
             }
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!(
@@ -103,6 +115,20 @@ impl Drop for LocalServer {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Starts `program` in `dir`, its output (both streams) replacing the log file `log`.
+fn spawn(program: &str, args: &[String], dir: &Path, log: &Path) -> Result<Child, String> {
+    let out = fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("could not run {program}: {e}"))
 }
 
 /// Whether `program` can be run from `PATH`.

@@ -296,6 +296,27 @@ impl RedisCluster {
         format!("redis+cluster://{}", self.nodes().join(","))
     }
 
+    /// Restarts the node on `port` empty (no persistence; it keeps its `nodes.conf`, so it comes
+    /// back with its slots) and waits until every node reports `cluster_state:ok` again.
+    pub fn restart_node_on(&mut self, port: u16) {
+        let (server, port) = self
+            .nodes
+            .iter_mut()
+            .find(|(_, p)| *p == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"));
+        server
+            .restart(|log| log.contains("Ready to accept connections"))
+            .unwrap_or_else(|e| panic!("cluster node {port} did not restart: {e}"));
+        for (_, port) in &self.nodes {
+            wait_until(Duration::from_secs(30), || {
+                redis_cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            })
+            .unwrap_or_else(|| {
+                panic!("node {port} never reported cluster_state:ok after a restart")
+            });
+        }
+    }
+
     /// `CLUSTER KEYSLOT key`, asked of the first node.
     pub fn keyslot(&self, key: &str) -> u16 {
         redis_cli(self.nodes[0].1, &["CLUSTER", "KEYSLOT", key])

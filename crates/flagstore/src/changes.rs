@@ -77,6 +77,7 @@ pub struct ChangeFeed {
     events: mpsc::Receiver<FeedEvent>,
     run: Option<Run>,
     task: Option<AbortHandle>,
+    senders: mpsc::WeakSender<FeedEvent>,
 }
 
 /// Events a feed buffers while its reader is busy; a full buffer makes the feed wait.
@@ -91,10 +92,22 @@ impl ChangeFeed {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (tx, events) = mpsc::channel(BUFFERED_EVENTS);
+        let senders = tx.downgrade();
         ChangeFeed {
             events,
             run: Some(Box::pin(run(FeedSender { tx }))),
             task: None,
+            senders,
+        }
+    }
+
+    /// A handle that outlives the feed and tells whether everything the backend runs for it has
+    /// stopped: the feed's own task and every task holding a clone of its [`FeedSender`]. A feed
+    /// that leaves work running after it is dropped (a subscription still reading, a poll still
+    /// looping) keeps a connection open for nothing.
+    pub fn tracker(&self) -> FeedTracker {
+        FeedTracker {
+            senders: self.senders.clone(),
         }
     }
 
@@ -122,6 +135,20 @@ impl fmt::Debug for ChangeFeed {
         f.debug_struct("ChangeFeed")
             .field("started", &self.run.is_none())
             .finish_non_exhaustive()
+    }
+}
+
+/// From [`ChangeFeed::tracker`].
+#[derive(Debug, Clone)]
+pub struct FeedTracker {
+    senders: mpsc::WeakSender<FeedEvent>,
+}
+
+impl FeedTracker {
+    /// Whether no [`FeedSender`] of the feed is left: its loop and every task it started have
+    /// ended.
+    pub fn has_ended(&self) -> bool {
+        self.senders.strong_count() == 0
     }
 }
 

@@ -71,7 +71,7 @@ pub use cache::{
     CacheMode, CachingStore, CachingStoreBuilder, DEFAULT_CACHE_TIME, DEFAULT_LIVE_CACHE_TIME,
     StoreStatus,
 };
-pub use changes::{Change, ChangeFeed, FeedEvent, FeedSender};
+pub use changes::{Change, ChangeFeed, FeedEvent, FeedSender, FeedTracker};
 pub use error::{Error, Operation, Result, SharedError};
 pub use item::{DELETED_PLACEHOLDER_KEY, Item, ItemError};
 pub use kind::Kind;

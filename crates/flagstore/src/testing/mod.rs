@@ -44,6 +44,7 @@
 
 pub mod big_segments;
 mod cases;
+pub mod changes;
 mod gate;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ use crate::DynStore;
 
 pub use big_segments::{BigSegmentStoreFactory, run_big_segments};
 pub use cases::*;
+pub use changes::{FeedFactory, run_changes};
 pub use gate::{GatedStore, HeldRead};
 
 /// Runs inside an upsert, between reading the stored version and writing the new item: the

@@ -1,0 +1,142 @@
+//! The change-feed conformance suite (`flagstore::testing::run_changes`) against every store
+//! that has a feed: memory, Redis (single node, Cluster, Sentinel) and Consul. Each runs on a
+//! server this test starts itself, since the suite restarts it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use flagstore::testing::{FeedFactory, run_changes};
+use flagstore::{DynStore, MemoryDatabase};
+use flagstore_consul::ConsulStore;
+use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
+use flagstore_redis::RedisStore;
+
+/// Runs blocking server control (starting processes, waiting on their logs) off the runtime's
+/// workers.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+struct Memory(MemoryDatabase);
+
+#[async_trait]
+impl FeedFactory for Memory {
+    async fn store(&self, prefix: &str) -> DynStore {
+        Arc::new(self.0.store(prefix))
+    }
+
+    async fn restart_server(&self, _prefix: &str) {
+        self.0.set_available(false);
+        self.0.set_available(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_feed() {
+    run_changes(&Memory(MemoryDatabase::new())).await;
+}
+
+fn redis_store(url: &str, prefix: &str) -> DynStore {
+    Arc::new(
+        RedisStore::builder()
+            .url(url)
+            .prefix(prefix)
+            .configure_keyspace_events(true)
+            .build()
+            .unwrap(),
+    )
+}
+
+struct SingleRedis(Mutex<Redis>);
+
+#[async_trait]
+impl FeedFactory for SingleRedis {
+    async fn store(&self, prefix: &str) -> DynStore {
+        let url = self.0.lock().unwrap().url().to_owned();
+        redis_store(&url, prefix)
+    }
+
+    async fn restart_server(&self, _prefix: &str) {
+        blocking(|| self.0.lock().unwrap().restart_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_feed() {
+    run_changes(&SingleRedis(Mutex::new(Redis::start_local(&[])))).await;
+}
+
+struct Cluster(Mutex<RedisCluster>);
+
+/// One hash tag keeps a prefix's keys on one node, as a cluster prefix must.
+fn tagged(prefix: &str) -> String {
+    format!("{{{prefix}}}")
+}
+
+#[async_trait]
+impl FeedFactory for Cluster {
+    async fn store(&self, prefix: &str) -> DynStore {
+        let url = self.0.lock().unwrap().url();
+        redis_store(&url, &tagged(prefix))
+    }
+
+    async fn restart_server(&self, prefix: &str) {
+        blocking(|| {
+            let mut cluster = self.0.lock().unwrap();
+            let port = cluster.node_for_slot(cluster.keyslot(&tagged(prefix)));
+            cluster.restart_node_on(port);
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_feed() {
+    run_changes(&Cluster(Mutex::new(RedisCluster::start()))).await;
+}
+
+struct Sentinel(Mutex<RedisSentinel>);
+
+#[async_trait]
+impl FeedFactory for Sentinel {
+    async fn store(&self, prefix: &str) -> DynStore {
+        let url = self.0.lock().unwrap().url();
+        redis_store(&url, prefix)
+    }
+
+    async fn restart_server(&self, _prefix: &str) {
+        blocking(|| self.0.lock().unwrap().fail_over());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_feed() {
+    run_changes(&Sentinel(Mutex::new(RedisSentinel::start()))).await;
+}
+
+struct LocalConsul(Mutex<Consul>);
+
+#[async_trait]
+impl FeedFactory for LocalConsul {
+    async fn store(&self, prefix: &str) -> DynStore {
+        let address = self.0.lock().unwrap().address().to_owned();
+        Arc::new(
+            ConsulStore::builder()
+                .url(address)
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn restart_server(&self, _prefix: &str) {
+        blocking(|| self.0.lock().unwrap().restart_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_feed() {
+    run_changes(&LocalConsul(Mutex::new(Consul::start_local_agent()))).await;
+}
