@@ -194,7 +194,10 @@ impl DynamoDbStoreBuilder {
             if !valid {
                 return Err(Error::config(
                     BACKEND,
-                    format!("url {endpoint:?} is not an http:// or https:// URL"),
+                    format!(
+                        "url {:?} is not an http:// or https:// URL",
+                        flagstore::backend::redact_url(endpoint)
+                    ),
                 ));
             }
         }

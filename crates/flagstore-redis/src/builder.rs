@@ -407,7 +407,8 @@ impl RedisStoreBuilder {
                 return Err(Error::config(
                     BACKEND,
                     format!(
-                        "in cluster mode the prefix must hold a hash tag, such as \"{{{prefix}}}\", so that all of its keys share one hash slot (atomic init, WATCH on upsert); prefix {prefix:?} has none. Every SDK and Relay Proxy sharing the data must use the same prefix"
+                        "in cluster mode the prefix must hold a hash tag, such as {:?}, so that all of its keys share one hash slot (atomic init, WATCH on upsert); prefix {prefix:?} has none. Every SDK and Relay Proxy sharing the data must use the same prefix",
+                        multi::tagged_prefix(&prefix)
                     ),
                 ));
             }

@@ -132,6 +132,24 @@ pub(crate) fn has_hash_tag(prefix: &str) -> bool {
         .is_some_and(|len| len > 0)
 }
 
+/// A prefix with a valid hash tag to suggest for `prefix`: the prefix in braces, without any
+/// braces of its own (one could cut the tag short or leave it empty, as `}ldx{` would);
+/// `{launchdarkly}` if nothing is left.
+pub(crate) fn tagged_prefix(prefix: &str) -> String {
+    let tagged = if prefix.is_empty() || prefix.contains(['{', '}']) {
+        let text: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+        if text.is_empty() {
+            "{launchdarkly}".to_owned()
+        } else {
+            format!("{{{text}}}")
+        }
+    } else {
+        format!("{{{prefix}}}")
+    };
+    debug_assert!(has_hash_tag(&tagged));
+    tagged
+}
+
 /// What a pool is built with, whatever the topology.
 pub(crate) struct PoolSettings<'a> {
     pub(crate) user: &'a UserInfo,
@@ -305,6 +323,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn suggests_only_prefixes_whose_hash_tag_is_valid() {
+        for (prefix, suggested) in [
+            ("launchdarkly", "{launchdarkly}"),
+            ("ld:app", "{ld:app}"),
+            ("}ldx{", "{ldx}"),
+            ("a}b", "{ab}"),
+            ("{", "{launchdarkly}"),
+            ("{}", "{launchdarkly}"),
+            ("x{", "{x}"),
+            ("", "{launchdarkly}"),
+        ] {
+            let tagged = tagged_prefix(prefix);
+            assert_eq!(tagged, suggested, "{prefix}");
+            assert!(has_hash_tag(&tagged), "{prefix} -> {tagged}");
+        }
+    }
 
     #[test]
     fn parses_cluster_and_sentinel_urls() {

@@ -400,4 +400,28 @@ mod tests {
             StoreUrl::parse(raw).unwrap().open().unwrap();
         }
     }
+
+    #[cfg(feature = "dynamodb")]
+    #[test]
+    fn dynamodb_errors_never_show_credentials_in_an_endpoint() {
+        for (raw, expected) in [
+            (
+                "dynamodb://t?endpoint=u:PW@host",
+                r#"table name "t" is invalid"#,
+            ),
+            (
+                "dynamodb://bad table?endpoint=http://u:PW@127.0.0.1:1",
+                r#"table name "bad table" is invalid"#,
+            ),
+            ("dynamodb://flags?endpoint=u:PW@host", "is not an http"),
+        ] {
+            let err = StoreUrl::parse(raw)
+                .and_then(|url| url.open())
+                .map(drop)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{raw}: {err}");
+            assert!(!err.contains("PW"), "{raw}: {err}");
+        }
+    }
 }

@@ -167,8 +167,17 @@ impl StoreUrl {
     pub fn parse(raw: &str) -> Result<StoreUrl> {
         let shown = redact_url(raw).into_owned();
         // Options start at the first '?' after the user-info, which runs to the last '@':
-        // generated passwords may hold an unencoded '?'.
-        let options_from = raw.rfind('@').unwrap_or(0);
+        // generated passwords may hold an unencoded '?'. URLs that take no user-info start their
+        // options at the first '?', since an option's value may hold an '@' of its own (an
+        // endpoint with credentials).
+        let no_userinfo = ["dynamodb:", "sqlite:"]
+            .iter()
+            .any(|scheme| raw.starts_with(scheme));
+        let options_from = if no_userinfo {
+            0
+        } else {
+            raw.rfind('@').unwrap_or(0)
+        };
         let (base, query) = match raw[options_from..].find('?') {
             Some(at) => (&raw[..options_from + at], &raw[options_from + at + 1..]),
             None => (raw, ""),
