@@ -172,6 +172,9 @@ pub(crate) fn describe_text(described: &Value) -> String {
     } else {
         "up to date".to_owned()
     };
+    if let Some(reason) = described["unreadable"].as_str() {
+        return format!("UNREADABLE ({reason})");
+    }
     match described["synchronizedOn"].as_u64() {
         None => "never synchronized (STALE)".to_owned(),
         Some(at) => format!(

@@ -901,3 +901,46 @@ fn big_segments_are_refused_where_the_sdks_have_none() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn status_reports_an_unreadable_big_segments_sync_time_and_shows_the_rest() {
+    use flagstore_redis::redis::AsyncCommands;
+    let redis = Redis::start();
+    let prefix = format!("bad_sync_{}", unique_run_id());
+    let store = format!("{}?prefix={prefix}", redis.url());
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    let mut conn = redis_conn(redis.url()).await;
+    let key = format!("{prefix}:big_segments_synchronized_on");
+    let _: () = conn.set(&key, "yesterday").await.unwrap();
+
+    let output = flagstore(&store, &["status", "--json"]);
+    let report: Value = serde_json::from_str(&ok(&output)).unwrap();
+    assert!(
+        report["counts"]["features"]["items"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let unreadable = report["bigSegments"]["unreadable"].as_str().unwrap();
+    assert!(
+        unreadable.contains("\"yesterday\" is not a Unix time"),
+        "{report}"
+    );
+    assert!(stderr(&output).contains("big segments metadata unreadable"));
+    let text = ok(&flagstore(&store, &["status"]));
+    assert!(text.contains("features:"), "{text}");
+    assert!(text.contains("big segments: UNREADABLE"), "{text}");
+}
+
+#[test]
+fn status_on_a_stalled_server_waits_one_request_timeout() {
+    let redis = Redis::start_local(&[]);
+    ok(&flagstore(redis.url(), &["load", EXAMPLE]));
+    redis.pause();
+    let started = Instant::now();
+    let output = flagstore(&format!("{}?request_timeout=2s", redis.url()), &["status"]);
+    let took = started.elapsed();
+    redis.resume();
+    let err = failure(&output);
+    assert!(err.contains("does not answer"), "{err}");
+    // One request timeout (2 s) plus the process's start; two would be over 4 s.
+    assert!(took < Duration::from_millis(3500), "took {took:?}: {err}");
+}

@@ -55,13 +55,11 @@ struct Record {
 
 impl Record {
     fn malformed(&self, attribute: &str, expected: &str) -> Error {
-        Error::database(
+        Error::invalid_record(
             BACKEND,
             OP,
-            format!(
-                "record {}/{}: attribute {attribute} is not {expected}",
-                self.namespace, self.key
-            ),
+            format!("{}/{}", self.namespace, self.key),
+            format!("attribute {attribute} is not {expected}"),
         )
     }
 

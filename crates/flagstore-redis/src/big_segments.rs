@@ -102,11 +102,8 @@ impl BigSegmentStore for RedisStore {
                 .parse()
                 .map(BigSegmentMetadata::synchronized_at)
                 .map_err(|_| {
-                    Error::database(
-                        BACKEND,
-                        OP,
-                        format!("{key} holds {text:?}, not a Unix time in milliseconds"),
-                    )
+                    let reason = format!("{text:?} is not a Unix time in milliseconds");
+                    Error::invalid_record(BACKEND, OP, key.as_str(), reason)
                 }),
         }
     }

@@ -122,6 +122,19 @@ pub enum Error {
         /// Why it could not be read.
         source: ItemError,
     },
+    /// A stored record that is not an item (Big Segments metadata or memberships, perhaps
+    /// written by another program) holds something this crate cannot read. Not an outage: the
+    /// database answered.
+    InvalidRecord {
+        /// The backend.
+        backend: &'static str,
+        /// The operation that read it.
+        operation: Operation,
+        /// The record's storage key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The item is larger than the database accepts; it was not written.
     ItemTooLarge {
         /// The backend.
@@ -198,6 +211,15 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "{backend}: {operation} of {kind}/{key}: the stored item is unreadable"
+            ),
+            Error::InvalidRecord {
+                backend,
+                operation,
+                key,
+                reason,
+            } => write!(
+                f,
+                "{backend}: {operation} of {key}: the stored record is unreadable: {reason}"
             ),
             Error::ItemTooLarge {
                 backend,
@@ -308,6 +330,21 @@ impl Error {
         }
     }
 
+    /// A stored record other than an item that could not be read.
+    pub fn invalid_record(
+        backend: &'static str,
+        operation: Operation,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::InvalidRecord {
+            backend,
+            operation,
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// An item over the database's size limit.
     pub fn too_large(
         backend: &'static str,
@@ -371,6 +408,7 @@ impl Error {
             | Error::Timeout { backend, .. }
             | Error::PermissionDenied { backend, .. }
             | Error::InvalidItem { backend, .. }
+            | Error::InvalidRecord { backend, .. }
             | Error::ItemTooLarge { backend, .. }
             | Error::Contention { backend, .. }
             | Error::Config { backend, .. } => backend,
@@ -384,6 +422,7 @@ impl Error {
             | Error::Timeout { operation, .. }
             | Error::PermissionDenied { operation, .. }
             | Error::InvalidItem { operation, .. }
+            | Error::InvalidRecord { operation, .. }
             | Error::ItemTooLarge { operation, .. } => Some(*operation),
             Error::Contention { .. } => Some(Operation::Upsert),
             Error::Config { .. } => None,
@@ -399,7 +438,7 @@ impl Error {
             Error::InvalidItem { kind, .. }
             | Error::ItemTooLarge { kind, .. }
             | Error::Contention { kind, .. } => Some(kind),
-            Error::Config { .. } => None,
+            Error::InvalidRecord { .. } | Error::Config { .. } => None,
         }
     }
 
@@ -410,6 +449,7 @@ impl Error {
             | Error::Timeout { key, .. }
             | Error::PermissionDenied { key, .. } => key.as_deref(),
             Error::InvalidItem { key, .. }
+            | Error::InvalidRecord { key, .. }
             | Error::ItemTooLarge { key, .. }
             | Error::Contention { key, .. } => Some(key),
             Error::Config { .. } => None,
