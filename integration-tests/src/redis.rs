@@ -464,6 +464,16 @@ impl RedisSentinel {
         format!("127.0.0.1:{}", self.sentinel.1)
     }
 
+    /// Makes the Sentinel watch the current primary under a second name as well.
+    pub fn monitor(&self, name: &str) {
+        let port = self.primary_port().to_string();
+        let out = redis_cli(
+            self.sentinel.1,
+            &["SENTINEL", "MONITOR", name, "127.0.0.1", &port, "1"],
+        );
+        assert_eq!(out.trim(), "OK", "SENTINEL MONITOR {name}: {out}");
+    }
+
     /// The primary's port, as the Sentinel reports it now.
     pub fn primary_port(&self) -> u16 {
         let out = redis_cli(

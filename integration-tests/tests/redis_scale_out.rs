@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use flagstore::testing::{self, StoreFactory, UpsertHook, flag, segment};
+use flagstore::testing::{self, StoreFactory, UpsertHook, flag, segment, unique_run_id};
 use flagstore::{CachingStore, Collection, DynStore, Item, Kind, PersistentDataStore};
 use flagstore_integration_tests::redis::{MASTER_NAME, RedisCluster, RedisSentinel};
 use flagstore_integration_tests::{free_port, maybe_cached};
@@ -358,4 +358,54 @@ async fn bad_scale_out_configurations_fail_clearly_and_quickly() {
             .unwrap_or_default()
     );
     assert!(chain.contains("redis: get of features/f failed"), "{chain}");
+    assert!(
+        chain.contains(r#"names a primary for "no-such-master""#),
+        "{chain}"
+    );
+    assert!(chain.contains(&sentinel.sentinel_node()), "{chain}");
+
+    // Every Sentinel down: said so, with the addresses tried, and no password.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let store = RedisStore::builder()
+        .url(format!("redis+sentinel://app:s3cret@{closed}/mymaster"))
+        .connect_timeout(Duration::from_millis(300))
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let err = timed(store).await;
+    let chain = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(chain.contains("every Sentinel is down"), "{chain}");
+    assert!(chain.contains(&closed), "{chain}");
+    assert!(!chain.contains("s3cret"), "{chain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_the_sentinels_name_late_is_waited_for_within_the_budget() {
+    // Right after a failover the Sentinels may not name a usable primary for a moment, and the
+    // driver says so exactly as for a misspelt name. Here the Sentinel learns the name 300 ms
+    // after the read starts: the read retries and succeeds.
+    let sentinel = RedisSentinel::start();
+    let store = RedisStore::builder()
+        .sentinel([sentinel.sentinel_node()], "late")
+        .prefix(format!("late_{}", unique_run_id()))
+        .request_timeout(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let read = tokio::spawn(async move { store.get(&Kind::FEATURES, "f").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!read.is_finished(), "the read gave up at once");
+    tokio::task::block_in_place(|| sentinel.monitor("late"));
+    let got = read.await.unwrap();
+    assert!(got.is_ok(), "{got:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -280,6 +280,10 @@ pub(crate) fn pools(
             let manager = SentinelManager {
                 client: tokio::sync::Mutex::new(client()?),
                 config,
+                master: master.clone(),
+                sentinels: sentinels.clone(),
+                connect_timeout: settings.connect_timeout,
+                retry_for: settings.request_timeout / 2,
             };
             let feed = FeedSource::Sentinel(tokio::sync::Mutex::new(client()?));
             // Reads keep using the pool, whose checkout confirms the server is still the primary.

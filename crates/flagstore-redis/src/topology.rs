@@ -11,8 +11,10 @@ use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::sentinel::SentinelClient;
 use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+    self, AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value,
 };
+use flagstore::backend::redact_url;
+use std::time::Duration;
 
 /// Makes and checks the connections of a cluster pool. Each pooled connection is a whole
 /// cluster client with connections of its own to the nodes, so a WATCH on it is this
@@ -46,6 +48,72 @@ impl managed::Manager for ClusterManager {
 pub(crate) struct SentinelManager {
     pub(crate) client: tokio::sync::Mutex<SentinelClient>,
     pub(crate) config: AsyncConnectionConfig,
+    /// The primary's name, and the Sentinels as configured, for error messages.
+    pub(crate) master: String,
+    pub(crate) sentinels: Vec<String>,
+    pub(crate) connect_timeout: Duration,
+    /// How long "no such primary" is retried: right after a failover the Sentinels may name a
+    /// server that does not answer as primary yet, which the driver reports exactly as it
+    /// reports a misspelt name. Half the request budget, so a misspelt name still fails with
+    /// this explanation rather than a bare timeout.
+    pub(crate) retry_for: Duration,
+}
+
+/// The first wait between lookups of a primary the Sentinels do not name (yet); it doubles.
+const SENTINEL_RETRY_FIRST: Duration = Duration::from_millis(25);
+const SENTINEL_RETRY_MAX: Duration = Duration::from_millis(250);
+
+impl SentinelManager {
+    async fn connect_once(&self) -> Result<MultiplexedConnection, RedisError> {
+        let mut client = self.client.lock().await;
+        client.get_async_connection_with_config(&self.config).await
+    }
+
+    /// The driver's error, saying which primary and which Sentinels, and whether any Sentinel
+    /// answers at all.
+    async fn explained(&self, err: RedisError, retried: Duration) -> RedisError {
+        let sentinels = self
+            .sentinels
+            .iter()
+            .map(|s| redact_url(s).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let master = &self.master;
+        let detail = if err.kind() == ErrorKind::MasterNameNotFoundBySentinel {
+            format!(
+                "no Sentinel of [{sentinels}] names a primary for {master:?} that answers as primary (retried for {retried:.1?}): the name may be misspelt, or a failover still under way"
+            )
+        } else if !self.any_sentinel_answers().await {
+            format!(
+                "every Sentinel is down: none of [{sentinels}] accepts a connection (primary {master:?}): {err}"
+            )
+        } else {
+            format!(
+                "could not reach the primary {master:?} through the Sentinels [{sentinels}]: {err}"
+            )
+        };
+        RedisError::from((err.kind(), "Redis Sentinel", detail))
+    }
+
+    /// Whether a TCP connection to any configured Sentinel opens within the connect timeout.
+    async fn any_sentinel_answers(&self) -> bool {
+        let timeout = self.connect_timeout;
+        for sentinel in &self.sentinels {
+            let address = tcp_address(sentinel);
+            let connect = tokio::net::TcpStream::connect(address);
+            if matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_))) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// `host:port` of a node given as `host:port` or as a URL.
+fn tcp_address(node: &str) -> &str {
+    let rest = node.split_once("://").map_or(node, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 impl managed::Manager for SentinelManager {
@@ -53,8 +121,22 @@ impl managed::Manager for SentinelManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        let mut client = self.client.lock().await;
-        client.get_async_connection_with_config(&self.config).await
+        let started = tokio::time::Instant::now();
+        let mut delay = SENTINEL_RETRY_FIRST;
+        loop {
+            match self.connect_once().await {
+                Ok(conn) => return Ok(conn),
+                Err(err)
+                    if err.kind() == ErrorKind::MasterNameNotFoundBySentinel
+                        && started.elapsed() + delay < self.retry_for =>
+                {
+                    tracing::debug!(master = %self.master, "the Sentinels name no primary yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(SENTINEL_RETRY_MAX);
+                }
+                Err(err) => return Err(self.explained(err, started.elapsed()).await),
+            }
+        }
     }
 
     async fn recycle(
