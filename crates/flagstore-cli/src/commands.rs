@@ -77,9 +77,18 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
             require_initialized(&store).await?;
             let witness = Witness::new(store);
             let client = daemon_client(witness.clone())?;
-            let result = evaluate(&client, &flag, &context);
+            let mut result = evaluate(&client, &flag, &context);
             client.close();
             witness.verdict()?;
+            let big = witness.big_segments_consulted();
+            if !big.is_empty() {
+                // What the other SDKs report when they cannot read memberships.
+                result["reason"]["bigSegmentsStatus"] = "NOT_CONFIGURED".into();
+                eprintln!(
+                    "warning: {flag} depends on Big Segment(s) {}: the LaunchDarkly Rust SDK cannot read Big Segment memberships, so their rules did not match and this answer may differ from other SDKs' (bigSegmentsStatus NOT_CONFIGURED)",
+                    big.join(", ")
+                );
+            }
             if json {
                 println!("{result}");
             } else {

@@ -120,6 +120,31 @@ impl Witness {
     }
 }
 
+impl Witness {
+    /// The unbounded (Big) segments the evaluation consulted. The Rust SDK cannot ask for Big
+    /// Segment memberships, so a rule on one of these never matched, where the other SDKs would
+    /// have looked the context up: the answer may differ from theirs.
+    pub(crate) fn big_segments_consulted(&self) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            unbounded: bool,
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<String> = seen
+            .iter()
+            .filter(|(kind, item)| *kind == Kind::SEGMENTS && !item.is_deleted())
+            .filter(|(_, item)| {
+                serde_json::from_str::<Probe>(item.json()).is_ok_and(|probe| probe.unbounded)
+            })
+            .map(|(_, item)| item.key().to_owned())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+}
+
 impl fmt::Display for Witness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.store.fmt(f)

@@ -87,6 +87,10 @@ enum Command {
         json: bool,
     },
     /// Evaluate a flag through the LaunchDarkly Rust SDK in daemon mode: value, variation, reason.
+    ///
+    /// The Rust SDK cannot read Big Segment memberships: when the evaluation consults an
+    /// unbounded segment, its rules never match, a warning goes to stderr and the reason carries
+    /// "bigSegmentsStatus":"NOT_CONFIGURED", as the other SDKs report it.
     Eval {
         /// The flag key.
         flag: String,

@@ -944,3 +944,64 @@ fn status_on_a_stalled_server_waits_one_request_timeout() {
     // One request timeout (2 s) plus the process's start; two would be over 4 s.
     assert!(took < Duration::from_millis(3500), "took {took:?}: {err}");
 }
+
+#[test]
+fn eval_says_when_a_big_segment_made_the_answer_unreliable() {
+    let redis = Redis::start();
+    let store = format!("{}?prefix=bigeval_{}", redis.url(), unique_run_id());
+    let dir = tempfile::tempdir().unwrap();
+    let data = json!({
+        "flags": {
+            "beta": {
+                "key": "beta", "version": 1, "on": true, "salt": "s",
+                "variations": [false, true], "offVariation": 0, "fallthrough": {"variation": 0},
+                "rules": [{"id": "r", "variation": 1, "trackEvents": false, "clauses": [
+                    {"contextKind": "", "attribute": "", "op": "segmentMatch", "values": ["cohort"], "negate": false}
+                ]}],
+                "targets": [], "prerequisites": [], "trackEvents": false,
+                "trackEventsFallthrough": false, "clientSide": false
+            },
+            "plain": {
+                "key": "plain", "version": 1, "on": true, "salt": "s",
+                "variations": [false, true], "offVariation": 0, "fallthrough": {"variation": 1},
+                "rules": [], "targets": [], "prerequisites": [], "trackEvents": false,
+                "trackEventsFallthrough": false, "clientSide": false
+            }
+        },
+        "segments": {
+            "cohort": {"key": "cohort", "version": 1, "unbounded": true, "generation": 2,
+                       "included": [], "excluded": [], "rules": [], "salt": "s"}
+        }
+    });
+    let file = dir.path().join("flags.json");
+    std::fs::write(&file, data.to_string()).unwrap();
+    ok(&flagstore(&store, &["load", file.to_str().unwrap()]));
+    ok(&flagstore_with_input(
+        &store,
+        &["big-segments", "load", "-"],
+        Some(r#"{"cohort.g2": {"included": ["alice"]}}"#),
+    ));
+
+    let output = flagstore(&store, &["eval", "beta", "--context", "alice", "--json"]);
+    let answer: Value = serde_json::from_str(&ok(&output)).unwrap();
+    assert_eq!(
+        answer["reason"]["bigSegmentsStatus"],
+        json!("NOT_CONFIGURED"),
+        "{answer}"
+    );
+    let warning = stderr(&output);
+    assert!(
+        warning.contains("depends on Big Segment(s) cohort"),
+        "{warning}"
+    );
+
+    // A flag that consults no Big Segment is answered without either.
+    let output = flagstore(&store, &["eval", "plain", "--context", "alice", "--json"]);
+    let answer: Value = serde_json::from_str(&ok(&output)).unwrap();
+    assert_eq!(answer["value"], json!(true));
+    assert!(
+        answer["reason"].get("bigSegmentsStatus").is_none(),
+        "{answer}"
+    );
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+}
