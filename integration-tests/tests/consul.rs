@@ -347,6 +347,18 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
     ] {
         assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
         assert!(err.to_string().contains("permission denied"), "{err}");
+        // The cause is typed: a caller matches the status without parsing the message.
+        let http = std::error::Error::source(&err)
+            .and_then(|cause| cause.downcast_ref::<flagstore_consul::ConsulHttpError>())
+            .unwrap_or_else(|| panic!("no ConsulHttpError behind {err:?}"));
+        // ACLs refuse a transaction's operations inside it: the init's answer is 409.
+        let status = if err.operation() == Some(flagstore::Operation::Init) {
+            409
+        } else {
+            403
+        };
+        assert_eq!(http.status(), status, "{http}");
+        assert!(http.body().contains("Permission denied"), "{http}");
     }
     assert!(!anonymous.is_available().await);
 

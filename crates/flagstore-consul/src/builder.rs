@@ -42,6 +42,8 @@ pub struct ConsulStoreBuilder {
     datacenter: Option<String>,
     prefix: Option<String>,
     ca_pem: Option<Vec<u8>>,
+    /// `CONSUL_CACERT` named a file that could not be read: reported by `build()`.
+    ca_file_error: Option<String>,
     client_identity_pem: Option<Secret>,
     connect_timeout: Option<Duration>,
     request_timeout: Duration,
@@ -58,6 +60,7 @@ impl Default for ConsulStoreBuilder {
             datacenter: None,
             prefix: None,
             ca_pem: None,
+            ca_file_error: None,
             client_identity_pem: None,
             connect_timeout: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -107,8 +110,14 @@ impl ConsulStoreBuilder {
             builder = builder.token(token);
         }
         if let Some(path) = var("CONSUL_CACERT").filter(|p| !p.is_empty()) {
-            // Read now; a missing file is reported by build() through an empty PEM.
-            builder = builder.tls_root_certificate_pem(std::fs::read(path).unwrap_or_default());
+            // Read now; a file that cannot be read is reported by build(), naming it.
+            match std::fs::read(&path) {
+                Ok(pem) => builder = builder.tls_root_certificate_pem(pem),
+                Err(e) => {
+                    builder.ca_file_error =
+                        Some(format!("CONSUL_CACERT={path:?} cannot be read: {e}"));
+                }
+            }
         }
         builder
     }
@@ -182,6 +191,9 @@ impl ConsulStoreBuilder {
     /// token with characters an HTTP header cannot carry, an unusable certificate, a prefix
     /// holding `/`, or zero timeouts. Does not connect.
     pub fn build(self) -> Result<ConsulStore> {
+        if let Some(message) = self.ca_file_error {
+            return Err(Error::config(BACKEND, message));
+        }
         if self.connect_timeout.is_some_and(|t| t.is_zero()) || self.request_timeout.is_zero() {
             return Err(Error::config(
                 BACKEND,
@@ -371,6 +383,18 @@ mod tests {
             r#"consul store at http://127.0.0.1:8500/ (prefix "launchdarkly")"#
         );
         assert!(!defaults.has_token());
+        let missing = "/nonexistent/flagstore-ca.pem";
+        let err =
+            ConsulStoreBuilder::from_vars(|n| (n == "CONSUL_CACERT").then(|| missing.to_owned()))
+                .build()
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "consul: invalid configuration: CONSUL_CACERT={missing:?} cannot be read: "
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `X-Consul-Index` header, so a 404 without it (from a proxy, a load balancer's default page,
 //! or some other server on the port) is an error, never "not found".
 
+use std::fmt;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -268,16 +269,60 @@ impl Http {
     }
 }
 
-/// `HTTP 404: body` (the body trimmed and shortened), for error messages.
-pub(crate) fn detail(answer: &Answer) -> String {
-    let body = answer.body.trim();
-    let code = answer.status.as_u16();
-    if body.is_empty() {
-        format!("HTTP {code}")
-    } else {
-        let shown: String = body.chars().take(200).collect();
-        format!("HTTP {code}: {shown}")
+/// An HTTP answer from Consul that is an error: the cause of the [`flagstore::Error`] a call
+/// returns, so a caller can tell a 403 from a 500 without parsing the message.
+///
+/// ```
+/// # fn check(err: &flagstore::Error) -> bool {
+/// use flagstore_consul::ConsulHttpError;
+///
+/// let status = std::error::Error::source(err)
+///     .and_then(|cause| cause.downcast_ref::<ConsulHttpError>())
+///     .map(ConsulHttpError::status);
+/// status == Some(403)
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulHttpError {
+    status: u16,
+    body: String,
+}
+
+impl ConsulHttpError {
+    pub(crate) fn new(status: StatusCode, body: impl Into<String>) -> ConsulHttpError {
+        ConsulHttpError {
+            status: status.as_u16(),
+            body: body.into().trim().chars().take(200).collect(),
+        }
     }
+
+    /// The HTTP status code. ACLs refuse a transaction's operations inside it: an `init` that
+    /// is refused has status 409 (rolled back), and the body names each refused key.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The answer's body, trimmed and cut to its first 200 characters.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+}
+
+impl fmt::Display for ConsulHttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.body.is_empty() {
+            write!(f, "HTTP {}", self.status)
+        } else {
+            write!(f, "HTTP {}: {}", self.status, self.body)
+        }
+    }
+}
+
+impl std::error::Error for ConsulHttpError {}
+
+/// The error for an answer: `HTTP 404: body` (the body trimmed and shortened) when shown.
+pub(crate) fn detail(answer: &Answer) -> ConsulHttpError {
+    ConsulHttpError::new(answer.status, answer.body.as_str())
 }
 
 #[cfg(test)]

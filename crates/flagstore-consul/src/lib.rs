@@ -12,6 +12,7 @@ pub use builder::{
     ConsulStoreBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_URL,
 };
+pub use http::ConsulHttpError;
 pub use store::{ConsulStore, MAX_VALUE_SIZE};
 pub use txn::{MAX_TXN_BODY, MAX_TXN_OPS};
 

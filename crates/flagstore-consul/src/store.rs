@@ -13,7 +13,7 @@ use flagstore::{
 
 use crate::BACKEND;
 use crate::builder::ConsulStoreBuilder;
-use crate::http::{Http, KvPair, detail};
+use crate::http::{ConsulHttpError, Http, KvPair, detail};
 use crate::txn::{Step, TxnResults, Write, plan};
 
 /// Consul's limit on one KV value: 512 KiB.
@@ -137,7 +137,10 @@ impl ConsulStore {
                         format!("{key}: {}", e.what)
                     })
                     .collect();
-                let detail = format!("transaction rolled back: {}", detail.join("; "));
+                let detail = ConsulHttpError::new(
+                    answer.status,
+                    format!("transaction rolled back: {}", detail.join("; ")),
+                );
                 // ACLs refuse per operation, inside the transaction, rather than with a 403.
                 if errors.iter().any(|e| e.what.contains("Permission denied")) {
                     Err(Error::permission_denied(BACKEND, op, detail))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flagstore::backend::read_stored_items;
 use flagstore::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
+    Collection, Error, Item, ItemError, Kind, Operation, PersistentDataStore, Result, StoredItems,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
@@ -132,7 +132,9 @@ impl SqliteStoreBuilder {
 /// - `init` is one transaction: delete the prefix's items, insert the new ones, set the marker.
 /// - `upsert` is one statement, `INSERT … ON CONFLICT … DO UPDATE … WHERE excluded.version >
 ///   version`: atomic across processes, so it never needs a retry.
-/// - Versions above `i64::MAX` cannot be stored (SQLite integers are 64-bit signed).
+/// - Versions above `i64::MAX` cannot be stored (SQLite integers are 64-bit signed): such an item
+///   is refused with [`Error::InvalidItem`] ([`ItemError::VersionOutOfRange`]), not an outage,
+///   and an `init` holding one writes nothing.
 ///
 /// ```
 /// use flagstore::{Collection, Item, Kind, PersistentDataStore};
@@ -220,12 +222,11 @@ impl Inner {
 
 fn to_sql_version(op: Operation, kind: &Kind, item: &Item) -> Result<i64> {
     i64::try_from(item.version()).map_err(|_| {
-        Error::database(
-            BACKEND,
-            op,
-            format!("version {} is beyond SQLite's integers", item.version()),
-        )
-        .on(kind, Some(item.key()))
+        let out_of_range = ItemError::VersionOutOfRange {
+            version: item.version(),
+            max: i64::MAX.unsigned_abs(),
+        };
+        Error::invalid_item(BACKEND, op, kind, item.key(), out_of_range)
     })
 }
 

@@ -86,6 +86,38 @@ async fn the_file_is_shared_in_wal_mode() {
     assert_eq!(mode, "wal");
 }
 
+#[tokio::test]
+async fn a_version_beyond_sqlite_integers_is_an_item_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::builder(dir.path().join("big.db"))
+        .build()
+        .unwrap();
+    store
+        .init(&testing::data_set(vec![testing::flag("kept", 1)], vec![]))
+        .await
+        .unwrap();
+    let huge = testing::flag("huge", u64::MAX);
+    let err = store
+        .upsert(&Kind::FEATURES, huge.clone())
+        .await
+        .unwrap_err();
+    assert!(!err.is_outage(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "sqlite: upsert of features/huge: the item cannot be stored"
+    );
+    let cause = std::error::Error::source(&err).unwrap().to_string();
+    assert!(cause.contains("18446744073709551615"), "{cause}");
+    let data = testing::data_set(vec![huge], vec![]);
+    let err = store.init(&data).await.unwrap_err();
+    assert!(!err.is_outage(), "{err}");
+    assert_eq!(
+        store.get(&Kind::FEATURES, "kept").await.unwrap(),
+        Some(testing::flag("kept", 1)),
+        "the refused init changed nothing"
+    );
+}
+
 #[test]
 fn builder_errors_name_the_setting() {
     let err = SqliteStore::builder("").build().unwrap_err();

@@ -109,7 +109,9 @@ pub enum Error {
         /// The database's answer.
         source: SharedError,
     },
-    /// A stored item (perhaps written by another program) is not valid item JSON.
+    /// A stored item (perhaps written by another program) is not valid item JSON; for a write
+    /// (`init`, `upsert`), an item the database cannot store as it is (its version out of the
+    /// database's range).
     InvalidItem {
         /// The backend.
         backend: &'static str,
@@ -201,6 +203,16 @@ impl fmt::Display for Error {
                 f,
                 "{backend}: {operation}{}: permission denied",
                 target(kind, key)
+            ),
+            Error::InvalidItem {
+                backend,
+                operation: operation @ (Operation::Init | Operation::Upsert),
+                kind,
+                key,
+                ..
+            } => write!(
+                f,
+                "{backend}: {operation} of {kind}/{key}: the item cannot be stored"
             ),
             Error::InvalidItem {
                 backend,

@@ -222,6 +222,14 @@ pub enum ItemError {
     /// The database record around the JSON is malformed (an attribute missing or mistyped).
     #[error("stored record is malformed: {0}")]
     MalformedRecord(String),
+    /// The version is larger than the database can store (SQLite's integers are signed 64-bit).
+    #[error("item version {version} is over the largest this database stores, {max}")]
+    VersionOutOfRange {
+        /// The item's version.
+        version: u64,
+        /// The largest version the database stores.
+        max: u64,
+    },
 }
 
 /// The two top-level fields stores care about, for the serde_json path: deserializing into this
