@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstore::testing::{self, SDK_TOMBSTONES, StoreFactory, UpsertHook, flag};
+use flagstore::testing::{self, SDK_TOMBSTONES, StoreFactory, UpsertHook, flag, unique_run_id};
 use flagstore::{Collection, DynStore, Error, Item, Kind, PersistentDataStore};
 use flagstore_consul::{ConsulStore, ConsulStoreBuilder, MAX_TXN_BODY, MAX_VALUE_SIZE};
 use flagstore_integration_tests::consul::{Consul, RawConsul};
@@ -143,14 +143,17 @@ async fn writes_exactly_the_layout_other_sdks_read() {
 async fn reads_every_sdks_tombstone_shape_written_raw() {
     let consul = Consul::start();
     let client = RawConsul::new(consul.address(), None);
+    // A prefix of its own: on a shared agent other tests write under the default one.
+    let prefix = format!("tombstones_{}", unique_run_id());
     let shapes = SDK_TOMBSTONES;
     for (key, json, _) in shapes {
         client
-            .put(&format!("launchdarkly/features/{key}"), json)
+            .put(&format!("{prefix}/features/{key}"), json)
             .await;
     }
     let store = ConsulStore::builder()
         .url(consul.address())
+        .prefix(&prefix)
         .build()
         .unwrap();
     for (key, json, version) in shapes {
