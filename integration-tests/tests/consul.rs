@@ -147,9 +147,7 @@ async fn reads_every_sdks_tombstone_shape_written_raw() {
     let prefix = format!("tombstones_{}", unique_run_id());
     let shapes = SDK_TOMBSTONES;
     for (key, json, _) in shapes {
-        client
-            .put(&format!("{prefix}/features/{key}"), json)
-            .await;
+        client.put(&format!("{prefix}/features/{key}"), json).await;
     }
     let store = ConsulStore::builder()
         .url(consul.address())

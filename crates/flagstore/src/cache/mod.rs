@@ -308,6 +308,13 @@ impl Inner {
                 // the result unfit to cache, or stale.
                 let stamp = self.writes.stamp();
                 let generation = self.generation();
+                // A load that finished between this caller's miss and its joining has cached
+                // its value already: no second read for it.
+                if let Some(entry) = self.lookup(cache, key).await
+                    && self.is_fresh(&entry)
+                {
+                    return Ok(entry.value);
+                }
                 let mut value = load().await?;
                 if self.last_known_good {
                     value = self.or_last_known_good(kind, previous, value).await;
