@@ -34,6 +34,19 @@ pub fn maybe_cached(
     }
 }
 
+/// A Redis store under `prefix` whose change feed turns on the keyspace notifications it needs
+/// (a test server has none configured).
+pub fn redis_with_feed(url: &str, prefix: &str) -> std::sync::Arc<flagstore_redis::RedisStore> {
+    std::sync::Arc::new(
+        flagstore_redis::RedisStore::builder()
+            .url(url)
+            .prefix(prefix)
+            .configure_keyspace_events(true)
+            .build()
+            .unwrap(),
+    )
+}
+
 /// A live daemon-mode cache over `store`, as the adapter README recommends: entries kept for
 /// ten minutes, dropped on any change the store's feed reports, `ttl` while the feed is down.
 /// Waits (up to 30 s) for the feed to connect; must run inside a Tokio runtime.

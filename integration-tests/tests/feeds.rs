@@ -12,7 +12,7 @@ use flagstore::{DynStore, MemoryDatabase};
 use flagstore_consul::ConsulStore;
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
-use flagstore_redis::RedisStore;
+use flagstore_integration_tests::redis_with_feed;
 
 /// Runs blocking server control (starting processes, waiting on their logs) off the runtime's
 /// workers.
@@ -39,24 +39,13 @@ async fn memory_feed() {
     run_changes(&Memory(MemoryDatabase::new())).await;
 }
 
-fn redis_store(url: &str, prefix: &str) -> DynStore {
-    Arc::new(
-        RedisStore::builder()
-            .url(url)
-            .prefix(prefix)
-            .configure_keyspace_events(true)
-            .build()
-            .unwrap(),
-    )
-}
-
 struct SingleRedis(Mutex<Redis>);
 
 #[async_trait]
 impl FeedFactory for SingleRedis {
     async fn store(&self, prefix: &str) -> DynStore {
         let url = self.0.lock().unwrap().url().to_owned();
-        redis_store(&url, prefix)
+        redis_with_feed(&url, prefix)
     }
 
     async fn restart_server(&self, _prefix: &str) {
@@ -80,7 +69,7 @@ fn tagged(prefix: &str) -> String {
 impl FeedFactory for Cluster {
     async fn store(&self, prefix: &str) -> DynStore {
         let url = self.0.lock().unwrap().url();
-        redis_store(&url, &tagged(prefix))
+        redis_with_feed(&url, &tagged(prefix))
     }
 
     async fn restart_server(&self, prefix: &str) {
@@ -103,7 +92,7 @@ struct Sentinel(Mutex<RedisSentinel>);
 impl FeedFactory for Sentinel {
     async fn store(&self, prefix: &str) -> DynStore {
         let url = self.0.lock().unwrap().url();
-        redis_store(&url, prefix)
+        redis_with_feed(&url, prefix)
     }
 
     async fn restart_server(&self, _prefix: &str) {

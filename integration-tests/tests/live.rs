@@ -12,9 +12,9 @@ use flagstore::testing::unique_run_id;
 use flagstore::{CachingStore, Collection, DynStore, Item, Kind, PersistentDataStore, StoreStatus};
 use flagstore_consul::ConsulStore;
 use flagstore_integration_tests::consul::Consul;
-use flagstore_integration_tests::live_cache;
 use flagstore_integration_tests::python::ld_compat;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
+use flagstore_integration_tests::{live_cache, redis_with_feed};
 use flagstore_redis::RedisStore;
 use serde_json::json;
 
@@ -59,17 +59,6 @@ async fn seen_within(reader: &CachingStore, key: &str, version: u64, bound: Dura
     }
 }
 
-fn redis_store(url: &str, prefix: &str) -> Arc<RedisStore> {
-    Arc::new(
-        RedisStore::builder()
-            .url(url)
-            .prefix(prefix)
-            .configure_keyspace_events(true)
-            .build()
-            .unwrap(),
-    )
-}
-
 /// Seeds `writer`, makes a live reader on `reader`, and checks it caches: a second read makes
 /// no database read (a change would be needed for one).
 async fn seeded_reader(writer: &dyn PersistentDataStore, reader: DynStore) -> CachingStore {
@@ -86,7 +75,7 @@ async fn seeded_reader(writer: &dyn PersistentDataStore, reader: DynStore) -> Ca
 async fn redis_live_reader_sees_a_python_sdk_write_within_a_second() {
     let redis = Redis::start();
     let prefix = format!("live_{}", unique_run_id());
-    let store = redis_store(redis.url(), &prefix);
+    let store = redis_with_feed(redis.url(), &prefix);
     let reader = seeded_reader(&*store, store.clone()).await;
 
     let spec = json!({"backend": "redis", "url": redis.url(), "prefix": prefix}).to_string();
@@ -132,15 +121,15 @@ async fn consul_live_reader_sees_a_python_sdk_write_within_a_second() {
 async fn cluster_and_sentinel_live_readers_see_writes_within_a_second() {
     let cluster = RedisCluster::start();
     let prefix = format!("{{live_{}}}", unique_run_id());
-    let writer = redis_store(&cluster.url(), &prefix);
-    let reader = seeded_reader(&*writer, redis_store(&cluster.url(), &prefix)).await;
+    let writer = redis_with_feed(&cluster.url(), &prefix);
+    let reader = seeded_reader(&*writer, redis_with_feed(&cluster.url(), &prefix)).await;
     writer.upsert(&F, flag("f", 2)).await.unwrap();
     seen_within(&reader, "f", 2, PROPAGATION).await;
 
     let sentinel = RedisSentinel::start();
     let prefix = format!("live_{}", unique_run_id());
-    let writer = redis_store(&sentinel.url(), &prefix);
-    let reader = seeded_reader(&*writer, redis_store(&sentinel.url(), &prefix)).await;
+    let writer = redis_with_feed(&sentinel.url(), &prefix);
+    let reader = seeded_reader(&*writer, redis_with_feed(&sentinel.url(), &prefix)).await;
     writer.upsert(&F, flag("f", 2)).await.unwrap();
     seen_within(&reader, "f", 2, PROPAGATION).await;
 }
@@ -149,13 +138,13 @@ async fn cluster_and_sentinel_live_readers_see_writes_within_a_second() {
 async fn a_feed_outage_falls_back_to_the_ttl_and_recovers() {
     let mut redis = Redis::start_local(&[]);
     let prefix = format!("live_{}", unique_run_id());
-    let writer = redis_store(redis.url(), &prefix);
+    let writer = redis_with_feed(redis.url(), &prefix);
     writer
         .init(&[Collection::new(F, vec![flag("f", 1)])])
         .await
         .unwrap();
     let ttl = Duration::from_secs(1);
-    let reader = live_cache(redis_store(redis.url(), &prefix), ttl).await;
+    let reader = live_cache(redis_with_feed(redis.url(), &prefix), ttl).await;
     reader.get(&F, "f").await.unwrap();
     // Taken after the read returns, so at or after the entry's own time stamp.
     let read_at = Instant::now();
@@ -183,12 +172,12 @@ async fn a_feed_outage_falls_back_to_the_ttl_and_recovers() {
 async fn a_wiped_redis_keeps_serving_the_last_known_good_flags() {
     let mut redis = Redis::start_local(&[]);
     let prefix = format!("live_{}", unique_run_id());
-    let writer = redis_store(redis.url(), &prefix);
+    let writer = redis_with_feed(redis.url(), &prefix);
     writer
         .init(&[Collection::new(F, vec![flag("f", 1), flag("g", 1)])])
         .await
         .unwrap();
-    let reader = CachingStore::builder_for(redis_store(redis.url(), &prefix))
+    let reader = CachingStore::builder_for(redis_with_feed(redis.url(), &prefix))
         .cache_time(Duration::from_secs(15))
         .invalidate_on_changes()
         .keep_last_known_good()

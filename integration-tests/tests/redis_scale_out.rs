@@ -310,6 +310,11 @@ async fn bad_scale_out_configurations_fail_clearly_and_quickly() {
         "{err}"
     );
 
+    // The message and its cause, as an error-chain printer shows them.
+    let with_cause = |err: &flagstore::Error| {
+        let cause = std::error::Error::source(err).map(|s| s.to_string());
+        format!("{err}: {}", cause.unwrap_or_default())
+    };
     let timed = |store: RedisStore| async move {
         let started = Instant::now();
         let err = store.get(&Kind::FEATURES, "f").await.unwrap_err();
@@ -351,12 +356,7 @@ async fn bad_scale_out_configurations_fail_clearly_and_quickly() {
         .build()
         .unwrap();
     let err = timed(store).await;
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
+    let chain = with_cause(&err);
     assert!(chain.contains("redis: get of features/f failed"), "{chain}");
     assert!(
         chain.contains(r#"names a primary for "no-such-master""#),
@@ -373,12 +373,7 @@ async fn bad_scale_out_configurations_fail_clearly_and_quickly() {
         .build()
         .unwrap();
     let err = timed(store).await;
-    let chain = format!(
-        "{err}: {}",
-        std::error::Error::source(&err)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
-    );
+    let chain = with_cause(&err);
     assert!(chain.contains("every Sentinel is down"), "{chain}");
     assert!(chain.contains(&closed), "{chain}");
     assert!(!chain.contains("s3cret"), "{chain}");

@@ -79,6 +79,10 @@ pub enum CacheMode {
 ///   when the database suddenly loses data the cache holds, the cache keeps serving it and
 ///   reports [`StoreStatus::last_known_good`].
 ///
+/// In every mode the cache never goes back in version: a read that started before a write
+/// (an upsert, a delete, an init) never lands its older result over what the write cached, and
+/// a read made after a write returns never shares a database read that began before it.
+///
 /// Fresh entries are served even while the database is down. The wrapper tracks the database's
 /// health: see [`CachingStore::status`] and [`CachingStore::subscribe`]. After an outage in
 /// TTL or disabled mode the status asks for a refresh ([`StoreStatus::refresh_needed`]).
