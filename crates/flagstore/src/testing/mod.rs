@@ -84,7 +84,7 @@ pub trait StoreFactory: Send + Sync {
     /// The longest a call on [`unreachable_store`](Self::unreachable_store) may take by its
     /// configuration (its request timeout, or connect plus request timeout where a call may
     /// spend both): each call must fail within this plus
-    /// [`UNREACHABLE_MARGIN`](cases::UNREACHABLE_MARGIN).
+    /// [`UNREACHABLE_MARGIN`].
     fn unreachable_budget(&self) -> Duration;
 }
 
