@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times a whole `flagstore eval` process in daemon mode against a local Redis: 5 warm-up runs,
-# then the p50, min and max of 20 more (the README's performance table). Starts its own
+# then the p50, min and max of 20 more (BENCHMARKS.md's read-path table). Starts its own
 # redis-server on a free loopback port and stops it (by PID) at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
