@@ -227,6 +227,7 @@ impl CachingStoreBuilder {
             losses: Mutex::default(),
             writes: WriteSequence::default(),
             loads: Loads::default(),
+            item_entries: std::sync::atomic::AtomicBool::new(false),
         });
         inner.start_feed()?;
         Ok(CachingStore { inner })

@@ -16,6 +16,7 @@ mod tests_live;
 mod tests_monotonic;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use moka::future::Cache;
 use tokio::sync::watch;
 
 use crate::{ChangeFeed, Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
-use entry::{CacheKey, Cached, Entry, KeyRef};
+use entry::{CacheKey, Cached, Entry, KeyRef, KindItems};
 use last_known_good::Losses;
 use live::Live;
 use loads::Loads;
@@ -132,6 +133,8 @@ struct Inner {
     writes: WriteSequence,
     /// Loads under way, shared by concurrent misses.
     loads: Loads,
+    /// Whether an item's own entry was ever cached (beside whole-kind entries).
+    item_entries: AtomicBool,
 }
 
 /// Whether the store is known to be initialized. Only "yes" is remembered: initialized stays
@@ -324,6 +327,11 @@ impl Inner {
                     value = self.or_last_known_good(kind, previous, value).await;
                 }
                 if let Some(_turn) = self.writes.publish(kind, stamp).await {
+                    if let Cached::All(all) = &value {
+                        self.supersede_item_entries(cache, kind, all).await;
+                    } else {
+                        self.item_entries.store(true, Ordering::Relaxed);
+                    }
                     let entry = Entry::new(value.clone(), generation);
                     cache.insert(key.owned(), entry).await;
                 }
@@ -336,6 +344,36 @@ impl Inner {
             self.observe(err);
         }
         result
+    }
+
+    /// Before a whole-kind read is cached: drops every item entry of the kind that shows another
+    /// version than the read found. The read is newer (no write to the kind came while it ran),
+    /// so such an entry is older, and a `get` after this `get_all` must not go back to it.
+    /// Costs a lookup per item, and nothing while no item entry was ever cached.
+    async fn supersede_item_entries(
+        &self,
+        cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
+        all: &KindItems,
+    ) {
+        if !self.item_entries.load(Ordering::Relaxed) {
+            return;
+        }
+        for item in all.items() {
+            let key = KeyRef::Item(kind, item.key());
+            let Some(entry) = cache.get(&key).await else {
+                continue;
+            };
+            let same = match &entry.value {
+                Cached::Item(Some(own)) => {
+                    own.version() == item.version() && own.is_deleted() == item.is_deleted()
+                }
+                _ => false,
+            };
+            if !same {
+                cache.invalidate(&key).await;
+            }
+        }
     }
 
     /// Fills the cache with a full data set: a whole-kind entry per kind the init replaced
@@ -354,6 +392,7 @@ impl Inner {
             if self.bounded {
                 for item in &items {
                     let entry = self.entry(Cached::Item(Some(item.clone())));
+                    self.item_entries.store(true, Ordering::Relaxed);
                     cache.insert(CacheKey::item(kind, item.key()), entry).await;
                 }
             }
@@ -394,6 +433,7 @@ impl Inner {
             return;
         }
         let entry = self.entry(Cached::Item(Some(item.clone())));
+        self.item_entries.store(true, Ordering::Relaxed);
         cache.insert(CacheKey::item(kind, item.key()), entry).await;
         let all_key = CacheKey::All(kind.clone());
         if let Some(Cached::All(all)) = cache.get(&all_key).await.map(|e| e.value) {
@@ -415,6 +455,7 @@ impl Inner {
             cache.invalidate(&KeyRef::Item(kind, item.key())).await;
         } else {
             let key = CacheKey::item(kind, item.key());
+            self.item_entries.store(true, Ordering::Relaxed);
             cache
                 .insert(key, self.entry(Cached::Item(Some(item))))
                 .await;

@@ -197,3 +197,21 @@ async fn a_forever_cache_keeps_an_unwritten_upsert_over_a_slow_read() {
     reader.await.unwrap();
     assert_eq!(store.get(&F, "f").await.unwrap().unwrap().version(), 5);
 }
+
+#[tokio::test]
+async fn a_get_after_a_newer_get_all_does_not_go_back() {
+    // Another process writes version 2 while this cache holds version 1 in the item's own
+    // entry; a get_all then reads version 2, and the get that follows must not answer 1.
+    for mode in [Mode::Ttl, Mode::Forever] {
+        let (database, _gated, store) = setup(mode).await;
+        assert_eq!(store.get(&F, "f").await.unwrap().unwrap().version(), 1);
+        let other = database.database().store(database.prefix());
+        assert!(other.upsert(&F, flag("f", 2)).await.unwrap());
+        assert!(other.upsert(&F, flag("new", 1)).await.unwrap());
+        // The cache holds no whole-kind entry yet, so this reads the database, in either mode.
+        let all = PersistentDataStore::get_all(&store, &F).await.unwrap();
+        assert_eq!(versions(&all), [("f", 2), ("g", 1), ("new", 1)], "{mode:?}");
+        let got = store.get(&F, "f").await.unwrap().unwrap();
+        assert_eq!(got.version(), 2, "{mode:?}: get went back after get_all");
+    }
+}
