@@ -102,7 +102,8 @@ async fn conformance_behind_the_cache_in_an_explicit_datacenter() {
 
 #[tokio::test]
 async fn writes_exactly_the_layout_other_sdks_read() {
-    let consul = Consul::start();
+    // The default prefix, which other tests on a shared agent also use: an agent of its own.
+    let consul = Consul::start_local_agent();
     let store = ConsulStore::builder()
         .url(consul.address())
         .build()
@@ -180,9 +181,10 @@ fn padded(key: &str, bytes: usize) -> Item {
 #[tokio::test]
 async fn init_beyond_one_transaction_in_operations_and_bytes() {
     let consul = Consul::start();
+    let run = unique_run_id();
     let store = ConsulStore::builder()
         .url(consul.address())
-        .prefix("big")
+        .prefix(format!("big_{run}"))
         .build()
         .unwrap();
     // Stale copies that the init must delete, among them one of the oversized item.
@@ -224,8 +226,10 @@ async fn init_beyond_one_transaction_in_operations_and_bytes() {
 #[tokio::test]
 async fn values_at_the_limit_are_written_and_over_it_refused() {
     let consul = Consul::start();
+    let prefix = format!("limit_{}", unique_run_id());
     let store = ConsulStore::builder()
         .url(consul.address())
+        .prefix(&prefix)
         .build()
         .unwrap();
     let at_limit = padded("at-limit", MAX_VALUE_SIZE);
@@ -255,7 +259,10 @@ async fn values_at_the_limit_are_written_and_over_it_refused() {
     // Consul itself enforces the limit: the refusal spares a write that would fail.
     let client = RawConsul::new(consul.address(), None);
     let status = client
-        .put_bytes("launchdarkly/features/raw", vec![b'x'; MAX_VALUE_SIZE + 1])
+        .put_bytes(
+            &format!("{prefix}/features/raw"),
+            vec![b'x'; MAX_VALUE_SIZE + 1],
+        )
         .await;
     assert_eq!(status, 413, "Consul refuses the raw value too");
 }
@@ -291,17 +298,20 @@ async fn prefix_ld_never_touches_ld2() {
 #[tokio::test]
 async fn unreadable_values_are_reported_not_hidden() {
     let consul = Consul::start();
+    let run = unique_run_id();
     let client = RawConsul::new(consul.address(), None);
     let store = ConsulStore::builder()
         .url(consul.address())
-        .prefix("corrupt")
+        .prefix(format!("corrupt_{run}"))
         .build()
         .unwrap();
     store
         .init(&[Collection::new(Kind::FEATURES, vec![flag("good", 1)])])
         .await
         .unwrap();
-    client.put("corrupt/features/bad", "{oops").await;
+    client
+        .put(&format!("corrupt_{run}/features/bad"), "{oops")
+        .await;
     let err = store.get(&Kind::FEATURES, "bad").await.unwrap_err();
     assert!(matches!(err, Error::InvalidItem { .. }), "{err:?}");
     assert_eq!(

@@ -649,8 +649,10 @@ async fn the_docker_compose_commands_work_as_written() {
         .collect();
     assert_eq!(commands.len(), 6, "{commands:?}");
     // The same commands, with the ports of this run's servers in place of the compose ones, and a
-    // Redis database and DynamoDB table of their own, in case the servers are shared.
-    let table = format!("compose{}", unique_run_id());
+    // Redis database, DynamoDB table and Consul prefix of their own, in case the servers are
+    // shared.
+    let run = unique_run_id();
+    let table = format!("compose{run}");
     let bin = Path::new(env!("CARGO_BIN_EXE_flagstore")).parent().unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     for command in commands {
@@ -660,7 +662,10 @@ async fn the_docker_compose_commands_work_as_written() {
             .replace("dynamodb://flags", &format!("dynamodb://{table}"))
             .replace(
                 "consul://localhost:8500",
-                &consul.address().replace("http://", "consul://"),
+                &format!(
+                    "{}?prefix=compose{run}",
+                    consul.address().replace("http://", "consul://")
+                ),
             );
         let output = Command::new("sh")
             .args(["-c", &command])
