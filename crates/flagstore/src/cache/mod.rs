@@ -327,6 +327,8 @@ impl Inner {
                     value = self.or_last_known_good(kind, previous, value).await;
                 }
                 if let Some(_turn) = self.writes.publish(kind, stamp).await {
+                    // A load's entry keeps the generation its read started at, so it is
+                    // inserted here rather than through `insert_item`.
                     if let Cached::All(all) = &value {
                         self.supersede_item_entries(cache, kind, all).await;
                     } else {
@@ -391,14 +393,23 @@ impl Inner {
                 .collect();
             if self.bounded {
                 for item in &items {
-                    let entry = self.entry(Cached::Item(Some(item.clone())));
-                    self.item_entries.store(true, Ordering::Relaxed);
-                    cache.insert(CacheKey::item(kind, item.key()), entry).await;
+                    self.insert_item(cache, kind, item.clone()).await;
                 }
             }
             let all = self.entry(Cached::all(items));
             cache.insert(CacheKey::All(kind.clone()), all).await;
         }
+    }
+
+    /// Caches `item` in an entry of its own, read now. Every such entry but a load's goes
+    /// through here, so that [`supersede_item_entries`](Self::supersede_item_entries) knows
+    /// there may be some.
+    async fn insert_item(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: Item) {
+        self.item_entries.store(true, Ordering::Relaxed);
+        let key = CacheKey::item(kind, item.key());
+        cache
+            .insert(key, self.entry(Cached::Item(Some(item))))
+            .await;
     }
 
     /// The version the cache shows for `key`: its own entry's, else its kind's whole-kind
@@ -432,9 +443,7 @@ impl Inner {
         {
             return;
         }
-        let entry = self.entry(Cached::Item(Some(item.clone())));
-        self.item_entries.store(true, Ordering::Relaxed);
-        cache.insert(CacheKey::item(kind, item.key()), entry).await;
+        self.insert_item(cache, kind, item.clone()).await;
         let all_key = CacheKey::All(kind.clone());
         if let Some(Cached::All(all)) = cache.get(&all_key).await.map(|e| e.value) {
             let all = self.entry(Cached::All(Arc::new(all.replaced(item))));
@@ -454,11 +463,7 @@ impl Inner {
         if newer {
             cache.invalidate(&KeyRef::Item(kind, item.key())).await;
         } else {
-            let key = CacheKey::item(kind, item.key());
-            self.item_entries.store(true, Ordering::Relaxed);
-            cache
-                .insert(key, self.entry(Cached::Item(Some(item))))
-                .await;
+            self.insert_item(cache, kind, item).await;
         }
         cache.invalidate(&KeyRef::All(kind)).await;
     }
