@@ -13,6 +13,7 @@ use deadpool_redis::redis::{AsyncConnectionConfig, RedisConnectionInfo, TlsCerti
 use flagstore::backend::redact_url;
 use flagstore::{Error, Result};
 
+use crate::builder::DEFAULT_PREFIX;
 use crate::error::BACKEND;
 use crate::feed::{FeedSource, NodeTemplate};
 use crate::reads::Opener;
@@ -133,19 +134,18 @@ pub(crate) fn has_hash_tag(prefix: &str) -> bool {
 }
 
 /// A prefix with a valid hash tag to suggest for `prefix`: the prefix in braces, without any
-/// braces of its own (one could cut the tag short or leave it empty, as `}ldx{` would);
-/// `{launchdarkly}` if nothing is left.
+/// braces of its own (one could cut the tag short or leave it empty, as `}ldx{` would); the
+/// default prefix in braces if nothing is left.
 pub(crate) fn tagged_prefix(prefix: &str) -> String {
-    let tagged = if prefix.is_empty() || prefix.contains(['{', '}']) {
-        let text: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let text: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
+    let tagged = format!(
+        "{{{}}}",
         if text.is_empty() {
-            "{launchdarkly}".to_owned()
+            DEFAULT_PREFIX
         } else {
-            format!("{{{text}}}")
+            &text
         }
-    } else {
-        format!("{{{prefix}}}")
-    };
+    );
     debug_assert!(has_hash_tag(&tagged));
     tagged
 }
