@@ -15,9 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use flagstore::{
-    Collection, DynStore, Item, Kind, MemoryStore, PersistentDataStore, sort_for_init,
-};
+use flagstore::memory::MemoryStore;
+
+use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
 use flagstore_consul::ConsulStore;
 use flagstore_dynamodb::{DynamoDbStore, create_table};
 use flagstore_integration_tests::consul::Consul;

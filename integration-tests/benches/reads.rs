@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use flagstore::{CachingStore, Collection, Item, Kind, PersistentDataStore};
+use flagstore::{CachingStoreBuilder, Collection, Item, Kind, PersistentDataStore};
 use flagstore_integration_tests::redis::Redis;
 use flagstore_redis::RedisStore;
 use flagstore_redis::deadpool_redis;
@@ -284,7 +284,7 @@ fn paths() -> Paths {
 
     let (cached, moka) = {
         let _in = f.runtime.enter();
-        let cached = CachingStore::builder_for(store.clone())
+        let cached = CachingStoreBuilder::from_arc(store.clone())
             .cache_time(Duration::from_secs(3600))
             .build()
             .unwrap();

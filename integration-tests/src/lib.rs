@@ -54,7 +54,7 @@ pub async fn live_cache(
     store: flagstore::DynStore,
     ttl: std::time::Duration,
 ) -> flagstore::CachingStore {
-    let live = flagstore::CachingStore::builder_for(store)
+    let live = flagstore::CachingStoreBuilder::from_arc(store)
         .cache_time(ttl)
         .invalidate_on_changes()
         .live_cache_time(std::time::Duration::from_secs(600))

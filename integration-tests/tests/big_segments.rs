@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use flagstore::testing::{BigSegmentStoreFactory, run_big_segments, unique_run_id};
-use flagstore::{
-    BigSegmentMembership, BigSegmentStore, Collection, DynBigSegmentStore, Item, Kind,
-    PersistentDataStore, context_hash,
+use flagstore::big_segments::{
+    BigSegmentMembership, BigSegmentStore, DynBigSegmentStore, context_hash,
 };
+use flagstore::testing::{BigSegmentStoreFactory, run_big_segments, unique_run_id};
+use flagstore::{Collection, Item, Kind, PersistentDataStore};
 use flagstore_dynamodb::aws_sdk_dynamodb::types::AttributeValue;
 use flagstore_dynamodb::{DynamoDbStore, create_table};
 use flagstore_integration_tests::dynamodb::DynamoDb;

@@ -363,7 +363,7 @@ async fn acl_default_deny_refuses_without_a_valid_token() {
             .and_then(|cause| cause.downcast_ref::<flagstore_consul::ConsulHttpError>())
             .unwrap_or_else(|| panic!("no ConsulHttpError behind {err:?}"));
         // ACLs refuse a transaction's operations inside it: the init's answer is 409.
-        let status = if err.operation() == Some(flagstore::Operation::Init) {
+        let status = if err.operation() == Some(flagstore::error::Operation::Init) {
             409
         } else {
             403

@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use flagstore::DynStore;
+use flagstore::memory::MemoryDatabase;
 use flagstore::testing::{FeedFactory, run_changes};
-use flagstore::{DynStore, MemoryDatabase};
 use flagstore_consul::ConsulStore;
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};

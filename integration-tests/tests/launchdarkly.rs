@@ -14,11 +14,16 @@ use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::dynamodb::DynamoDb;
 use flagstore_integration_tests::python::{fixture, ld_compat};
 use flagstore_integration_tests::redis::Redis;
+use flagstore_launchdarkly::LaunchDarklyStore;
 use flagstore_launchdarkly::launchdarkly_server_sdk::{
     Client, ConfigBuilder, Context, Flag, NullEventProcessorBuilder, PersistentDataStoreBuilder,
     Segment, TestData,
 };
-use flagstore_launchdarkly::{LaunchDarklyStore, evaluation_json};
+
+/// The CLI's evaluation JSON, the very code `flagstore eval` prints with.
+#[path = "../../crates/flagstore-cli/src/evaluation.rs"]
+mod evaluation;
+use evaluation::evaluation_json;
 use flagstore_redis::RedisStore;
 use serde_json::{Value, json};
 

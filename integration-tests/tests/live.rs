@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flagstore::testing::unique_run_id;
-use flagstore::{CachingStore, Collection, DynStore, Item, Kind, PersistentDataStore, StoreStatus};
+use flagstore::{
+    CachingStore, CachingStoreBuilder, Collection, DynStore, Item, Kind, PersistentDataStore,
+    StoreStatus,
+};
 use flagstore_consul::ConsulStore;
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::python::ld_compat;
@@ -177,7 +180,7 @@ async fn a_wiped_redis_keeps_serving_the_last_known_good_flags() {
         .init(&[Collection::new(F, vec![flag("f", 1), flag("g", 1)])])
         .await
         .unwrap();
-    let reader = CachingStore::builder_for(redis_with_feed(redis.url(), &prefix))
+    let reader = CachingStoreBuilder::from_arc(redis_with_feed(redis.url(), &prefix))
         .cache_time(Duration::from_secs(15))
         .invalidate_on_changes()
         .keep_last_known_good()
@@ -209,7 +212,7 @@ async fn a_server_without_keyspace_events_is_reported_by_name() {
     let store = RedisStore::builder().url(redis.url()).build().unwrap();
     let mut feed = store.changes().unwrap();
     match feed.next().await {
-        Some(flagstore::FeedEvent::Lost(err)) => {
+        Some(flagstore::changes::FeedEvent::Lost(err)) => {
             let message = err.to_string();
             assert!(message.contains("notify-keyspace-events"), "{message}");
             assert!(message.contains("configure_keyspace_events"), "{message}");

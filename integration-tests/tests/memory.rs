@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstore::memory::{MemoryDatabase, MemoryStore};
 use flagstore::testing::{self, StoreFactory, UpsertHook};
-use flagstore::{CachingStore, DynStore, MemoryDatabase, MemoryStore};
+use flagstore::{CachingStore, DynStore};
 
 /// Memory stores on one shared database, each passed through `wrap`.
 struct Memory {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flagstore::{CachingStore, DynStore, Kind, PersistentDataStore};
+use flagstore::{CachingStoreBuilder, DynStore, Kind, PersistentDataStore};
 use serde_json::json;
 
 use crate::CliError;
@@ -86,7 +86,7 @@ pub(crate) async fn run(
     }
     let keys = Arc::new(keys);
     let uncached = measure(Arc::clone(&store), Arc::clone(&keys), requests, concurrency).await?;
-    let cache: DynStore = Arc::new(CachingStore::builder_for(Arc::clone(&store)).build()?);
+    let cache: DynStore = Arc::new(CachingStoreBuilder::from_arc(Arc::clone(&store)).build()?);
     // Warm the cache so the cached run measures hits.
     measure(Arc::clone(&cache), Arc::clone(&keys), keys.len(), 1).await?;
     let cached = measure(cache, Arc::clone(&keys), requests, concurrency).await?;

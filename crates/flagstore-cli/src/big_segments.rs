@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flagstore::{
+use flagstore::big_segments::{
     BigSegmentMembership, BigSegmentMetadata, DEFAULT_STALE_AFTER, DynBigSegmentStore, context_hash,
 };
 use serde::Deserialize;

@@ -5,10 +5,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
+use flagstore::backend::UnreadableItem;
 use flagstore::backend::redact_url;
-use flagstore::{
-    Collection, DynStore, Item, Kind, PersistentDataStore, UnreadableItem, sort_for_init,
-};
+use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -533,7 +532,9 @@ mod tests {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use flagstore::{MemoryStore, Result, StoredItems};
+    use flagstore::Result;
+    use flagstore::backend::StoredItems;
+    use flagstore::memory::MemoryStore;
 
     use super::*;
 

@@ -3,10 +3,11 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+pub(crate) use crate::evaluation::evaluation_json as evaluate;
 use async_trait::async_trait;
-use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, StoredItems};
+use flagstore::backend::StoredItems;
+use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore};
 use flagstore_launchdarkly::LaunchDarklyStore;
-pub(crate) use flagstore_launchdarkly::evaluation_json as evaluate;
 use flagstore_launchdarkly::launchdarkly_server_sdk::{
     Client, ConfigBuilder, Context, ContextBuilder, Flag, NullEventProcessorBuilder,
     PersistentDataStoreBuilder, Segment,
@@ -188,7 +189,7 @@ impl PersistentDataStore for Witness {
         self.store.is_available().await
     }
 
-    fn changes(&self) -> Option<flagstore::ChangeFeed> {
+    fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
         self.store.changes()
     }
 }

@@ -5,6 +5,7 @@ mod big_segments;
 mod commands;
 mod data;
 mod evaluate;
+mod evaluation;
 mod store_url;
 mod watch;
 

@@ -1,6 +1,8 @@
 //! The store a `--store` or `--to` URL names, as the flagstore-url library opens it.
 
-use flagstore::{DynBigSegmentStore, DynStore};
+use flagstore::big_segments::DynBigSegmentStore;
+
+use flagstore::DynStore;
 pub(crate) use flagstore_url::{ItemLimit, StoreUrl};
 
 use crate::CliError;

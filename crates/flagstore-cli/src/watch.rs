@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flagstore::{Change, DynStore, FeedEvent, Kind, PersistentDataStore};
+use flagstore::changes::{Change, FeedEvent};
+
+use flagstore::{DynStore, Kind, PersistentDataStore};
 use serde_json::json;
 
 use crate::CliError;

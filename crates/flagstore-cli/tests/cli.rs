@@ -838,7 +838,7 @@ fn check_big_segments(store: &str) {
     .unwrap();
     assert_eq!(
         alice["contextHash"],
-        json!(flagstore::context_hash("alice"))
+        json!(flagstore::big_segments::context_hash("alice"))
     );
     assert_eq!(alice["included"], json!(["beta.g2", "staff.g1"]));
     assert_eq!(alice["excluded"], json!([]));

@@ -35,7 +35,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// assert!(!format!("{store:?}").contains("b1gs3cr3t"));
 /// # Ok::<(), flagstore::Error>(())
 /// ```
-#[must_use]
+#[must_use = "a builder does nothing until build() is called"]
 pub struct ConsulStoreBuilder {
     address: Option<String>,
     token: Option<Secret>,
@@ -297,7 +297,7 @@ impl ConsulStoreBuilder {
             http = http.identity(identity);
         }
         http.build()
-            .map_err(|e| Error::config(BACKEND, format!("could not set up the HTTP client: {e}")))
+            .map_err(|e| Error::config_caused_by(BACKEND, "could not set up the HTTP client", e))
     }
 }
 

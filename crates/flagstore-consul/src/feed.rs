@@ -8,8 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flagstore::Error;
+use flagstore::backend::FeedSender;
 use flagstore::backend::Reconnect;
-use flagstore::{Change, ChangeFeed, Error, FeedEvent, FeedSender};
+use flagstore::changes::{Change, ChangeFeed, FeedEvent};
 
 use crate::http::Http;
 

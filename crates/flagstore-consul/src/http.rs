@@ -11,7 +11,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use flagstore::backend::Secret;
-use flagstore::{Error, Operation, Result};
+use flagstore::error::Operation;
+use flagstore::{Error, Result};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 

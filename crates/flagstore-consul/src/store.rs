@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use flagstore::backend::StoredItems;
 use flagstore::backend::{UPSERT_ATTEMPTS, contention_backoff, version_to_replace};
-use flagstore::{
-    Collection, Error, Item, ItemError, Kind, Operation, PersistentDataStore, Result, StoredItems,
-};
+use flagstore::error::{ItemError, Operation};
+use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 
 use crate::BACKEND;
 use crate::builder::ConsulStoreBuilder;
@@ -341,10 +341,10 @@ impl PersistentDataStore for ConsulStore {
     }
 
     /// Blocking queries on the store's prefix: any write under it, by any writer, is reported
-    /// (as [`Change::Everything`](flagstore::Change::Everything): Consul's index does not say
+    /// (as [`Change::Everything`](flagstore::changes::Change::Everything): Consul's index does not say
     /// which key moved) within moments. Each query waits up to 10 s, so a silent network
     /// partition is noticed within about 10 s plus the request timeout.
-    fn changes(&self) -> Option<flagstore::ChangeFeed> {
+    fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
         Some(crate::feed::start(Arc::clone(&self.http), &self.prefix))
     }
 }

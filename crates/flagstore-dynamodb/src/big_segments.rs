@@ -12,9 +12,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use flagstore::{
-    BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result,
-};
+use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore};
+use flagstore::error::Operation;
+use flagstore::{Error, Result};
 
 use crate::error::BACKEND;
 use crate::schema::{SORT_KEY, delete_request, key_attributes, put_request};

@@ -40,7 +40,7 @@ pub const DEFAULT_BATCH_DEADLINE: Duration = Duration::from_secs(60);
 ///     .build()?;
 /// # Ok::<(), flagstore::Error>(())
 /// ```
-#[must_use]
+#[must_use = "a builder does nothing until build() is called"]
 pub struct DynamoDbStoreBuilder {
     table: String,
     prefix: String,

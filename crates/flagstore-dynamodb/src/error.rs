@@ -4,7 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use flagstore::{Error, Operation};
+use flagstore::Error;
+use flagstore::error::Operation;
 
 pub(crate) const BACKEND: &str = "dynamodb";
 

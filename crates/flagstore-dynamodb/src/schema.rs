@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use flagstore::{Error, Item, ItemError, Kind, Operation};
+use flagstore::error::{ItemError, Operation};
+use flagstore::{Error, Item, Kind};
 
 use crate::error::BACKEND;
 
@@ -145,7 +146,7 @@ pub fn estimated_size(namespace: &str, item: &Item) -> usize {
         + item.len()
 }
 
-/// The key of a stored record and its item, for [`flagstore::StoredItems`]; a record without a
+/// The key of a stored record and its item, for [`flagstore::backend::StoredItems`]; a record without a
 /// string `key` attribute is reported under the empty key.
 pub(crate) fn stored_item(
     record: &HashMap<String, AttributeValue>,

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use aws_config::ConfigLoader;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+use flagstore::backend::StoredItems;
 use flagstore::backend::{replaced_kinds, write_stages};
-use flagstore::{
-    Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
-};
+use flagstore::error::Operation;
+use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 

@@ -6,7 +6,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
-use flagstore::{Error, Operation, Result};
+use flagstore::error::Operation;
+use flagstore::{Error, Result};
 
 use crate::error::{BACKEND, from_sdk};
 use crate::schema::{PARTITION_KEY, SORT_KEY};

@@ -53,9 +53,10 @@ impl LaunchDarklyStore {
     /// Like [`new`](Self::new), for a store already behind an `Arc`.
     pub fn from_arc(store: DynStore) -> flagstore::Result<Self> {
         let runtime = StoreRuntime::new(2).map_err(|e| {
-            flagstore::Error::config(
+            flagstore::Error::config_caused_by(
                 "launchdarkly",
-                format!("could not start the adapter's runtime: {e}"),
+                "could not start the adapter's runtime",
+                e,
             )
         })?;
         Ok(LaunchDarklyStore {
@@ -66,7 +67,7 @@ impl LaunchDarklyStore {
     }
 
     /// The longest one call may take before the SDK gets an error (default 60 s).
-    #[must_use]
+    #[must_use = "call_timeout returns the configured adapter; the original is consumed"]
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self

@@ -3,11 +3,9 @@
 #![warn(missing_docs)]
 
 mod adapter;
-mod evaluation;
 mod runtime;
 
 pub use adapter::{DEFAULT_CALL_TIMEOUT, LaunchDarklyStore};
-pub use evaluation::evaluation_json;
 
 /// The SDK this adapter plugs into, so callers get the matching version.
 pub use launchdarkly_server_sdk;

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstore::memory::MemoryStore;
 use flagstore::testing::SDK_TOMBSTONES;
-use flagstore::{Collection, Item, Kind, MemoryStore, PersistentDataStore};
+use flagstore::{Collection, Item, Kind, PersistentDataStore};
 use flagstore_launchdarkly::LaunchDarklyStore;
 use flagstore_launchdarkly::launchdarkly_server_sdk as ld;
 use ld::{

@@ -8,9 +8,9 @@
 use async_trait::async_trait;
 use deadpool_redis::redis;
 use deadpool_redis::redis::aio::ConnectionLike;
-use flagstore::{
-    BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Error, Operation, Result,
-};
+use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore};
+use flagstore::error::Operation;
+use flagstore::{Error, Result};
 
 use crate::error::BACKEND;
 use crate::feed::glob_escape;

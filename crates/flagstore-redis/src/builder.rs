@@ -48,7 +48,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// assert_eq!(store.to_string(), r#"redis store at redis://app:***@cache.internal:6379/2 (prefix "prod")"#);
 /// # Ok::<(), flagstore::Error>(())
 /// ```
-#[must_use]
+#[must_use = "a builder does nothing until build() is called"]
 pub struct RedisStoreBuilder {
     url: Option<String>,
     prefix: Option<String>,
@@ -484,10 +484,7 @@ impl RedisStoreBuilder {
             let parsed: Vec<_> = CertificateDer::pem_slice_iter(pem)
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| {
-                    Error::config(
-                        BACKEND,
-                        format!("the TLS root certificate is unusable: {e}"),
-                    )
+                    Error::config_caused_by(BACKEND, "the TLS root certificate is unusable", e)
                 })?;
             if parsed.is_empty() {
                 return Err(Error::config(
@@ -501,10 +498,7 @@ impl RedisStoreBuilder {
             };
             info = Client::build_with_tls(info, certs)
                 .map_err(|e| {
-                    Error::config(
-                        BACKEND,
-                        format!("the TLS root certificate is unusable: {e}"),
-                    )
+                    Error::config_caused_by(BACKEND, "the TLS root certificate is unusable", e)
                 })?
                 .get_connection_info()
                 .clone();
@@ -513,6 +507,7 @@ impl RedisStoreBuilder {
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(self.request_timeout));
+        // The driver's error is left out: it may quote the URL, password included.
         let unusable = |_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL"));
         let client = Client::open(info.clone()).map_err(unusable)?;
         let manager = Manager::new_with_config(info, connection).map_err(unusable)?;
@@ -524,10 +519,7 @@ impl RedisStoreBuilder {
             .recycle_timeout(Some(self.request_timeout))
             .build()
             .map_err(|e| {
-                Error::config(
-                    BACKEND,
-                    format!("could not set up the connection pool: {e}"),
-                )
+                Error::config_caused_by(BACKEND, "could not set up the connection pool", e)
             })?;
         Ok((pool, client))
     }

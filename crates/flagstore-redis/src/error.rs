@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use deadpool_redis::PoolError;
 use deadpool_redis::redis::{ErrorKind, RedisError};
-use flagstore::{Error, Operation};
+use flagstore::Error;
+use flagstore::error::Operation;
 
 pub(crate) const BACKEND: &str = "redis";
 

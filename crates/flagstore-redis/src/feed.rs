@@ -15,8 +15,11 @@ use deadpool::managed;
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::sentinel::SentinelClient;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, Client, Msg, Value};
+use flagstore::backend::FeedSender;
 use flagstore::backend::Reconnect;
-use flagstore::{Change, ChangeFeed, Error, FeedEvent, FeedSender, Kind, Operation, Result};
+use flagstore::changes::{Change, ChangeFeed, FeedEvent};
+use flagstore::error::Operation;
+use flagstore::{Error, Kind, Result};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
@@ -300,11 +303,12 @@ impl Feed {
             .query_async::<()>(&mut conn)
             .await
             .map_err(|err| {
-                Error::config(
+                Error::config_caused_by(
                     BACKEND,
                     format!(
-                        "could not set notify-keyspace-events to {wanted:?} ({err}); set it on the server"
+                        "could not set notify-keyspace-events to {wanted:?}; set it on the server"
                     ),
+                    err,
                 )
             })?;
         tracing::info!(setting = %wanted, "set the server's notify-keyspace-events for the change feed");

@@ -177,12 +177,7 @@ fn built<M: managed::Manager>(manager: M, settings: &PoolSettings<'_>) -> Result
         .create_timeout(Some(settings.connect_timeout + settings.request_timeout))
         .recycle_timeout(Some(settings.request_timeout))
         .build()
-        .map_err(|e| {
-            Error::config(
-                BACKEND,
-                format!("could not set up the connection pool: {e}"),
-            )
-        })
+        .map_err(|e| Error::config_caused_by(BACKEND, "could not set up the connection pool", e))
 }
 
 /// The pool for `topology`, and where its change feed listens. Nothing connects until the first

@@ -10,12 +10,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
+use flagstore::backend::StoredItems;
 use flagstore::backend::{
     UPSERT_ATTEMPTS, contention_backoff, read_stored_bytes, replaced_kinds, version_to_replace,
 };
-use flagstore::{
-    ChangeFeed, Collection, Error, Item, Kind, Operation, PersistentDataStore, Result, StoredItems,
-};
+use flagstore::changes::ChangeFeed;
+use flagstore::error::Operation;
+use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 
 use crate::builder::RedisStoreBuilder;
 use crate::error::{BACKEND, from_pool, from_redis};
@@ -403,8 +404,8 @@ impl PersistentDataStore for RedisStore {
 
     /// Keyspace notifications on the store's keys, from every server that holds them (the
     /// primary the Sentinels name; every cluster primary). Each change to a kind's hash is a
-    /// [`Change::Kind`](flagstore::Change::Kind), each change to the marker a
-    /// [`Change::Everything`](flagstore::Change::Everything). The server must announce them:
+    /// [`Change::Kind`](flagstore::changes::Change::Kind), each change to the marker a
+    /// [`Change::Everything`](flagstore::changes::Change::Everything). The server must announce them:
     /// see [`configure_keyspace_events`](crate::RedisStoreBuilder::configure_keyspace_events).
     /// `None` for a store on a caller-supplied pool.
     fn changes(&self) -> Option<ChangeFeed> {

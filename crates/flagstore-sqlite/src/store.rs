@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flagstore::backend::StoredItems;
 use flagstore::backend::read_stored_items;
-use flagstore::{
-    Collection, Error, Item, ItemError, Kind, Operation, PersistentDataStore, Result, StoredItems,
-};
+use flagstore::error::{ItemError, Operation};
+use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 const BACKEND: &str = "sqlite";
@@ -31,7 +31,7 @@ const SCHEMA: &str = "
 ";
 
 /// Configures a [`SqliteStore`]; [`build`](Self::build) validates and does not touch the file.
-#[must_use]
+#[must_use = "a builder does nothing until build() is called"]
 #[derive(Clone)]
 pub struct SqliteStoreBuilder {
     path: PathBuf,
@@ -222,10 +222,7 @@ impl Inner {
 
 fn to_sql_version(op: Operation, kind: &Kind, item: &Item) -> Result<i64> {
     i64::try_from(item.version()).map_err(|_| {
-        let out_of_range = ItemError::VersionOutOfRange {
-            version: item.version(),
-            max: i64::MAX.unsigned_abs(),
-        };
+        let out_of_range = ItemError::version_out_of_range(item.version(), i64::MAX.unsigned_abs());
         Error::invalid_item(BACKEND, op, kind, item.key(), out_of_range)
     })
 }

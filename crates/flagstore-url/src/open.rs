@@ -173,7 +173,7 @@ impl StoreUrl {
 
     /// Opens the Big Segments data under the same prefix: Redis and DynamoDB hold it, as the
     /// LaunchDarkly SDKs read it; the other backends have none, which is an error saying so.
-    pub fn open_big_segments(&self) -> Result<flagstore::DynBigSegmentStore> {
+    pub fn open_big_segments(&self) -> Result<flagstore::big_segments::DynBigSegmentStore> {
         match &self.target {
             #[cfg(feature = "redis")]
             Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?)),

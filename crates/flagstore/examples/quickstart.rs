@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use flagstore::{
-    CachingStore, Collection, Item, Kind, MemoryStore, PersistentDataStore, sort_for_init,
-};
+use flagstore::memory::MemoryStore;
+
+use flagstore::{CachingStore, Collection, Item, Kind, PersistentDataStore, sort_for_init};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

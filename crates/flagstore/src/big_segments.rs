@@ -26,7 +26,7 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(120);
 ///
 /// ```
 /// assert_eq!(
-///     flagstore::context_hash("alice"),
+///     flagstore::big_segments::context_hash("alice"),
 ///     "K9gGyX8OAK8aH8Myj6djqSaXI8jbj6xPk69x2xhtbpA="
 /// );
 /// ```
@@ -39,8 +39,8 @@ pub fn context_hash(context_key: &str) -> String {
 /// segment has none, as the Go, Python and Node SDKs and the Relay Proxy name it.
 ///
 /// ```
-/// assert_eq!(flagstore::segment_ref("beta-testers", Some(3)), "beta-testers.g3");
-/// assert_eq!(flagstore::segment_ref("beta-testers", None), "beta-testers.g0");
+/// assert_eq!(flagstore::big_segments::segment_ref("beta-testers", Some(3)), "beta-testers.g3");
+/// assert_eq!(flagstore::big_segments::segment_ref("beta-testers", None), "beta-testers.g0");
 /// ```
 pub fn segment_ref(segment_key: &str, generation: Option<u64>) -> String {
     format!("{segment_key}.g{}", generation.unwrap_or(0))
@@ -67,7 +67,7 @@ impl BigSegmentMetadata {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use flagstore::{BigSegmentMetadata, DEFAULT_STALE_AFTER};
+    /// use flagstore::big_segments::{BigSegmentMetadata, DEFAULT_STALE_AFTER};
     ///
     /// assert!(BigSegmentMetadata::default().is_stale(DEFAULT_STALE_AFTER));
     /// assert!(BigSegmentMetadata::synchronized_at(0).is_stale(DEFAULT_STALE_AFTER));
@@ -93,7 +93,7 @@ impl BigSegmentMetadata {
 /// [`segment_ref`]s stored for its [`context_hash`].
 ///
 /// ```
-/// use flagstore::BigSegmentMembership;
+/// use flagstore::big_segments::BigSegmentMembership;
 ///
 /// let membership = BigSegmentMembership::new(["beta.g1"], ["beta.g1", "staff.g2"]);
 /// assert_eq!(membership.check("beta.g1"), Some(true)); // an inclusion wins

@@ -1,10 +1,12 @@
-//! The one error type every store returns.
+//! The one error type every store returns, and what it names: the [`Operation`] that failed, the
+//! driver's cause ([`SharedError`]), and why an item could not be read or stored ([`ItemError`]).
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ItemError, Kind};
+use crate::Kind;
+pub use crate::item::ItemError;
 
 /// A cause shared between clones of an [`Error`]. Errors are cloned when the caching wrapper hands
 /// one failed load to every caller that was waiting on it.
@@ -57,7 +59,8 @@ impl fmt::Display for Operation {
 /// Messages never contain passwords or tokens.
 ///
 /// ```
-/// use flagstore::{Error, Kind, Operation};
+/// use flagstore::error::Operation;
+/// use flagstore::{Error, Kind};
 ///
 /// let err = Error::contention("redis", Kind::FEATURES, "my-flag", 10);
 /// assert_eq!(err.operation(), Some(Operation::Upsert));
@@ -71,6 +74,7 @@ impl fmt::Display for Operation {
 #[non_exhaustive]
 pub enum Error {
     /// The database could not be reached, or answered with an error.
+    #[non_exhaustive]
     Database {
         /// The backend, such as `redis`.
         backend: &'static str,
@@ -84,6 +88,7 @@ pub enum Error {
         source: SharedError,
     },
     /// The database did not answer in time.
+    #[non_exhaustive]
     Timeout {
         /// The backend.
         backend: &'static str,
@@ -97,6 +102,7 @@ pub enum Error {
         after: Duration,
     },
     /// The database refused the credentials or the operation.
+    #[non_exhaustive]
     PermissionDenied {
         /// The backend.
         backend: &'static str,
@@ -112,6 +118,7 @@ pub enum Error {
     /// A stored item (perhaps written by another program) is not valid item JSON; for a write
     /// (`init`, `upsert`), an item the database cannot store as it is (its version out of the
     /// database's range).
+    #[non_exhaustive]
     InvalidItem {
         /// The backend.
         backend: &'static str,
@@ -127,6 +134,7 @@ pub enum Error {
     /// A stored record that is not an item (Big Segments metadata or memberships, perhaps
     /// written by another program) holds something this crate cannot read. Not an outage: the
     /// database answered.
+    #[non_exhaustive]
     InvalidRecord {
         /// The backend.
         backend: &'static str,
@@ -138,6 +146,7 @@ pub enum Error {
         reason: String,
     },
     /// The item is larger than the database accepts; it was not written.
+    #[non_exhaustive]
     ItemTooLarge {
         /// The backend.
         backend: &'static str,
@@ -153,6 +162,7 @@ pub enum Error {
         limit: usize,
     },
     /// An upsert lost the race to concurrent writers on every allowed attempt.
+    #[non_exhaustive]
     Contention {
         /// The backend.
         backend: &'static str,
@@ -164,11 +174,15 @@ pub enum Error {
         attempts: u32,
     },
     /// The store's configuration is invalid; raised by builders, before any connection.
+    #[non_exhaustive]
     Config {
         /// The backend.
         backend: &'static str,
         /// What is wrong, in words that name the setting.
         message: String,
+        /// The error behind it, if one was (a certificate file that could not be read, a
+        /// client library that refused the settings).
+        source: Option<SharedError>,
     },
 }
 
@@ -253,7 +267,9 @@ impl fmt::Display for Error {
                 f,
                 "{backend}: upsert of {kind}/{key}: still changing after {attempts} attempts, gave up"
             ),
-            Error::Config { backend, message } => {
+            Error::Config {
+                backend, message, ..
+            } => {
                 write!(f, "{backend}: invalid configuration: {message}")
             }
         }
@@ -269,6 +285,10 @@ impl std::error::Error for Error {
                 Some(&**source)
             }
             Error::InvalidItem { source, .. } => Some(source),
+            Error::Config {
+                source: Some(source),
+                ..
+            } => Some(&**source),
             _ => None,
         }
     }
@@ -396,12 +416,28 @@ impl Error {
         Error::Config {
             backend,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An invalid configuration that `source` revealed. `message` says which setting is wrong;
+    /// the cause stays reachable through [`std::error::Error::source`], not pasted into the
+    /// message.
+    pub fn config_caused_by(
+        backend: &'static str,
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Error {
+        Error::Config {
+            backend,
+            message: message.into(),
+            source: Some(Arc::from(source.into())),
         }
     }
 
     /// The same error, naming the kind and (if given) the key it concerned. Variants that always
     /// name both are returned unchanged.
-    #[must_use]
+    #[must_use = "on() returns the error with its kind and key; the original is consumed"]
     pub fn on(mut self, item_kind: &Kind, item_key: Option<&str>) -> Error {
         if let Error::Database { kind, key, .. }
         | Error::Timeout { kind, key, .. }

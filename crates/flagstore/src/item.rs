@@ -26,7 +26,7 @@ pub const DELETED_PLACEHOLDER_KEY: &str = "$deleted";
 /// // Node writes tombstones without a key; they are tombstones all the same.
 /// let gone = Item::from_json("old-flag", r#"{"version":9,"deleted":true}"#)?;
 /// assert!(gone.is_deleted());
-/// # Ok::<(), flagstore::ItemError>(())
+/// # Ok::<(), flagstore::error::ItemError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Item(Arc<Parts>);
@@ -65,7 +65,7 @@ impl Item {
     /// let flag = Item::from_json_bytes("my-flag", br#"{"version":2}"#.to_vec())?;
     /// assert_eq!(flag.version(), 2);
     /// assert!(Item::from_json_bytes("bad", vec![b'{', 0xff, b'}']).is_err());
-    /// # Ok::<(), flagstore::ItemError>(())
+    /// # Ok::<(), flagstore::error::ItemError>(())
     /// ```
     pub fn from_json_bytes(key: impl Into<String>, json: Vec<u8>) -> Result<Item, ItemError> {
         Item::from_json(key, utf8_json(json)?)
@@ -113,7 +113,7 @@ impl Item {
     /// For backends that keep the version in a field of its own (DynamoDB's `version`
     /// attribute): that field is what their conditional writes compare, so it is the version
     /// readers must see too, as the other SDKs' stores do. The JSON is unchanged.
-    #[must_use]
+    #[must_use = "with_version returns a new item; the original is consumed"]
     pub fn with_version(mut self, version: u64) -> Item {
         // A fresh item (the usual case) is changed in place; a shared one is copied first.
         Arc::make_mut(&mut self.0).version = version;
@@ -224,12 +224,20 @@ pub enum ItemError {
     MalformedRecord(String),
     /// The version is larger than the database can store (SQLite's integers are signed 64-bit).
     #[error("item version {version} is over the largest this database stores, {max}")]
+    #[non_exhaustive]
     VersionOutOfRange {
         /// The item's version.
         version: u64,
         /// The largest version the database stores.
         max: u64,
     },
+}
+
+impl ItemError {
+    /// An item whose version is over `max`, the largest the database stores.
+    pub fn version_out_of_range(version: u64, max: u64) -> ItemError {
+        ItemError::VersionOutOfRange { version, max }
+    }
 }
 
 /// The two top-level fields stores care about, for the serde_json path: deserializing into this

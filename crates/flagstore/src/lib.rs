@@ -1,20 +1,25 @@
 //! Persistent feature stores for LaunchDarkly-style server-side SDKs: the core.
 //!
 //! Flag data lives in a shared database (Redis, DynamoDB, Consul) in the format every
-//! LaunchDarkly SDK and the Relay Proxy read and write. This crate holds what every backend shares:
+//! LaunchDarkly SDK and the Relay Proxy read and write. The crate root holds what an application
+//! uses:
 //!
 //! - [`PersistentDataStore`], the async, object-safe trait each backend implements, with its
 //!   semantics spelled out (init replaces, upsert only writes newer versions, tombstones are kept);
-//! - [`Item`] and [`Kind`], with a fast reader of the `version` and `deleted` fields that accepts
-//!   every SDK's tombstone shape;
+//! - [`Item`], [`Kind`] and [`Collection`], with a fast reader of the `version` and `deleted`
+//!   fields that accepts every SDK's tombstone shape;
 //! - [`CachingStore`], the TTL cache the SDKs put in front of a database, with request coalescing,
 //!   a forever mode that survives outages, and [`StoreStatus`] tracking;
-//! - [`MemoryStore`], the reference implementation;
-//! - [`Error`], one error type naming backend, operation, kind and key;
-//! - with the `testing` feature, `flagstore::testing`: the conformance suite every store passes.
+//! - [`Error`], one error type naming backend, operation, kind and key.
+//!
+//! The modules hold the rest: [`memory`], the reference implementation; [`big_segments`] and
+//! [`changes`], which a store offers when its database can; [`error`], what an error names;
+//! [`backend`], what an author of a new backend needs; and, with the `testing` feature,
+//! `testing`, the conformance suite every store passes.
 //!
 //! ```
-//! use flagstore::{sort_for_init, CachingStore, Collection, Item, Kind, MemoryStore, PersistentDataStore};
+//! use flagstore::memory::MemoryStore;
+//! use flagstore::{sort_for_init, CachingStore, Collection, Item, Kind, PersistentDataStore};
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! // Any backend works the same way; the in-memory one needs no server.
@@ -38,7 +43,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `testing` | `flagstore::testing`: the conformance suite, and the upsert race hook on [`MemoryStore`] |
+//! | `testing` | `flagstore::testing`: the conformance suite, and the upsert race hook on [`MemoryStore`](memory::MemoryStore) |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
@@ -49,13 +54,14 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-mod big_segments;
+pub mod backend;
+pub mod big_segments;
 mod cache;
-mod changes;
-mod error;
+pub mod error;
+mod feed;
 mod item;
 mod kind;
-mod memory;
+pub mod memory;
 mod order;
 mod secret;
 mod store;
@@ -63,29 +69,20 @@ mod stored;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use big_segments::{
-    BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, DEFAULT_STALE_AFTER,
-    DynBigSegmentStore, context_hash, segment_ref,
-};
-pub use cache::{
-    CacheMode, CachingStore, CachingStoreBuilder, DEFAULT_CACHE_TIME, DEFAULT_LIVE_CACHE_TIME,
-    StoreStatus,
-};
-pub use changes::{Change, ChangeFeed, FeedEvent, FeedSender, FeedTracker};
-pub use error::{Error, Operation, Result, SharedError};
-pub use item::{DELETED_PLACEHOLDER_KEY, Item, ItemError};
+pub use cache::{CacheMode, CachingStore, CachingStoreBuilder, StoreStatus};
+pub use error::{Error, Result};
+pub use item::Item;
 pub use kind::Kind;
-pub use memory::{MemoryDatabase, MemoryStore};
 pub use order::sort_for_init;
 pub use store::{Collection, DynStore, PersistentDataStore};
-pub use stored::{StoredItems, UnreadableItem};
 
-/// For authors of backends: reading what other writers stored, the shared retry bounds, and
-/// keeping secrets out of output. Applications using the stores do not need any of it.
-pub mod backend {
-    pub use crate::changes::Reconnect;
-    pub use crate::order::write_stages;
-    pub use crate::secret::{REDACTED, Secret, redact_url};
-    pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, refuse_ignored, replaced_kinds};
-    pub use crate::stored::{read_stored_bytes, read_stored_items, version_to_replace};
+/// Change feeds: how a database tells a reader that some writer (this process, another SDK, the
+/// Relay Proxy, `flagstore load`) changed the data, so that a cache can keep entries for minutes
+/// and still drop them within a second of a change.
+///
+/// A reader asks a store for its feed with [`PersistentDataStore::changes`]; a backend builds
+/// one with [`ChangeFeed::new`](changes::ChangeFeed::new) and a
+/// [`FeedSender`](crate::backend::FeedSender).
+pub mod changes {
+    pub use crate::feed::{Change, ChangeFeed, FeedEvent, FeedTracker};
 }

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use crate::{
-    Change, ChangeFeed, Collection, Error, FeedEvent, Item, Kind, Operation, PersistentDataStore,
-    Result, backend::UPSERT_ATTEMPTS,
-};
+use crate::backend::UPSERT_ATTEMPTS;
+use crate::changes::{Change, ChangeFeed, FeedEvent};
+use crate::error::Operation;
+use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 
 const BACKEND: &str = "memory";
 
@@ -118,7 +118,8 @@ impl fmt::Debug for MemoryDatabase {
 /// was written against), so it is also the store to use in tests of code that takes a store.
 ///
 /// ```
-/// use flagstore::{Collection, Item, Kind, MemoryStore, PersistentDataStore};
+/// use flagstore::memory::MemoryStore;
+/// use flagstore::{Collection, Item, Kind, PersistentDataStore};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let store = MemoryStore::new();
@@ -158,7 +159,7 @@ impl MemoryStore {
     /// is written: the window in which another writer can race this one. For the conformance
     /// suite's concurrency cases.
     #[cfg(feature = "testing")]
-    #[must_use]
+    #[must_use = "the hook is on the returned store, not on this one"]
     pub fn before_upsert_write(mut self, hook: crate::testing::UpsertHook) -> Self {
         self.before_upsert_write = Some(hook);
         self

@@ -30,7 +30,7 @@ use crate::{Collection, Item, Kind};
 /// assert_eq!(sorted[0].kind, Kind::SEGMENTS);
 /// let keys: Vec<_> = sorted[1].items.iter().map(|i| i.key()).collect();
 /// assert_eq!(keys, ["parent", "child"]);
-/// # Ok::<(), flagstore::ItemError>(())
+/// # Ok::<(), flagstore::error::ItemError>(())
 /// ```
 pub fn sort_for_init(mut data: Vec<Collection>) -> Vec<Collection> {
     data.sort_by_key(|c| c.kind.init_priority());
@@ -70,7 +70,7 @@ pub fn sort_for_init(mut data: Vec<Collection>) -> Vec<Collection> {
 /// ]);
 /// // The segment, then both flags without prerequisites (a, c) together, then b.
 /// assert_eq!(write_stages(&data), vec![vec![(0, 0)], vec![(1, 0), (1, 2)], vec![(1, 1)]]);
-/// # Ok::<(), flagstore::ItemError>(())
+/// # Ok::<(), flagstore::error::ItemError>(())
 /// ```
 pub fn write_stages(data: &[Collection]) -> Vec<Vec<(usize, usize)>> {
     let mut stages: Vec<Vec<(usize, usize)>> = Vec::new();

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{ChangeFeed, Item, Kind, Result, StoredItems};
+use crate::backend::StoredItems;
+use crate::changes::ChangeFeed;
+use crate::{Item, Kind, Result};
 
 /// How many times an upsert reads, compares and tries to write before giving up with
 /// [`Error::Contention`](crate::Error::Contention). Every backend uses this bound: enough for any
@@ -55,7 +57,8 @@ impl Collection {
 /// another writer is an [`Error`](crate::Error).
 ///
 /// ```
-/// use flagstore::{Item, Kind, MemoryStore, PersistentDataStore};
+/// use flagstore::memory::MemoryStore;
+/// use flagstore::{Item, Kind, PersistentDataStore};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let store = MemoryStore::new();

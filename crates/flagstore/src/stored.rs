@@ -3,15 +3,17 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::error::{ItemError, Operation};
 use crate::item::{Header, check_stored_bytes};
-use crate::{Error, Item, ItemError, Kind, Operation, Result};
+use crate::{Error, Item, Kind, Result};
 
 /// Every value stored for one kind, split into the items that could be read and the ones that
 /// could not: what [`PersistentDataStore::get_all_checked`](crate::PersistentDataStore::get_all_checked)
 /// returns.
 ///
 /// ```
-/// use flagstore::{Item, StoredItems};
+/// use flagstore::backend::StoredItems;
+/// use flagstore::Item;
 ///
 /// let stored = StoredItems::from_results([
 ///     ("good".to_owned(), Item::from_json("good", r#"{"version":1}"#)),

@@ -8,11 +8,11 @@ use moka::future::Cache;
 use tokio::sync::watch;
 
 use super::entry::{CacheKey, Entry};
-use super::live::{DEFAULT_LIVE_CACHE_TIME, Live};
+use super::live::Live;
 use super::loads::Loads;
 use super::outage::Pending;
 use super::sequence::WriteSequence;
-use super::{BACKEND, CacheMode, CachingStore, DEFAULT_CACHE_TIME, Inited, Inner, StoreStatus};
+use super::{BACKEND, CacheMode, CachingStore, Inited, Inner, StoreStatus};
 use crate::{Error, PersistentDataStore, Result};
 
 /// Longest TTL accepted; anything longer is a mistake for [`CachingStoreBuilder::cache_forever`]
@@ -22,7 +22,7 @@ const MAX_CACHE_TIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Configures a [`CachingStore`]; made by [`CachingStore::builder`].
-#[must_use]
+#[must_use = "a builder does nothing until build() is called"]
 pub struct CachingStoreBuilder {
     store: Arc<dyn PersistentDataStore>,
     mode: CacheMode,
@@ -48,10 +48,12 @@ impl fmt::Debug for CachingStoreBuilder {
 }
 
 impl CachingStoreBuilder {
-    pub(super) fn new(store: Arc<dyn PersistentDataStore>) -> Self {
+    /// Like [`CachingStore::builder`], for a store already behind an `Arc`, such as a
+    /// [`DynStore`](crate::DynStore) opened from a URL.
+    pub fn from_arc(store: Arc<dyn PersistentDataStore>) -> Self {
         CachingStoreBuilder {
             store,
-            mode: CacheMode::Ttl(DEFAULT_CACHE_TIME),
+            mode: CacheMode::Ttl(CachingStore::DEFAULT_CACHE_TIME),
             capacity_bytes: None,
             poll_interval: DEFAULT_POLL_INTERVAL,
             live: false,
@@ -108,7 +110,8 @@ impl CachingStoreBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use flagstore::{CachingStore, Item, Kind, MemoryDatabase, PersistentDataStore};
+    /// use flagstore::memory::MemoryDatabase;
+    /// use flagstore::{CachingStore, Item, Kind, PersistentDataStore};
     ///
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// // Two processes sharing one database; with Redis, `RedisStore` (keyspace events on).
@@ -242,7 +245,7 @@ impl CachingStoreBuilder {
                     "live_cache_time is for live mode: add invalidate_on_changes()",
                 ));
             }
-            (true, ttl) => ttl.unwrap_or(DEFAULT_LIVE_CACHE_TIME),
+            (true, ttl) => ttl.unwrap_or(CachingStore::DEFAULT_LIVE_CACHE_TIME),
         };
         let CacheMode::Ttl(normal) = self.mode else {
             return Err(Error::config(

@@ -13,11 +13,8 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 
 use super::{BACKEND, Inner, lock};
-use crate::{Error, FeedEvent, Result};
-
-/// How long entries live in live mode when no `live_cache_time` is given: the safety net for a
-/// change the feed missed.
-pub const DEFAULT_LIVE_CACHE_TIME: Duration = Duration::from_secs(300);
+use crate::changes::FeedEvent;
+use crate::{Error, Result};
 
 pub(super) struct Live {
     /// How long an entry lives while the feed is connected.
@@ -85,7 +82,7 @@ impl Inner {
             if let Some(inner) = inner.upgrade() {
                 inner.on_feed_event(FeedEvent::Lost(Error::database(
                     BACKEND,
-                    crate::Operation::Watch,
+                    crate::error::Operation::Watch,
                     "the change feed ended",
                 )));
             }

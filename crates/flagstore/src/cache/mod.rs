@@ -24,7 +24,9 @@ use async_trait::async_trait;
 use moka::future::Cache;
 use tokio::sync::watch;
 
-use crate::{ChangeFeed, Collection, Error, Item, Kind, PersistentDataStore, Result, StoredItems};
+use crate::backend::StoredItems;
+use crate::changes::ChangeFeed;
+use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use entry::{CacheKey, Cached, Entry, KeyRef, KindItems};
 use last_known_good::Losses;
 use live::Live;
@@ -33,11 +35,7 @@ use outage::Pending;
 use sequence::{Turn, WriteSequence};
 
 pub use builder::CachingStoreBuilder;
-pub use live::DEFAULT_LIVE_CACHE_TIME;
 pub use status::StoreStatus;
-
-/// The SDKs' default cache time.
-pub const DEFAULT_CACHE_TIME: Duration = Duration::from_secs(15);
 
 const BACKEND: &str = "cache";
 
@@ -90,7 +88,8 @@ pub enum CacheMode {
 ///
 /// ```
 /// use std::time::Duration;
-/// use flagstore::{CachingStore, Item, Kind, MemoryStore, PersistentDataStore};
+/// use flagstore::memory::MemoryStore;
+/// use flagstore::{CachingStore, Item, Kind, PersistentDataStore};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let database = MemoryStore::new();
@@ -155,14 +154,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl CachingStore {
-    /// A builder wrapping `store`, with the default 15-second TTL.
-    pub fn builder(store: impl PersistentDataStore) -> CachingStoreBuilder {
-        Self::builder_for(Arc::new(store))
-    }
+    /// The SDKs' default cache time.
+    pub const DEFAULT_CACHE_TIME: Duration = Duration::from_secs(15);
 
-    /// Like [`builder`](Self::builder), for a store already behind an `Arc`.
-    pub fn builder_for(store: Arc<dyn PersistentDataStore>) -> CachingStoreBuilder {
-        CachingStoreBuilder::new(store)
+    /// How long entries live in live mode when no
+    /// [`live_cache_time`](CachingStoreBuilder::live_cache_time) is given: the safety net for a
+    /// change the feed missed.
+    pub const DEFAULT_LIVE_CACHE_TIME: Duration = Duration::from_secs(300);
+
+    /// A builder wrapping `store`, with the default 15-second TTL. For a store already behind an
+    /// `Arc` (a [`DynStore`](crate::DynStore)), use [`CachingStoreBuilder::from_arc`].
+    pub fn builder(store: impl PersistentDataStore) -> CachingStoreBuilder {
+        CachingStoreBuilder::from_arc(Arc::new(store))
     }
 
     /// How this store caches.
@@ -183,7 +186,8 @@ impl CachingStore {
     /// A receiver that wakes on every status change.
     ///
     /// ```
-    /// # use flagstore::{CachingStore, MemoryStore};
+    /// # use flagstore::memory::MemoryStore;
+    /// # use flagstore::CachingStore;
     /// # let store = CachingStore::builder(MemoryStore::new()).build().unwrap();
     /// let mut status = store.subscribe();
     /// assert!(status.borrow_and_update().available);
@@ -622,9 +626,9 @@ fn unreachable_entry<T>(kind: &Kind, key: Option<&str>) -> Result<T> {
     Err(Error::database(
         BACKEND,
         if key.is_some() {
-            crate::Operation::Get
+            crate::error::Operation::Get
         } else {
-            crate::Operation::GetAll
+            crate::error::Operation::GetAll
         },
         "internal error: cache entry of the wrong shape",
     )

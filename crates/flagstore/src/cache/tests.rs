@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use super::*;
-use crate::{MemoryStore, Operation};
+use crate::error::Operation;
+use crate::memory::MemoryStore;
 
 const F: Kind = Kind::FEATURES;
 
@@ -69,7 +70,7 @@ impl PersistentDataStore for Double {
     async fn is_available(&self) -> bool {
         self.inner.is_available().await
     }
-    fn changes(&self) -> Option<crate::ChangeFeed> {
+    fn changes(&self) -> Option<crate::changes::ChangeFeed> {
         self.inner.changes()
     }
 }
@@ -79,14 +80,14 @@ pub(super) fn item(key: &str, version: u64) -> Item {
 }
 
 fn cached(double: &Arc<Double>, ttl: Duration) -> CachingStore {
-    CachingStore::builder_for(double.clone())
+    CachingStoreBuilder::from_arc(double.clone())
         .cache_time(ttl)
         .build()
         .unwrap()
 }
 
 fn forever(double: &Arc<Double>) -> CachingStore {
-    CachingStore::builder_for(double.clone())
+    CachingStoreBuilder::from_arc(double.clone())
         .cache_forever()
         .status_poll_interval(Duration::from_millis(100))
         .build()
@@ -187,7 +188,7 @@ async fn zero_ttl_reads_the_database_every_time() {
         store.get_all(&F).await.unwrap();
     }
     assert_eq!(double.reads(), 10);
-    let off = CachingStore::builder_for(double.clone())
+    let off = CachingStoreBuilder::from_arc(double.clone())
         .no_caching()
         .build()
         .unwrap();
@@ -259,7 +260,7 @@ async fn fresh_entries_are_served_while_the_database_is_down() {
 #[tokio::test(start_paused = true)]
 async fn status_goes_down_on_the_first_error_and_up_on_recovery() {
     let double = Double::new();
-    let store = CachingStore::builder_for(double.clone())
+    let store = CachingStoreBuilder::from_arc(double.clone())
         .status_poll_interval(Duration::from_millis(100))
         .build()
         .unwrap();
@@ -637,7 +638,7 @@ async fn capacity_bounds_memory() {
             .await
             .unwrap();
     }
-    let store = CachingStore::builder_for(double.clone())
+    let store = CachingStoreBuilder::from_arc(double.clone())
         .capacity_bytes(100_000)
         .build()
         .unwrap();

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use super::tests::{Double, item};
 use super::*;
-use crate::MemoryStore;
+use crate::memory::MemoryStore;
 
 const F: Kind = Kind::FEATURES;
 const TTL: Duration = Duration::from_secs(15);
 const LIVE_TTL: Duration = Duration::from_secs(600);
 
 fn live(double: &Arc<Double>) -> CachingStore {
-    CachingStore::builder_for(double.clone())
+    CachingStoreBuilder::from_arc(double.clone())
         .cache_time(TTL)
         .invalidate_on_changes()
         .live_cache_time(LIVE_TTL)
@@ -152,7 +152,7 @@ fn live_mode_needs_a_runtime_at_build() {
 }
 
 fn keeping(double: &Arc<Double>) -> CachingStore {
-    CachingStore::builder_for(double.clone())
+    CachingStoreBuilder::from_arc(double.clone())
         .cache_time(Duration::from_secs(1))
         .keep_last_known_good()
         .build()
@@ -209,7 +209,7 @@ async fn a_flag_known_only_from_a_whole_kind_read_is_kept_too() {
 async fn without_the_option_a_wipe_shows_at_once() {
     let double = Double::new();
     seed(&double.inner, &[("f", 1)]).await;
-    let store = CachingStore::builder_for(double.clone())
+    let store = CachingStoreBuilder::from_arc(double.clone())
         .cache_time(Duration::from_secs(1))
         .build()
         .unwrap();

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::error::Operation;
+use crate::memory::MemoryStore;
 use crate::testing::{GatedStore, data_set, flag};
-use crate::{MemoryStore, Operation};
 
 const F: Kind = Kind::FEATURES;
 

@@ -1,4 +1,4 @@
-//! The conformance suite every [`BigSegmentStore`](crate::BigSegmentStore) must pass.
+//! The conformance suite every [`BigSegmentStore`](crate::big_segments::BigSegmentStore) must pass.
 //!
 //! A backend's integration test implements [`BigSegmentStoreFactory`] and calls
 //! [`run_big_segments`]; each case uses its own prefix, unique to the run.
@@ -6,8 +6,9 @@
 //! ```
 //! use async_trait::async_trait;
 //! use flagstore::testing::{BigSegmentStoreFactory, run_big_segments};
-//! use flagstore::DynBigSegmentStore;
-//! # use flagstore::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore, Result};
+//! use flagstore::big_segments::DynBigSegmentStore;
+//! # use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore};
+//! # use flagstore::Result;
 //! # use std::collections::HashMap;
 //! # use std::sync::{Arc, Mutex};
 //! # /// A toy in-process store, for this example only.
@@ -61,7 +62,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 
 use super::unique_run_id;
-use crate::{BigSegmentMembership, DynBigSegmentStore, context_hash};
+use crate::big_segments::{BigSegmentMembership, DynBigSegmentStore, context_hash};
 
 /// Makes Big Segments stores of one backend for the suite.
 #[async_trait]

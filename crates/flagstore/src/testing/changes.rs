@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use super::cases::{data_set, flag, segment};
 use super::unique_run_id;
-use crate::{Change, ChangeFeed, DynStore, FeedEvent, Item, Kind};
+use crate::changes::{Change, ChangeFeed, FeedEvent};
+use crate::{DynStore, Item, Kind};
 
 /// How long another instance's write may take to arrive as an event.
 pub const CHANGE_BOUND: Duration = Duration::from_secs(2);

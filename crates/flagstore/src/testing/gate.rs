@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-use crate::{ChangeFeed, Collection, DynStore, Item, Kind, PersistentDataStore, Result};
+use crate::changes::ChangeFeed;
+use crate::{Collection, DynStore, Item, Kind, PersistentDataStore, Result};
 
 /// Wraps a store; calls pass through unless [`hold_next_read`](GatedStore::hold_next_read) was
 /// called, in which case the next `get` or `get_all` reads the database, then waits for the test
@@ -17,7 +18,8 @@ use crate::{ChangeFeed, Collection, DynStore, Item, Kind, PersistentDataStore, R
 /// ```
 /// use std::sync::Arc;
 /// use flagstore::testing::{GatedStore, flag};
-/// use flagstore::{Kind, MemoryStore, PersistentDataStore};
+/// use flagstore::memory::MemoryStore;
+/// use flagstore::{Kind, PersistentDataStore};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let database = MemoryStore::new();
@@ -149,7 +151,7 @@ impl PersistentDataStore for GatedStore {
         Self::pass(&self.next_read, read).await
     }
 
-    async fn get_all_checked(&self, kind: &Kind) -> Result<crate::StoredItems> {
+    async fn get_all_checked(&self, kind: &Kind) -> Result<crate::backend::StoredItems> {
         let read = self.inner.get_all_checked(kind).await;
         Self::pass(&self.next_read, read).await
     }

@@ -5,7 +5,8 @@
 //! ```
 //! use async_trait::async_trait;
 //! use flagstore::testing::{self, StoreFactory, UpsertHook};
-//! use flagstore::{DynStore, MemoryDatabase};
+//! use flagstore::memory::MemoryDatabase;
+//! use flagstore::DynStore;
 //!
 //! struct Memory(MemoryDatabase);
 //!

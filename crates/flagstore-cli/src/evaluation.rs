@@ -1,13 +1,14 @@
-//! Evaluations as the JSON the LaunchDarkly SDKs and tools print.
+//! Evaluations as the JSON the LaunchDarkly SDKs and tools print. The CLI's output format; the
+//! cross-SDK tests in `integration-tests` compile this same file to compare answers.
 
-use launchdarkly_server_sdk::{Client, Context, FlagValue};
+use flagstore_launchdarkly::launchdarkly_server_sdk::{Client, Context, FlagValue};
 use serde_json::{Value, json};
 
 /// Evaluates `flag` for `context` and returns `{"value": …, "variationIndex": …, "reason": {…}}`
 /// with the SDK's reason names (`RULE_MATCH`, `FALLTHROUGH`, `ERROR` with `errorKind`, …), the
 /// shape the LaunchDarkly SDKs of every language give. On an error the value is `null` rather
 /// than a made-up default, so answers from different SDKs compare equal.
-pub fn evaluation_json(client: &Client, flag: &str, context: &Context) -> Value {
+pub(crate) fn evaluation_json(client: &Client, flag: &str, context: &Context) -> Value {
     let detail = client.variation_detail(context, flag, FlagValue::Json(Value::Null));
     let reason = serde_json::to_value(&detail.reason).unwrap_or(Value::Null);
     let value = if reason["kind"] == "ERROR" {

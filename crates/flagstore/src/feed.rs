@@ -54,7 +54,9 @@ type Run = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// the feed as a plain loop that sends events.
 ///
 /// ```
-/// use flagstore::{Change, FeedEvent, Item, Kind, MemoryStore, PersistentDataStore};
+/// use flagstore::changes::{Change, FeedEvent};
+/// use flagstore::memory::MemoryStore;
+/// use flagstore::{Item, Kind, PersistentDataStore};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let store = MemoryStore::new();

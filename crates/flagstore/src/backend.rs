@@ -1,0 +1,12 @@
+//! For authors of backends: reading what other writers stored, the shared retry bounds, change
+//! feed plumbing, and keeping secrets out of output. Applications using the stores need none of
+//! it.
+
+pub use crate::feed::{FeedSender, Reconnect};
+pub use crate::item::DELETED_PLACEHOLDER_KEY;
+pub use crate::order::write_stages;
+pub use crate::secret::{REDACTED, Secret, redact_url};
+pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, refuse_ignored, replaced_kinds};
+pub use crate::stored::{
+    StoredItems, UnreadableItem, read_stored_bytes, read_stored_items, version_to_replace,
+};
