@@ -598,7 +598,7 @@ mod tests {
         let text =
             format!(r#"{{"flags": {{"a": {{"version":1}}, "big": {{"version":1,"x":"{big}"}}}}}}"#);
         let data = data::parse(&text).unwrap();
-        let limit = StoreUrl::parse("consul://h").unwrap().item_limit();
+        let limit = flagstore_url::open("consul://h").unwrap().item_limit();
         let err = check_sizes(&data, limit.as_ref()).unwrap_err().to_string();
         assert_eq!(
             err,

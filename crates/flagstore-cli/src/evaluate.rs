@@ -192,4 +192,8 @@ impl PersistentDataStore for Witness {
     fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
         self.store.changes()
     }
+
+    fn item_limit(&self) -> Option<flagstore::backend::ItemLimit> {
+        self.store.item_limit()
+    }
 }

@@ -1,9 +1,9 @@
 //! The store a `--store` or `--to` URL names, as the flagstore-url library opens it.
 
 use flagstore::big_segments::DynBigSegmentStore;
-
-use flagstore::DynStore;
-pub(crate) use flagstore_url::{ItemLimit, StoreUrl};
+pub(crate) use flagstore::backend::ItemLimit;
+use flagstore::{DynStore, PersistentDataStore};
+pub(crate) use flagstore_url::StoreUrl;
 
 use crate::CliError;
 
@@ -23,8 +23,8 @@ pub(crate) fn open(url: &StoreUrl, create: bool) -> Result<Opened, CliError> {
         url.open_existing()?
     };
     Ok(Opened {
+        limit: store.item_limit(),
         store,
-        limit: url.item_limit(),
         big_segments: url.open_big_segments().ok(),
     })
 }

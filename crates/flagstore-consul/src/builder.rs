@@ -3,10 +3,11 @@
 use std::fmt;
 use std::time::Duration;
 
-use flagstore::backend::{Secret, redact_url, refuse_ignored};
+use flagstore::backend::{NetworkOptions, Secret, redact_url, refuse_ignored};
 use flagstore::{Error, Result};
 
 use crate::BACKEND;
+use crate::config::ConsulConfigKey;
 use crate::http::Http;
 use crate::store::ConsulStore;
 
@@ -41,12 +42,10 @@ pub struct ConsulStoreBuilder {
     token: Option<Secret>,
     datacenter: Option<String>,
     prefix: Option<String>,
-    ca_pem: Option<Vec<u8>>,
     /// `CONSUL_CACERT` named a file that could not be read: reported by `build()`.
     ca_file_error: Option<String>,
     client_identity_pem: Option<Secret>,
-    connect_timeout: Option<Duration>,
-    request_timeout: Duration,
+    network: NetworkOptions,
     http_client: Option<reqwest::Client>,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
@@ -59,11 +58,9 @@ impl Default for ConsulStoreBuilder {
             token: None,
             datacenter: None,
             prefix: None,
-            ca_pem: None,
             ca_file_error: None,
             client_identity_pem: None,
-            connect_timeout: None,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            network: NetworkOptions::new(),
             http_client: None,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
@@ -148,7 +145,7 @@ impl ConsulStoreBuilder {
 
     /// Trusts this CA certificate (PEM) for `https://` instead of the system's roots.
     pub fn tls_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.ca_pem = Some(pem.into());
+        self.network = self.network.tls_root_certificate_pem(pem);
         self
     }
 
@@ -160,14 +157,45 @@ impl ConsulStoreBuilder {
 
     /// Time allowed to open a connection.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
+        self.network = self.network.connect_timeout(timeout);
         self
     }
 
     /// Time allowed for one request.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.network = self.network.request_timeout(timeout);
         self
+    }
+
+    /// The timeouts and TLS root certificate at once, replacing any set before; unset ones keep
+    /// the defaults.
+    pub fn network(mut self, options: NetworkOptions) -> Self {
+        self.network = options;
+        self
+    }
+
+    /// Sets one option from its text form, as a store URL's query gives it:
+    ///
+    /// ```
+    /// use flagstore_consul::{ConsulConfigKey, ConsulStore};
+    ///
+    /// let store = ConsulStore::builder()
+    ///     .with_config(ConsulConfigKey::Datacenter, "eu-west")?
+    ///     .with_config("request_timeout".parse()?, "2s")?
+    ///     .build()?;
+    /// assert!(store.to_string().contains(r#"datacenter "eu-west""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_config(self, key: ConsulConfigKey, value: impl AsRef<str>) -> Result<Self> {
+        let value = value.as_ref();
+        Ok(match key {
+            ConsulConfigKey::Datacenter => self.datacenter(value),
+            ConsulConfigKey::Prefix => self.prefix(value),
+            ConsulConfigKey::Network(key) => Self {
+                network: self.network.with_config(BACKEND, key, value)?,
+                ..self
+            },
+        })
     }
 
     /// Sends requests through this HTTP client instead of one the builder makes (to share a
@@ -194,7 +222,12 @@ impl ConsulStoreBuilder {
         if let Some(message) = self.ca_file_error {
             return Err(Error::config(BACKEND, message));
         }
-        if self.connect_timeout.is_some_and(|t| t.is_zero()) || self.request_timeout.is_zero() {
+        let connect_timeout = self.network.get_connect_timeout();
+        let request_timeout = self
+            .network
+            .get_request_timeout()
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if connect_timeout.is_some_and(|t| t.is_zero()) || request_timeout.is_zero() {
             return Err(Error::config(
                 BACKEND,
                 "connect_timeout and request_timeout must be positive",
@@ -243,24 +276,27 @@ impl ConsulStoreBuilder {
                     "http_client()",
                     "that client",
                     &[
-                        ("tls_root_certificate_pem", self.ca_pem.is_some()),
+                        (
+                            "tls_root_certificate_pem",
+                            self.network.get_tls_root_certificate_pem().is_some(),
+                        ),
                         (
                             "tls_client_identity_pem",
                             self.client_identity_pem.is_some(),
                         ),
-                        ("connect_timeout", self.connect_timeout.is_some()),
+                        ("connect_timeout", connect_timeout.is_some()),
                     ],
                 )?;
                 client
             }
-            None => self.make_client()?,
+            None => self.make_client(connect_timeout, request_timeout)?,
         };
         let http = Http {
             client,
             base,
             token: self.token,
             datacenter: self.datacenter,
-            request_timeout: self.request_timeout,
+            request_timeout,
         };
         Ok(ConsulStore::new(
             http,
@@ -270,11 +306,15 @@ impl ConsulStoreBuilder {
         ))
     }
 
-    fn make_client(&self) -> Result<reqwest::Client> {
+    fn make_client(
+        &self,
+        connect_timeout: Option<Duration>,
+        request_timeout: Duration,
+    ) -> Result<reqwest::Client> {
         let mut http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
-            .timeout(self.request_timeout);
-        if let Some(pem) = &self.ca_pem {
+            .connect_timeout(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+            .timeout(request_timeout);
+        if let Some(pem) = self.network.get_tls_root_certificate_pem() {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .ok()
                 .filter(|certs| !certs.is_empty())
@@ -308,10 +348,8 @@ impl fmt::Debug for ConsulStoreBuilder {
             .field("token", &self.token)
             .field("datacenter", &self.datacenter)
             .field("prefix", &self.prefix)
-            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
             .field("client_identity_pem", &self.client_identity_pem)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
+            .field("network", &self.network)
             .field("http_client", &self.http_client.is_some())
             .finish_non_exhaustive()
     }

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod config;
 mod feed;
 mod http;
 mod store;
@@ -12,6 +13,7 @@ pub use builder::{
     ConsulStoreBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_URL,
 };
+pub use config::ConsulConfigKey;
 pub use http::ConsulHttpError;
 pub use store::{ConsulStore, MAX_VALUE_SIZE};
 pub use txn::{MAX_TXN_BODY, MAX_TXN_OPS};

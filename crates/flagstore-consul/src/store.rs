@@ -347,4 +347,9 @@ impl PersistentDataStore for ConsulStore {
     fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
         Some(crate::feed::start(Arc::clone(&self.http), &self.prefix))
     }
+
+    /// Consul's 512 KiB value limit, on the item's JSON.
+    fn item_limit(&self) -> Option<flagstore::backend::ItemLimit> {
+        Some(flagstore::backend::ItemLimit::new("Consul", MAX_VALUE_SIZE))
+    }
 }

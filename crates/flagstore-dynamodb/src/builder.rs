@@ -7,9 +7,10 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Credentials;
-use flagstore::backend::{Secret, refuse_ignored};
+use flagstore::backend::{NetworkOptions, Secret, refuse_ignored};
 use flagstore::{Error, Result};
 
+use crate::config::DynamoDbConfigKey;
 use crate::error::BACKEND;
 use crate::store::{ClientSource, DynamoDbStore};
 
@@ -49,8 +50,7 @@ pub struct DynamoDbStoreBuilder {
     endpoint: Option<String>,
     region: Option<String>,
     credentials: Option<(String, Secret)>,
-    connect_timeout: Option<Duration>,
-    request_timeout: Duration,
+    network: NetworkOptions,
     batch_deadline: Duration,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
@@ -66,8 +66,7 @@ impl DynamoDbStoreBuilder {
             endpoint: None,
             region: None,
             credentials: None,
-            connect_timeout: None,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            network: NetworkOptions::new(),
             batch_deadline: DEFAULT_BATCH_DEADLINE,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
@@ -97,6 +96,12 @@ impl DynamoDbStoreBuilder {
             builder = builder.url(endpoint);
         }
         builder
+    }
+
+    /// The table, replacing the one given before.
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
     }
 
     /// The key prefix: namespaces become `{prefix}:{kind}`. Empty (the default) means none.
@@ -146,14 +151,51 @@ impl DynamoDbStoreBuilder {
 
     /// Time allowed to open a connection.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
+        self.network = self.network.connect_timeout(timeout);
         self
     }
 
     /// Time allowed for one request, the SDK's own retries included.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.network = self.network.request_timeout(timeout);
         self
+    }
+
+    /// The timeouts at once, replacing any set before; unset ones keep the defaults. A TLS root
+    /// certificate is refused at [`build`](Self::build): the AWS SDK takes its own
+    /// (`AWS_CA_BUNDLE`, or [`sdk_config`](Self::sdk_config)).
+    pub fn network(mut self, options: NetworkOptions) -> Self {
+        self.network = options;
+        self
+    }
+
+    /// Sets one option from its text form, as a store URL's query gives it:
+    ///
+    /// ```
+    /// use flagstore_dynamodb::{DynamoDbConfigKey, DynamoDbStore};
+    ///
+    /// let store = DynamoDbStore::builder("flags")
+    ///     .with_config(DynamoDbConfigKey::Endpoint, "http://127.0.0.1:8000")?
+    ///     .with_config("region".parse()?, "eu-west-1")?
+    ///     .with_config("request_timeout".parse()?, "2s")?
+    ///     .build()?;
+    /// assert_eq!(
+    ///     store.to_string(),
+    ///     r#"dynamodb store table "flags" at http://127.0.0.1:8000 (prefix "")"#
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_config(self, key: DynamoDbConfigKey, value: impl AsRef<str>) -> Result<Self> {
+        let value = value.as_ref();
+        Ok(match key {
+            DynamoDbConfigKey::Endpoint => self.url(value),
+            DynamoDbConfigKey::Region => self.region(value),
+            DynamoDbConfigKey::Prefix => self.prefix(value),
+            DynamoDbConfigKey::Network(key) => Self {
+                network: self.network.with_config(BACKEND, key, value)?,
+                ..self
+            },
+        })
     }
 
     /// How long `init` keeps retrying writes DynamoDB leaves unprocessed or throttles before it
@@ -175,11 +217,21 @@ impl DynamoDbStoreBuilder {
     /// that is not an http(s) URL, zero timeouts, or both a client and an SDK configuration.
     pub fn build(self) -> Result<DynamoDbStore> {
         validate_table_name(&self.table)?;
-        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout.is_zero()
-            || self.request_timeout.is_zero()
-            || self.batch_deadline.is_zero()
-        {
+        if self.network.get_tls_root_certificate_pem().is_some() {
+            return Err(Error::config(
+                BACKEND,
+                "a TLS root certificate is set through the AWS SDK (AWS_CA_BUNDLE, or sdk_config()), not here",
+            ));
+        }
+        let connect_timeout = self
+            .network
+            .get_connect_timeout()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let request_timeout = self
+            .network
+            .get_request_timeout()
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if connect_timeout.is_zero() || request_timeout.is_zero() || self.batch_deadline.is_zero() {
             return Err(Error::config(
                 BACKEND,
                 "connect_timeout, request_timeout and batch_deadline must be positive",
@@ -203,7 +255,7 @@ impl DynamoDbStoreBuilder {
         }
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(connect_timeout)
-            .operation_timeout(self.request_timeout)
+            .operation_timeout(request_timeout)
             .build();
         let source = match (self.client, self.sdk_config) {
             (Some(_), Some(_)) => {
@@ -221,7 +273,10 @@ impl DynamoDbStoreBuilder {
                         ("url", self.endpoint.is_some()),
                         ("region", self.region.is_some()),
                         ("static_credentials", self.credentials.is_some()),
-                        ("connect_timeout", self.connect_timeout.is_some()),
+                        (
+                            "connect_timeout",
+                            self.network.get_connect_timeout().is_some(),
+                        ),
                     ],
                 )?;
                 ClientSource::ready(client)
@@ -260,7 +315,7 @@ impl DynamoDbStoreBuilder {
             self.table,
             self.prefix,
             self.endpoint,
-            self.request_timeout,
+            request_timeout,
             self.batch_deadline,
             #[cfg(feature = "testing")]
             self.before_upsert_write,
@@ -304,8 +359,7 @@ impl fmt::Debug for DynamoDbStoreBuilder {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("credentials", &self.credentials)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
+            .field("network", &self.network)
             .field("batch_deadline", &self.batch_deadline)
             .finish_non_exhaustive()
     }

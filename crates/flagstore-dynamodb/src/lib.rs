@@ -5,6 +5,7 @@
 mod batch;
 mod big_segments;
 mod builder;
+mod config;
 mod error;
 mod schema;
 mod store;
@@ -14,6 +15,7 @@ pub use builder::{
     DEFAULT_BATCH_DEADLINE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
     DynamoDbStoreBuilder,
 };
+pub use config::DynamoDbConfigKey;
 pub use error::DynamoDbError;
 pub use schema::{
     ITEM_ATTR, MAX_ITEM_SIZE, PARTITION_KEY, SORT_KEY, VERSION_ATTR, estimated_size, namespace,

@@ -515,4 +515,14 @@ impl PersistentDataStore for DynamoDbStore {
             .send();
         self.call(Operation::IsAvailable, request).await.is_ok()
     }
+
+    /// DynamoDB's 400 KB item limit, counted as [`estimated_size`](crate::estimated_size)
+    /// counts: the item's JSON, its key, its namespace and the attribute names.
+    fn item_limit(&self) -> Option<flagstore::backend::ItemLimit> {
+        let prefix = self.names.prefix().to_owned();
+        let limit = flagstore::backend::ItemLimit::new("DynamoDB", MAX_ITEM_SIZE).with_size_of(
+            move |kind, item| estimated_size(&crate::schema::namespace(&prefix, kind), item),
+        );
+        Some(limit)
+    }
 }

@@ -7,11 +7,14 @@ use deadpool_redis::redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, TlsCertificates,
 };
 use deadpool_redis::{Manager, Pool, Runtime};
-use flagstore::backend::{Secret, redact_url, refuse_ignored};
+use flagstore::backend::{
+    ConfigKey, NetworkOptions, Secret, config_count, redact_url, refuse_ignored,
+};
 use flagstore::{Error, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use crate::config::RedisConfigKey;
 use crate::error::BACKEND;
 use crate::feed::{Feed, FeedSource};
 use crate::multi::{self, PoolSettings, Topology, UserInfo};
@@ -55,9 +58,9 @@ pub struct RedisStoreBuilder {
     username: Option<String>,
     password: Option<Secret>,
     pool_size: Option<usize>,
-    connect_timeout: Option<Duration>,
-    request_timeout: Duration,
-    tls_root_cert_pem: Option<Vec<u8>>,
+    network: NetworkOptions,
+    /// From the environment: a password for a URL that carries none.
+    env_password: Option<Secret>,
     pool: Option<Pool>,
     cluster_nodes: Option<Vec<String>>,
     sentinel: Option<(Vec<String>, String)>,
@@ -74,9 +77,8 @@ impl Default for RedisStoreBuilder {
             username: None,
             password: None,
             pool_size: None,
-            connect_timeout: None,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            tls_root_cert_pem: None,
+            network: NetworkOptions::new(),
+            env_password: None,
             pool: None,
             cluster_nodes: None,
             sentinel: None,
@@ -100,23 +102,28 @@ impl RedisStoreBuilder {
     /// |---|---|
     /// | `REDIS_URL` | [`url`](Self::url) |
     /// | `REDIS_USERNAME` | [`username`](Self::username) |
-    /// | `REDIS_PASSWORD` | [`password`](Self::password) |
+    /// | `REDIS_PASSWORD` | the password, for a URL that carries none |
     ///
-    /// Unset variables leave the defaults.
+    /// Unset variables leave the defaults. A password in the URL (in `REDIS_URL`, or in one given
+    /// to [`url`](Self::url) afterwards) wins over `REDIS_PASSWORD`; a URL given afterwards
+    /// without one gets `REDIS_PASSWORD`, else the password of `REDIS_URL`. An explicit
+    /// [`password`](Self::password) wins over all of them.
     pub fn from_env() -> Self {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let mut builder = Self::new();
-        if let Some(url) = var("REDIS_URL") {
+        let url = var("REDIS_URL");
+        builder.env_password = var("REDIS_PASSWORD")
+            .filter(|p| !p.is_empty())
+            .or_else(|| url.as_deref().and_then(url_password))
+            .map(Secret::new);
+        if let Some(url) = url {
             builder = builder.url(url);
         }
         if let Some(username) = var("REDIS_USERNAME") {
             builder = builder.username(username);
-        }
-        if let Some(password) = var("REDIS_PASSWORD") {
-            builder = builder.password(password);
         }
         builder
     }
@@ -160,7 +167,7 @@ impl RedisStoreBuilder {
     /// Time allowed to open a connection (TCP, TLS and the handshake); it is spent within the
     /// operation's [`request_timeout`](Self::request_timeout), not on top of it.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
+        self.network = self.network.connect_timeout(timeout);
         self
     }
 
@@ -168,14 +175,72 @@ impl RedisStoreBuilder {
     /// need be, every command and every retry. An operation that runs out fails with
     /// [`Error::Timeout`](flagstore::Error::Timeout) naming the time it waited.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.network = self.network.request_timeout(timeout);
         self
     }
 
     /// Trusts this CA certificate (PEM) for `rediss://` instead of the system's roots.
     pub fn tls_root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.tls_root_cert_pem = Some(pem.into());
+        self.network = self.network.tls_root_certificate_pem(pem);
         self
+    }
+
+    /// The timeouts and TLS root certificate at once, replacing any set before; unset ones keep
+    /// the defaults.
+    pub fn network(mut self, options: NetworkOptions) -> Self {
+        self.network = options;
+        self
+    }
+
+    /// Sets one option from its text form, as a store URL's query gives it:
+    ///
+    /// ```
+    /// use flagstore_redis::{RedisConfigKey, RedisStore};
+    ///
+    /// let store = RedisStore::builder()
+    ///     .url("redis://cache:6379")
+    ///     .with_config(RedisConfigKey::Prefix, "prod")?
+    ///     .with_config("pool_size".parse()?, "4")?
+    ///     .with_config("request_timeout".parse()?, "1s")?
+    ///     .build()?;
+    /// assert_eq!(store.prefix(), "prod");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_config(self, key: RedisConfigKey, value: impl AsRef<str>) -> Result<Self> {
+        let value = value.as_ref();
+        Ok(match key {
+            RedisConfigKey::Prefix => self.prefix(value),
+            RedisConfigKey::PoolSize => self.pool_size(config_count(BACKEND, key.as_str(), value)?),
+            RedisConfigKey::KeyspaceEvents => match value {
+                "configure" => self.configure_keyspace_events(true),
+                other => {
+                    return Err(Error::config(
+                        BACKEND,
+                        format!(
+                            "keyspace_events={other:?}: the only value is \"configure\" (let the change feed turn on the keyspace notifications it needs)"
+                        ),
+                    ));
+                }
+            },
+            RedisConfigKey::Network(key) => Self {
+                network: self.network.with_config(BACKEND, key, value)?,
+                ..self
+            },
+        })
+    }
+
+    /// The password to set over the URL's: an explicit one always, the environment's only where
+    /// the URL has none.
+    fn password_over(&self, url_has_password: bool) -> Option<&Secret> {
+        self.password
+            .as_ref()
+            .or(self.env_password.as_ref().filter(|_| !url_has_password))
+    }
+
+    fn request_timeout_or_default(&self) -> Duration {
+        self.network
+            .get_request_timeout()
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
     /// Uses a pool the caller configured. URL, credentials, pool size, connect timeout and TLS are
@@ -239,8 +304,11 @@ impl RedisStoreBuilder {
     /// `rediss` or `redis+unix`, a zero pool size or timeout, or a CA certificate without TLS.
     /// Does not connect: the first operation does.
     pub fn build(self) -> Result<RedisStore> {
-        let connect_timeout = self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout.is_zero() || self.request_timeout.is_zero() {
+        let connect_timeout = self
+            .network
+            .get_connect_timeout()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        if connect_timeout.is_zero() || self.request_timeout_or_default().is_zero() {
             return Err(Error::config(
                 BACKEND,
                 "connect_timeout and request_timeout must be positive",
@@ -267,8 +335,14 @@ impl RedisStoreBuilder {
                         ("username", self.username.is_some()),
                         ("password", self.password.is_some()),
                         ("pool_size", self.pool_size.is_some()),
-                        ("connect_timeout", self.connect_timeout.is_some()),
-                        ("tls_root_certificate_pem", self.tls_root_cert_pem.is_some()),
+                        (
+                            "connect_timeout",
+                            self.network.get_connect_timeout().is_some(),
+                        ),
+                        (
+                            "tls_root_certificate_pem",
+                            self.network.get_tls_root_certificate_pem().is_some(),
+                        ),
                     ],
                 )?;
                 // Its client is private to the pool, and a pooled connection cannot subscribe.
@@ -324,14 +398,14 @@ impl RedisStoreBuilder {
                 db,
                 self.configure_keyspace_events,
                 connect_timeout,
-                self.request_timeout,
+                self.request_timeout_or_default(),
             )
         });
         RedisStore::new(
             pools,
             prefix,
             target,
-            self.request_timeout,
+            self.request_timeout_or_default(),
             #[cfg(feature = "testing")]
             self.before_upsert_write,
         )
@@ -379,7 +453,7 @@ impl RedisStoreBuilder {
             if let Some(username) = &self.username {
                 user.username = Some(username.clone());
             }
-            if let Some(password) = &self.password {
+            if let Some(password) = self.password_over(user.password.is_some()) {
                 user.password = Some(password.expose().to_owned());
             }
             (topology, user)
@@ -420,8 +494,8 @@ impl RedisStoreBuilder {
             user: &user,
             pool_size: self.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
             connect_timeout,
-            request_timeout: self.request_timeout,
-            root_cert_pem: self.tls_root_cert_pem.as_deref(),
+            request_timeout: self.request_timeout_or_default(),
+            root_cert_pem: self.network.get_tls_root_certificate_pem(),
         };
         let (pools, source, reads) = multi::pools(topology, &settings)?;
         let db = match topology {
@@ -463,7 +537,7 @@ impl RedisStoreBuilder {
         if let Some(username) = &self.username {
             settings = settings.set_username(username);
         }
-        if let Some(password) = &self.password {
+        if let Some(password) = self.password_over(settings.password().is_some()) {
             settings = settings.set_password(password.expose());
         }
         info = info.set_redis_settings(settings);
@@ -472,7 +546,7 @@ impl RedisStoreBuilder {
         if tls {
             use_process_crypto_provider();
         }
-        if let Some(pem) = &self.tls_root_cert_pem {
+        if let Some(pem) = self.network.get_tls_root_certificate_pem() {
             if !tls {
                 return Err(Error::config(
                     BACKEND,
@@ -494,7 +568,7 @@ impl RedisStoreBuilder {
             }
             let certs = TlsCertificates {
                 client_tls: None,
-                root_cert: Some(pem.clone()),
+                root_cert: Some(pem.to_vec()),
             };
             info = Client::build_with_tls(info, certs)
                 .map_err(|e| {
@@ -506,7 +580,7 @@ impl RedisStoreBuilder {
 
         let connection = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(self.request_timeout));
+            .set_response_timeout(Some(self.request_timeout_or_default()));
         // The driver's error is left out: it may quote the URL, password included.
         let unusable = |_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL"));
         let client = Client::open(info.clone()).map_err(unusable)?;
@@ -514,9 +588,9 @@ impl RedisStoreBuilder {
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.request_timeout))
-            .create_timeout(Some(connect_timeout + self.request_timeout))
-            .recycle_timeout(Some(self.request_timeout))
+            .wait_timeout(Some(self.request_timeout_or_default()))
+            .create_timeout(Some(connect_timeout + self.request_timeout_or_default()))
+            .recycle_timeout(Some(self.request_timeout_or_default()))
             .build()
             .map_err(|e| {
                 Error::config_caused_by(BACKEND, "could not set up the connection pool", e)
@@ -543,6 +617,19 @@ fn topology_is_tls(topology: &Topology) -> bool {
     }
 }
 
+/// The password of a `redis://` URL, percent-decoded exactly (form decoding would turn a `+`
+/// into a space). Read from the text, not a URL parser: `h1:1,h2:2` (a cluster's nodes) is no
+/// valid host.
+fn url_password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let at = rest.rfind('@')?;
+    let (_, password) = rest[..at].split_once(':')?;
+    let decoded = percent_encoding::percent_decode_str(password)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.into_owned()).filter(|p| !p.is_empty())
+}
+
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
@@ -551,12 +638,8 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("pool_size", &self.pool_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field(
-                "tls_root_cert_pem",
-                &self.tls_root_cert_pem.as_ref().map(|_| "<pem>"),
-            )
+            .field("env_password", &self.env_password)
+            .field("network", &self.network)
             .field("pool", &self.pool.as_ref().map(|_| "<caller's pool>"))
             .finish_non_exhaustive()
     }
@@ -731,6 +814,44 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_password_is_decoded_exactly_and_never_beats_the_url() {
+        let env = |name: &str| match name {
+            "REDIS_URL" => Some("redis://:a+b%40c%2Fd@elsewhere:6379".to_owned()),
+            _ => None,
+        };
+        let builder = RedisStoreBuilder::from_vars(env).url("redis://cache:6379");
+        assert_eq!(
+            builder.password_over(false).map(Secret::expose),
+            Some("a+b@c/d")
+        );
+        assert_eq!(
+            builder.password_over(true),
+            None,
+            "the URL's own password wins"
+        );
+        let with_env = |name: &str| match name {
+            "REDIS_PASSWORD" => Some("direct".to_owned()),
+            other => env(other),
+        };
+        let builder = RedisStoreBuilder::from_vars(with_env);
+        assert_eq!(
+            builder.password_over(false).map(Secret::expose),
+            Some("direct")
+        );
+        let builder = builder.password("explicit");
+        assert_eq!(
+            builder.password_over(true).map(Secret::expose),
+            Some("explicit")
+        );
+        assert_eq!(
+            url_password("redis+cluster://:own@h1:1,h2:2").as_deref(),
+            Some("own")
+        );
+        assert_eq!(url_password("redis+cluster://h1:1,h2:2"), None);
+        assert_eq!(url_password("redis://cache"), None);
+    }
+
+    #[test]
     fn from_env_reads_the_documented_variables() {
         let env = |name: &str| match name {
             "REDIS_URL" => Some("redis://cache:6390/1".to_owned()),
@@ -742,7 +863,7 @@ mod tests {
         assert_eq!(builder.url.as_deref(), Some("redis://cache:6390/1"));
         assert_eq!(builder.username.as_deref(), Some("app"));
         assert_eq!(
-            builder.password.as_ref().map(Secret::expose),
+            builder.env_password.as_ref().map(Secret::expose),
             Some("env-secret")
         );
         let unset = RedisStoreBuilder::from_vars(|_| None);

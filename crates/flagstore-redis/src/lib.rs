@@ -4,6 +4,7 @@
 
 mod big_segments;
 mod builder;
+mod config;
 mod error;
 mod feed;
 mod multi;
@@ -15,6 +16,7 @@ pub use builder::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_URL, RedisStoreBuilder,
 };
+pub use config::RedisConfigKey;
 pub use store::RedisStore;
 
 /// The pool crate this store is built on, so callers bringing their own pool get matching versions.

@@ -2,6 +2,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+mod config;
 mod store;
 
+pub use config::SqliteConfigKey;
 pub use store::{DEFAULT_PREFIX, SqliteStore, SqliteStoreBuilder};

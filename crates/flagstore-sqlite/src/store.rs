@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstore::backend::StoredItems;
-use flagstore::backend::read_stored_items;
+use flagstore::backend::{ConfigKey, StoredItems, config_duration, read_stored_items};
 use flagstore::error::{ItemError, Operation};
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::config::SqliteConfigKey;
 
 const BACKEND: &str = "sqlite";
 
@@ -85,6 +86,34 @@ impl SqliteStoreBuilder {
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
+    }
+
+    /// The database file, replacing the one given before.
+    pub fn path(mut self, path: impl AsRef<Path>) -> Self {
+        self.path = path.as_ref().to_owned();
+        self
+    }
+
+    /// Sets one option from its text form, as a store URL's query gives it:
+    ///
+    /// ```
+    /// use flagstore_sqlite::{SqliteConfigKey, SqliteStore};
+    ///
+    /// let store = SqliteStore::builder("flags.db")
+    ///     .with_config(SqliteConfigKey::Prefix, "prod")?
+    ///     .with_config("busy_timeout".parse()?, "250ms")?
+    ///     .build()?;
+    /// assert_eq!(store.prefix(), "prod");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_config(self, key: SqliteConfigKey, value: impl AsRef<str>) -> Result<Self> {
+        let value = value.as_ref();
+        Ok(match key {
+            SqliteConfigKey::Prefix => self.prefix(value),
+            SqliteConfigKey::BusyTimeout => {
+                self.busy_timeout(config_duration(BACKEND, key.as_str(), value)?)
+            }
+        })
     }
 
     /// Runs `hook` inside every upsert just before its conditional write. For the conformance suite.

@@ -5,7 +5,6 @@
 mod open;
 mod parse;
 
-pub use open::ItemLimit;
 pub use parse::StoreUrl;
 
 /// Opens the store `url` names: [`StoreUrl::parse`] then [`StoreUrl::open`].

@@ -1,6 +1,7 @@
-//! Opening the store a URL names.
+//! Opening the store a URL names: the backend's own builder, from its environment, with the
+//! URL's location and options.
 
-use flagstore::{DynStore, Error, Item, Kind, Result};
+use flagstore::{DynStore, Error, Result};
 
 use crate::parse::StoreUrl;
 #[cfg(any(
@@ -10,42 +11,13 @@ use crate::parse::StoreUrl;
     feature = "sqlite"
 ))]
 use crate::parse::Target;
-
-/// The largest item a backend accepts, and how it counts an item's bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemLimit {
-    backend: &'static str,
-    bytes: usize,
-    /// DynamoDB counts attribute names and the namespace too.
-    dynamodb_prefix: Option<String>,
-}
-
-impl ItemLimit {
-    /// The backend's name for messages: `DynamoDB` or `Consul`.
-    pub fn backend(&self) -> &'static str {
-        self.backend
-    }
-
-    /// The limit in bytes.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// `item`'s size as the backend counts it against [`bytes`](Self::bytes).
-    pub fn size_of(&self, kind: &Kind, item: &Item) -> usize {
-        match &self.dynamodb_prefix {
-            #[cfg(feature = "dynamodb")]
-            Some(prefix) => flagstore_dynamodb::estimated_size(
-                &flagstore_dynamodb::namespace(prefix, kind),
-                item,
-            ),
-            _ => {
-                let _ = kind;
-                item.len()
-            }
-        }
-    }
-}
+#[cfg(any(
+    feature = "redis",
+    feature = "dynamodb",
+    feature = "consul",
+    feature = "sqlite"
+))]
+use flagstore::backend::{ConfigKey, UnknownKey};
 
 /// The error for a URL whose backend this build leaves out.
 #[allow(dead_code, reason = "unused when every backend feature is on")]
@@ -62,12 +34,14 @@ impl StoreUrl {
     /// Opens the store, creating it where that means anything (an SQLite file), without
     /// connecting: the first operation connects.
     ///
-    /// Secrets come from the environment, never from the URL's query:
+    /// Each backend's builder starts from its `from_env()`, then takes the URL's location and
+    /// options, which win over the environment. Secrets come from the environment, never from
+    /// the URL's query:
     ///
     /// | backend | from the environment |
     /// |---|---|
-    /// | Redis | the password, when the URL has none: `REDIS_PASSWORD`, else the password of `REDIS_URL` |
-    /// | DynamoDB | region and credentials through the AWS SDK's default chain (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, …); for a local emulator any key pair will do |
+    /// | Redis | the password, when the URL has none: `REDIS_PASSWORD`, else the password of `REDIS_URL`; `REDIS_USERNAME` |
+    /// | DynamoDB | region and credentials through the AWS SDK's default chain (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, …); for a local emulator any key pair will do; `DYNAMODB_PREFIX` and `DYNAMODB_URL` where the URL gives no `prefix` or `endpoint` |
     /// | Consul | `CONSUL_HTTP_TOKEN` (the ACL token), `CONSUL_CACERT` (a CA for `consul+https://`) |
     /// | SQLite | — |
     pub fn open(&self) -> Result<DynStore> {
@@ -81,33 +55,15 @@ impl StoreUrl {
     }
 
     fn open_with(&self, create: bool) -> Result<DynStore> {
-        let (prefix, timeouts) = (self.prefix.as_deref(), self.timeouts);
-        // Every backend arm uses both; a build with no backend has no arm that does.
-        let _ = (prefix, timeouts);
         match &self.target {
             #[cfg(feature = "redis")]
-            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?)),
+            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?.build()?)),
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?)),
+            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?.build()?)),
             #[cfg(feature = "consul")]
-            Target::Consul { url, datacenter } => {
-                let mut builder = flagstore_consul::ConsulStoreBuilder::from_env().url(url);
-                if let Some(dc) = datacenter {
-                    builder = builder.datacenter(dc);
-                }
-                if let Some(prefix) = prefix {
-                    builder = builder.prefix(prefix);
-                }
-                if let Some(timeout) = timeouts.connect {
-                    builder = builder.connect_timeout(timeout);
-                }
-                if let Some(timeout) = timeouts.request {
-                    builder = builder.request_timeout(timeout);
-                }
-                Ok(std::sync::Arc::new(builder.build()?))
-            }
+            Target::Consul { .. } => Ok(std::sync::Arc::new(self.consul()?.build()?)),
             #[cfg(feature = "sqlite")]
-            Target::Sqlite { path, busy_timeout } => {
+            Target::Sqlite { path } => {
                 if !create && !path.exists() {
                     return Err(Error::config(
                         "sqlite",
@@ -117,14 +73,7 @@ impl StoreUrl {
                         ),
                     ));
                 }
-                let mut builder =
-                    flagstore_sqlite::SqliteStore::builder(path).create_if_missing(create);
-                if let Some(prefix) = prefix {
-                    builder = builder.prefix(prefix);
-                }
-                if let Some(timeout) = busy_timeout {
-                    builder = builder.busy_timeout(*timeout);
-                }
+                let builder = self.sqlite()?.create_if_missing(create);
                 Ok(std::sync::Arc::new(builder.build()?))
             }
             #[allow(
@@ -138,23 +87,23 @@ impl StoreUrl {
         }
     }
 
-    /// The largest item the backend accepts, for backends whose limit a flag can reach
-    /// (DynamoDB's 400 KB, Consul's 512 KiB); `None` for Redis and SQLite.
-    pub fn item_limit(&self) -> Option<ItemLimit> {
+    /// Every option through the backend's builder, without building: the check `parse` makes.
+    pub(crate) fn check_options(&self) -> Result<()> {
         match &self.target {
+            #[cfg(feature = "redis")]
+            Target::Redis { .. } => self.redis().map(drop),
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { .. } => Some(ItemLimit {
-                backend: "DynamoDB",
-                bytes: flagstore_dynamodb::MAX_ITEM_SIZE,
-                dynamodb_prefix: Some(self.prefix.clone().unwrap_or_default()),
-            }),
+            Target::DynamoDb { .. } => self.dynamodb().map(drop),
             #[cfg(feature = "consul")]
-            Target::Consul { .. } => Some(ItemLimit {
-                backend: "Consul",
-                bytes: flagstore_consul::MAX_VALUE_SIZE,
-                dynamodb_prefix: None,
-            }),
-            _ => None,
+            Target::Consul { .. } => self.consul().map(drop),
+            #[cfg(feature = "sqlite")]
+            Target::Sqlite { .. } => self.sqlite().map(drop),
+            // A backend left out of the build is refused when opened, naming the feature.
+            #[allow(
+                unreachable_patterns,
+                reason = "reachable when a backend feature is off"
+            )]
+            _ => Ok(()),
         }
     }
 
@@ -163,8 +112,8 @@ impl StoreUrl {
     pub async fn create_table(&self) -> Result<()> {
         match &self.target {
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { table, .. } => {
-                let store = self.dynamodb()?;
+            Target::DynamoDb { table } => {
+                let store = self.dynamodb()?.build()?;
                 flagstore_dynamodb::create_table(store.client().await, table).await
             }
             _ => Ok(()),
@@ -176,9 +125,9 @@ impl StoreUrl {
     pub fn open_big_segments(&self) -> Result<flagstore::big_segments::DynBigSegmentStore> {
         match &self.target {
             #[cfg(feature = "redis")]
-            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?)),
+            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?.build()?)),
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?)),
+            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?.build()?)),
             _ => Err(Error::config(
                 self.backend(),
                 "Big Segments live in Redis or DynamoDB, where the LaunchDarkly SDKs read them; this backend has none",
@@ -186,99 +135,70 @@ impl StoreUrl {
         }
     }
 
+    /// Applies the query's options, in order, through the backend's `with_config`; a name the
+    /// backend does not take is refused with the list of those it does.
+    #[cfg(any(
+        feature = "redis",
+        feature = "dynamodb",
+        feature = "consul",
+        feature = "sqlite"
+    ))]
+    fn configure<B, K>(&self, mut builder: B, with_config: fn(B, K, &str) -> Result<B>) -> Result<B>
+    where
+        K: ConfigKey + std::str::FromStr<Err = UnknownKey>,
+    {
+        for (name, value) in &self.options {
+            let key: K = name.parse().map_err(|_| {
+                let known: Vec<&str> = K::ALL.iter().map(|key| key.as_str()).collect();
+                Error::config(
+                    self.backend(),
+                    format!(
+                        "unknown option {name:?} in {:?}; the options are {}",
+                        self.shown_base,
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            builder = with_config(builder, key, value)?;
+        }
+        Ok(builder)
+    }
+
     #[cfg(feature = "redis")]
-    fn redis(&self) -> Result<flagstore_redis::RedisStore> {
-        let Target::Redis {
-            url,
-            pool_size,
-            configure_keyspace_events,
-        } = &self.target
-        else {
+    fn redis(&self) -> Result<flagstore_redis::RedisStoreBuilder> {
+        let Target::Redis { url } = &self.target else {
             return Err(Error::config("redis", "not a redis:// URL"));
         };
-        let mut builder = flagstore_redis::RedisStore::builder()
-            .url(url)
-            .configure_keyspace_events(*configure_keyspace_events);
-        if let Some(password) = password_from_env(url) {
-            builder = builder.password(password);
-        }
-        if let Some(size) = pool_size {
-            builder = builder.pool_size(*size);
-        }
-        if let Some(prefix) = &self.prefix {
-            builder = builder.prefix(prefix);
-        }
-        if let Some(timeout) = self.timeouts.connect {
-            builder = builder.connect_timeout(timeout);
-        }
-        if let Some(timeout) = self.timeouts.request {
-            builder = builder.request_timeout(timeout);
-        }
-        builder.build()
+        let builder = flagstore_redis::RedisStoreBuilder::from_env().url(url);
+        self.configure(builder, |b, k, v| b.with_config(k, v))
     }
 
     #[cfg(feature = "dynamodb")]
-    fn dynamodb(&self) -> Result<flagstore_dynamodb::DynamoDbStore> {
-        let Target::DynamoDb {
-            table,
-            endpoint,
-            region,
-        } = &self.target
-        else {
+    fn dynamodb(&self) -> Result<flagstore_dynamodb::DynamoDbStoreBuilder> {
+        let Target::DynamoDb { table } = &self.target else {
             return Err(Error::config("dynamodb", "not a dynamodb:// URL"));
         };
-        let mut builder = flagstore_dynamodb::DynamoDbStore::builder(table);
-        if let Some(endpoint) = endpoint {
-            builder = builder.url(endpoint);
-        }
-        if let Some(region) = region {
-            builder = builder.region(region);
-        }
-        if let Some(prefix) = &self.prefix {
-            builder = builder.prefix(prefix);
-        }
-        if let Some(timeout) = self.timeouts.connect {
-            builder = builder.connect_timeout(timeout);
-        }
-        if let Some(timeout) = self.timeouts.request {
-            builder = builder.request_timeout(timeout);
-        }
-        builder.build()
+        let builder = flagstore_dynamodb::DynamoDbStoreBuilder::from_env().table(table);
+        self.configure(builder, |b, k, v| b.with_config(k, v))
     }
-}
 
-/// The Redis password from the environment, for a URL that carries none: `REDIS_PASSWORD`, else
-/// the password of `REDIS_URL`.
-#[cfg(feature = "redis")]
-fn password_from_env(url: &str) -> Option<String> {
-    password_from(
-        url,
-        std::env::var("REDIS_PASSWORD").ok().as_deref(),
-        std::env::var("REDIS_URL").ok().as_deref(),
-    )
-}
+    #[cfg(feature = "consul")]
+    fn consul(&self) -> Result<flagstore_consul::ConsulStoreBuilder> {
+        let Target::Consul { url } = &self.target else {
+            return Err(Error::config("consul", "not a consul:// URL"));
+        };
+        let builder = flagstore_consul::ConsulStoreBuilder::from_env().url(url);
+        self.configure(builder, |b, k, v| b.with_config(k, v))
+    }
 
-/// URLs percent-encode passwords; this is plain percent-decoding (form decoding would turn a `+`
-/// into a space).
-#[cfg(feature = "redis")]
-fn password_from(url: &str, password: Option<&str>, env_url: Option<&str>) -> Option<String> {
-    // Read from the text, not a URL parser: `h1:1,h2:2` (a cluster's nodes) is no valid host.
-    let has_password = url.split_once("://").is_some_and(|(_, rest)| {
-        rest.rfind('@')
-            .and_then(|at| rest[..at].split_once(':'))
-            .is_some_and(|(_, password)| !password.is_empty())
-    });
-    if has_password {
-        return None;
+    #[cfg(feature = "sqlite")]
+    fn sqlite(&self) -> Result<flagstore_sqlite::SqliteStoreBuilder> {
+        let Target::Sqlite { path } = &self.target else {
+            return Err(Error::config("sqlite", "not a sqlite: URL"));
+        };
+        let builder = flagstore_sqlite::SqliteStore::builder(path);
+        self.configure(builder, |b, k, v| b.with_config(k, v))
     }
-    if let Some(password) = password.filter(|p| !p.is_empty()) {
-        return Some(password.to_owned());
-    }
-    let env = url::Url::parse(env_url?).ok()?;
-    let decoded = percent_encoding::percent_decode_str(env.password()?)
-        .decode_utf8()
-        .ok()?;
-    Some(decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -287,53 +207,20 @@ mod tests {
 
     use super::*;
 
-    #[cfg(feature = "redis")]
-    #[test]
-    fn the_redis_password_comes_from_the_environment_decoded_exactly() {
-        let env = Some("redis://:a+b%40c%2Fd@elsewhere:6379");
-        assert_eq!(
-            password_from("redis://cache:6379", None, env).as_deref(),
-            Some("a+b@c/d")
-        );
-        assert_eq!(
-            password_from("redis://cache:6379", Some("direct"), env).as_deref(),
-            Some("direct")
-        );
-        assert_eq!(
-            password_from("redis://u:own@cache", Some("direct"), env),
-            None,
-            "the URL's own password wins"
-        );
-        assert_eq!(password_from("redis://cache", None, None), None);
-        assert_eq!(
-            password_from("redis+cluster://:own@h1:1,h2:2", Some("direct"), env),
-            None,
-            "a cluster URL's own password wins too"
-        );
-        assert_eq!(
-            password_from("redis+cluster://h1:1,h2:2", Some("direct"), env).as_deref(),
-            Some("direct")
-        );
-    }
-
     #[cfg(all(feature = "redis", feature = "dynamodb", feature = "consul"))]
     #[test]
     fn item_limits_count_as_the_backend_does() {
+        use flagstore::{Item, Kind};
         let item = Item::from_json("k", r#"{"version":12}"#).unwrap();
-        let dynamo = StoreUrl::parse("dynamodb://t")
-            .unwrap()
-            .item_limit()
-            .unwrap();
+        let limit = |url: &str| crate::open(url).unwrap().item_limit();
+        let dynamo = limit("dynamodb://tbl?region=us-east-1").unwrap();
         assert_eq!((dynamo.backend(), dynamo.bytes()), ("DynamoDB", 409_600));
         assert_eq!(dynamo.size_of(&Kind::FEATURES, &item), 148);
-        let prefixed = StoreUrl::parse("dynamodb://t?prefix=p")
-            .unwrap()
-            .item_limit()
-            .unwrap();
+        let prefixed = limit("dynamodb://tbl?prefix=p&region=us-east-1").unwrap();
         assert_eq!(prefixed.size_of(&Kind::FEATURES, &item), 150);
-        let consul = StoreUrl::parse("consul://h").unwrap().item_limit().unwrap();
+        let consul = limit("consul://h").unwrap();
         assert_eq!(consul.size_of(&Kind::FEATURES, &item), item.len());
-        assert_eq!(StoreUrl::parse("redis://h").unwrap().item_limit(), None);
+        assert!(limit("redis://h").is_none());
     }
 
     #[cfg(feature = "redis")]

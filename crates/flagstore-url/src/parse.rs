@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use flagstore::backend::redact_url;
 use flagstore::{Error, Result};
@@ -37,10 +36,10 @@ const URL: &str = "store-url";
 /// assert_eq!(url.backend(), "redis");
 /// assert_eq!(url.to_string(), "redis://app:***@cache:6379/2?prefix=prod&request_timeout=1s");
 ///
-/// let err = StoreUrl::parse("redis://cache?db=2").unwrap_err();
+/// let err = StoreUrl::parse("sqlite:flags.db?db=2").unwrap_err();
 /// assert_eq!(
 ///     err.to_string(),
-///     r#"redis: invalid configuration: unknown option "db" in "redis://cache"; the options are prefix, pool_size, connect_timeout, request_timeout, keyspace_events"#
+///     r#"sqlite: invalid configuration: unknown option "db" in "sqlite:flags.db"; the options are prefix, busy_timeout"#
 /// );
 /// # Ok::<(), flagstore::Error>(())
 /// ```
@@ -49,118 +48,20 @@ pub struct StoreUrl {
     /// The URL as given, for `Display` (masked).
     pub(crate) raw: String,
     pub(crate) target: Target,
-    pub(crate) prefix: Option<String>,
-    pub(crate) timeouts: Timeouts,
+    /// The query's options, each given once, in order; the backend's `with_config` reads them.
+    pub(crate) options: Vec<(String, String)>,
+    /// The part before the query, masked: the only part errors quote.
+    pub(crate) shown_base: String,
 }
 
-/// Where the store is, per backend.
-#[derive(Clone, PartialEq, Eq)]
+/// Where the store is, per backend; everything else is an option.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
-    Redis {
-        url: String,
-        pool_size: Option<usize>,
-        /// `keyspace_events=configure`: the change feed may turn on the notifications it needs.
-        configure_keyspace_events: bool,
-    },
-    DynamoDb {
-        table: String,
-        endpoint: Option<String>,
-        region: Option<String>,
-    },
-    Consul {
-        url: String,
-        datacenter: Option<String>,
-    },
-    Sqlite {
-        path: PathBuf,
-        busy_timeout: Option<Duration>,
-    },
+    Redis { url: String },
+    DynamoDb { table: String },
+    Consul { url: String },
+    Sqlite { path: PathBuf },
 }
-
-/// Timeouts given in the URL; unset ones keep the backend's defaults.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Timeouts {
-    pub(crate) connect: Option<Duration>,
-    pub(crate) request: Option<Duration>,
-}
-
-/// The query options, taken one by one by the backend's parser.
-struct Options<'a> {
-    backend: &'static str,
-    shown_base: String,
-    pairs: Vec<(String, String)>,
-    known: &'a [&'static str],
-}
-
-impl Options<'_> {
-    fn take(&mut self, name: &str) -> Option<String> {
-        let at = self.pairs.iter().position(|(key, _)| key == name)?;
-        Some(self.pairs.remove(at).1)
-    }
-
-    fn duration(&mut self, name: &str) -> Result<Option<Duration>> {
-        let Some(text) = self.take(name) else {
-            return Ok(None);
-        };
-        parse_duration(&text).map(Some).ok_or_else(|| {
-            Error::config(
-                self.backend,
-                format!("{name}={text:?} is not a duration like 500ms, 2s or 1m"),
-            )
-        })
-    }
-
-    fn count(&mut self, name: &str) -> Result<Option<usize>> {
-        let Some(text) = self.take(name) else {
-            return Ok(None);
-        };
-        text.parse().map(Some).map_err(|_| {
-            Error::config(
-                self.backend,
-                format!("{name}={text:?} is not a whole number"),
-            )
-        })
-    }
-
-    fn timeouts(&mut self) -> Result<Timeouts> {
-        Ok(Timeouts {
-            connect: self.duration("connect_timeout")?,
-            request: self.duration("request_timeout")?,
-        })
-    }
-
-    /// Refuses whatever option no parser took.
-    fn finish(self) -> Result<()> {
-        match self.pairs.first() {
-            None => Ok(()),
-            Some((name, _)) => Err(Error::config(
-                self.backend,
-                format!(
-                    "unknown option {name:?} in {:?}; the options are {}",
-                    self.shown_base,
-                    self.known.join(", ")
-                ),
-            )),
-        }
-    }
-}
-
-const REDIS_OPTIONS: &[&str] = &[
-    "prefix",
-    "pool_size",
-    "connect_timeout",
-    "request_timeout",
-    "keyspace_events",
-];
-const DYNAMODB_OPTIONS: &[&str] = &[
-    "endpoint",
-    "region",
-    "prefix",
-    "connect_timeout",
-    "request_timeout",
-];
-const CONSUL_OPTIONS: &[&str] = &["dc", "prefix", "connect_timeout", "request_timeout"];
-const SQLITE_OPTIONS: &[&str] = &["prefix", "busy_timeout"];
 
 impl StoreUrl {
     /// Parses a store URL without opening anything. Errors never quote a password or token.
@@ -188,12 +89,12 @@ impl StoreUrl {
                 format!("{shown:?} is not a store URL; use {FORMS}"),
             ));
         };
-        let (backend, known) = match scheme {
+        let backend = match scheme {
             "redis" | "rediss" | "redis+unix" | "unix" | "redis+cluster" | "rediss+cluster"
-            | "redis+sentinel" | "rediss+sentinel" => ("redis", REDIS_OPTIONS),
-            "dynamodb" => ("dynamodb", DYNAMODB_OPTIONS),
-            "consul" | "consul+http" | "consul+https" => ("consul", CONSUL_OPTIONS),
-            "sqlite" => ("sqlite", SQLITE_OPTIONS),
+            | "redis+sentinel" | "rediss+sentinel" => "redis",
+            "dynamodb" => "dynamodb",
+            "consul" | "consul+http" | "consul+https" => "consul",
+            "sqlite" => "sqlite",
             _ => {
                 return Err(Error::config(
                     URL,
@@ -204,43 +105,22 @@ impl StoreUrl {
                 ));
             }
         };
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        let options: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
         // Only the part before '?' is ever quoted: an option's value might be a secret.
         let shown_base = redact_url(base).into_owned();
-        for (i, (name, _)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+        for (i, (name, _)) in options.iter().enumerate() {
+            if options[..i].iter().any(|(earlier, _)| earlier == name) {
                 return Err(Error::config(
                     backend,
                     format!("option {name:?} is given twice in {shown_base:?}"),
                 ));
             }
         }
-        let mut options = Options {
-            backend,
-            shown_base,
-            pairs,
-            known,
-        };
-        let prefix = options.take("prefix");
-        let timeouts = options.timeouts()?;
         let target = match backend {
             "redis" => Target::Redis {
                 url: base.to_owned(),
-                pool_size: options.count("pool_size")?,
-                configure_keyspace_events: match options.take("keyspace_events").as_deref() {
-                    None => false,
-                    Some("configure") => true,
-                    Some(other) => {
-                        return Err(Error::config(
-                            "redis",
-                            format!(
-                                "keyspace_events={other:?}: the only value is \"configure\" (let the change feed turn on the keyspace notifications it needs)"
-                            ),
-                        ));
-                    }
-                },
             },
             "dynamodb" => {
                 let table = rest
@@ -255,8 +135,6 @@ impl StoreUrl {
                 }
                 Target::DynamoDb {
                     table: table.to_owned(),
-                    endpoint: options.take("endpoint"),
-                    region: options.take("region"),
                 }
             }
             "consul" => {
@@ -282,10 +160,7 @@ impl StoreUrl {
                     a if a.contains(':') => format!("{http}://{a}"),
                     a => format!("{http}://{a}:8500"),
                 };
-                Target::Consul {
-                    url,
-                    datacenter: options.take("dc"),
-                }
+                Target::Consul { url }
             }
             _ => {
                 let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -297,17 +172,19 @@ impl StoreUrl {
                 }
                 Target::Sqlite {
                     path: PathBuf::from(path),
-                    busy_timeout: options.duration("busy_timeout")?,
                 }
             }
         };
-        options.finish()?;
-        Ok(StoreUrl {
+        let url = StoreUrl {
             raw: raw.to_owned(),
             target,
-            prefix,
-            timeouts,
-        })
+            options,
+            shown_base,
+        };
+        // The backend's own builder checks every option now, so a bad URL fails here, not at
+        // the first use; opening sets them again.
+        url.check_options()?;
+        Ok(url)
     }
 
     /// The backend's name: `redis`, `dynamodb`, `consul` or `sqlite`.
@@ -322,20 +199,15 @@ impl StoreUrl {
 
     /// The key prefix the URL names, if it names one (each backend has its default otherwise).
     pub fn prefix(&self) -> Option<&str> {
-        self.prefix.as_deref()
+        self.option("prefix")
     }
-}
 
-/// `500ms`, `2s`, `1m`: a whole number and a unit.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(number)),
-        "s" => Some(Duration::from_secs(number)),
-        "m" => number.checked_mul(60).map(Duration::from_secs),
-        _ => None,
+    /// The value of the query option `name`, if given.
+    pub(crate) fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -359,105 +231,122 @@ mod tests {
 
     use super::*;
 
-    fn target(raw: &str) -> Target {
-        StoreUrl::parse(raw).unwrap().target
+    fn target(raw: &str) -> (Target, Vec<(String, String)>) {
+        let url = StoreUrl::parse(raw).unwrap();
+        (url.target, url.options)
+    }
+
+    fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_every_form() {
-        let redis = |url: &str, pool_size| Target::Redis {
+        let redis = |url: &str| Target::Redis {
             url: url.to_owned(),
-            pool_size,
-            configure_keyspace_events: false,
         };
-        let consul = |url: &str, dc: Option<&str>| Target::Consul {
+        let consul = |url: &str| Target::Consul {
             url: url.to_owned(),
-            datacenter: dc.map(str::to_owned),
         };
         let cases = [
             (
                 "redis://localhost:6379",
-                redis("redis://localhost:6379", None),
+                redis("redis://localhost:6379"),
+                pairs(&[]),
             ),
             (
                 "rediss://u:p@cache:6380/2?prefix=prod&pool_size=4",
-                redis("rediss://u:p@cache:6380/2", Some(4)),
+                redis("rediss://u:p@cache:6380/2"),
+                pairs(&[("prefix", "prod"), ("pool_size", "4")]),
             ),
             (
                 "redis+unix:///run/redis.sock?prefix=x",
-                redis("redis+unix:///run/redis.sock", None),
+                redis("redis+unix:///run/redis.sock"),
+                pairs(&[("prefix", "x")]),
             ),
             (
                 "redis+cluster://:pw@h1:7000,h2:7001?prefix={ld}",
-                redis("redis+cluster://:pw@h1:7000,h2:7001", None),
+                redis("redis+cluster://:pw@h1:7000,h2:7001"),
+                pairs(&[("prefix", "{ld}")]),
             ),
             (
                 "redis+sentinel://s1:26379,s2:26379/mymaster/2",
-                redis("redis+sentinel://s1:26379,s2:26379/mymaster/2", None),
+                redis("redis+sentinel://s1:26379,s2:26379/mymaster/2"),
+                pairs(&[]),
             ),
             (
                 "redis://h?keyspace_events=configure",
-                Target::Redis {
-                    url: "redis://h".into(),
-                    pool_size: None,
-                    configure_keyspace_events: true,
-                },
+                redis("redis://h"),
+                pairs(&[("keyspace_events", "configure")]),
             ),
             (
                 "dynamodb://flags?endpoint=http://127.0.0.1:8000&region=eu-west-1&prefix=p",
                 Target::DynamoDb {
                     table: "flags".into(),
-                    endpoint: Some("http://127.0.0.1:8000".into()),
-                    region: Some("eu-west-1".into()),
                 },
+                pairs(&[
+                    ("endpoint", "http://127.0.0.1:8000"),
+                    ("region", "eu-west-1"),
+                    ("prefix", "p"),
+                ]),
             ),
             (
                 "dynamodb://ld-flags",
                 Target::DynamoDb {
                     table: "ld-flags".into(),
-                    endpoint: None,
-                    region: None,
                 },
+                pairs(&[]),
             ),
             (
                 "consul://consul.internal:8501?dc=eu&prefix=ld",
-                consul("http://consul.internal:8501", Some("eu")),
+                consul("http://consul.internal:8501"),
+                pairs(&[("dc", "eu"), ("prefix", "ld")]),
             ),
-            ("consul://agent", consul("http://agent:8500", None)),
-            ("consul://", consul("http://127.0.0.1:8500", None)),
-            ("consul+https://agent", consul("https://agent:8500", None)),
-            ("consul+http://agent:1", consul("http://agent:1", None)),
+            ("consul://agent", consul("http://agent:8500"), pairs(&[])),
+            ("consul://", consul("http://127.0.0.1:8500"), pairs(&[])),
+            (
+                "consul+https://agent",
+                consul("https://agent:8500"),
+                pairs(&[]),
+            ),
+            (
+                "consul+http://agent:1",
+                consul("http://agent:1"),
+                pairs(&[]),
+            ),
             (
                 "sqlite:flagstore.db",
                 Target::Sqlite {
                     path: "flagstore.db".into(),
-                    busy_timeout: None,
                 },
+                pairs(&[]),
             ),
             (
                 "sqlite:///var/lib/flags.db?prefix=x&busy_timeout=250ms",
                 Target::Sqlite {
                     path: "/var/lib/flags.db".into(),
-                    busy_timeout: Some(Duration::from_millis(250)),
                 },
+                pairs(&[("prefix", "x"), ("busy_timeout", "250ms")]),
             ),
         ];
-        for (raw, want) in cases {
-            assert!(target(raw) == want, "{raw}");
+        for (raw, want, options) in cases {
+            assert_eq!(target(raw), (want, options), "{raw}");
         }
         let url = StoreUrl::parse("consul://h?connect_timeout=500ms&request_timeout=2s&prefix=p")
             .unwrap();
         assert_eq!(url.prefix(), Some("p"));
         assert_eq!(
-            (url.timeouts.connect, url.timeouts.request),
-            (
-                Some(Duration::from_millis(500)),
-                Some(Duration::from_secs(2))
-            )
+            (url.option("connect_timeout"), url.option("request_timeout")),
+            (Some("500ms"), Some("2s"))
         );
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
     }
 
+    // Options are checked by each backend's builder: the Redis, DynamoDB and Consul cases need
+    // them in the build.
+    #[cfg(all(feature = "redis", feature = "dynamodb", feature = "consul"))]
     #[test]
     fn refuses_bad_urls_clearly_and_never_echoes_a_secret() {
         let cases = [

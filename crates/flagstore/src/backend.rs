@@ -2,6 +2,10 @@
 //! feed plumbing, and keeping secrets out of output. Applications using the stores need none of
 //! it.
 
+pub use crate::config::{
+    ConfigKey, ItemLimit, NetworkConfigKey, NetworkOptions, UnknownKey, config_count,
+    config_duration, find_key, parse_duration,
+};
 pub use crate::feed::{FeedSender, Reconnect};
 pub use crate::item::DELETED_PLACEHOLDER_KEY;
 pub use crate::order::write_stages;

@@ -57,6 +57,7 @@ pub struct ReadmeDoctests;
 pub mod backend;
 pub mod big_segments;
 mod cache;
+mod config;
 pub mod error;
 mod feed;
 mod item;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::backend::StoredItems;
+use crate::backend::{ItemLimit, StoredItems};
 use crate::changes::ChangeFeed;
 use crate::{Item, Kind, Result};
 
@@ -129,6 +129,13 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
     fn changes(&self) -> Option<ChangeFeed> {
         None
     }
+
+    /// The largest item this store's database accepts and how it counts an item's size, for
+    /// the databases a flag can outgrow (DynamoDB's 400 KB, Consul's 512 KiB); `None` where no
+    /// flag comes near the limit (Redis, SQLite, memory).
+    fn item_limit(&self) -> Option<ItemLimit> {
+        None
+    }
 }
 
 macro_rules! forward_store {
@@ -159,6 +166,9 @@ macro_rules! forward_store {
             }
             fn changes(&self) -> Option<ChangeFeed> {
                 (**self).changes()
+            }
+            fn item_limit(&self) -> Option<ItemLimit> {
+                (**self).item_limit()
             }
         }
     };

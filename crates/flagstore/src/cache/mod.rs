@@ -618,6 +618,11 @@ impl PersistentDataStore for CachingStore {
     fn changes(&self) -> Option<ChangeFeed> {
         self.inner.store.changes()
     }
+
+    /// The wrapped store's limit.
+    fn item_limit(&self) -> Option<crate::backend::ItemLimit> {
+        self.inner.store.item_limit()
+    }
 }
 
 /// Keys and values are paired by construction (`Item` keys hold `Item` values); reaching this

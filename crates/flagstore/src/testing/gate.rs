@@ -172,4 +172,8 @@ impl PersistentDataStore for GatedStore {
     fn changes(&self) -> Option<ChangeFeed> {
         self.inner.changes()
     }
+
+    fn item_limit(&self) -> Option<crate::backend::ItemLimit> {
+        self.inner.item_limit()
+    }
 }
