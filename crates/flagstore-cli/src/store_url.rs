@@ -1,7 +1,7 @@
 //! The store a `--store` or `--to` URL names, as the flagstore-url library opens it.
 
-use flagstore::big_segments::DynBigSegmentStore;
 pub(crate) use flagstore::backend::ItemLimit;
+use flagstore::big_segments::DynBigSegmentStore;
 use flagstore::{DynStore, PersistentDataStore};
 pub(crate) use flagstore_url::StoreUrl;
 

@@ -39,20 +39,17 @@ impl RedisStore {
 
     /// Every key matching `pattern` on the servers holding the data.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        match self.feed() {
-            Some(feed) if self.is_cluster() => {
-                let mut keys = Vec::new();
-                for client in feed.nodes().await? {
-                    let mut conn = feed.connect(&client).await?;
-                    keys.extend(self.scan_on(&mut conn, pattern).await?);
-                }
-                Ok(keys)
-            }
-            _ => {
-                let mut conn = self.connection(OP).await?;
-                self.scan_on(&mut conn, pattern).await
-            }
+        let topology = self.topology();
+        if !topology.is_cluster() {
+            let mut conn = self.connection(OP).await?;
+            return self.scan_on(&mut conn, pattern).await;
         }
+        let mut keys = Vec::new();
+        for client in topology.primaries(OP).await? {
+            let mut conn = topology.connect(OP, &client).await?;
+            keys.extend(self.scan_on(&mut conn, pattern).await?);
+        }
+        Ok(keys)
     }
 
     async fn scan_on(&self, conn: &mut impl ConnectionLike, pattern: &str) -> Result<Vec<String>> {

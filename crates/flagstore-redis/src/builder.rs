@@ -3,24 +3,20 @@
 use std::fmt;
 use std::time::Duration;
 
-use deadpool_redis::redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, TlsCertificates,
-};
+use deadpool_redis::redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo};
 use deadpool_redis::{Manager, Pool, Runtime};
 use flagstore::backend::{
     ConfigKey, NetworkOptions, Secret, config_count, redact_url, refuse_ignored,
 };
 use flagstore::{Error, Result};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use crate::config::RedisConfigKey;
+use crate::connect::{self, Credentials, Timeouts};
 use crate::error::BACKEND;
-use crate::feed::{Feed, FeedSource};
-use crate::multi::{self, PoolSettings, Topology, UserInfo};
+use crate::multi::{self, Hosts, PoolSettings};
 use crate::reads::{Opener, SharedReads};
 use crate::store::RedisStore;
-use crate::topology::Pools;
+use crate::topology::{Pools, Primaries, Topology};
 
 /// The URL used when none is given.
 pub const DEFAULT_URL: &str = "redis://localhost:6379";
@@ -270,6 +266,8 @@ impl RedisStoreBuilder {
     /// all of its keys share one hash slot: `init`'s MULTI/EXEC and the WATCH of an upsert need
     /// that. [`build`](Self::build) refuses a prefix without one. Every other SDK and the Relay
     /// Proxy sharing the data must be configured with the same prefix.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn cluster_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> Self {
         self.cluster_nodes = Some(nodes.into_iter().map(Into::into).collect());
         self
@@ -280,6 +278,8 @@ impl RedisStoreBuilder {
     /// restart. Also set by a `redis+sentinel://h1:p1,h2:p2/MASTER_NAME[/db]` [`url`](Self::url)
     /// (`rediss+sentinel://` for TLS to the primary). The username and password are the
     /// primary's.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub fn sentinel<S: Into<String>>(
         mut self,
         nodes: impl IntoIterator<Item = S>,
@@ -321,100 +321,27 @@ impl RedisStoreBuilder {
             None | Some("") => DEFAULT_PREFIX.to_owned(),
             Some(prefix) => prefix.to_owned(),
         };
-        if let Some((topology, user)) = self.multi_host()? {
-            return self.build_multi(prefix, &topology, user, connect_timeout);
-        }
-        let (pool, target, feed) = match &self.pool {
-            Some(pool) => {
-                refuse_ignored(
-                    BACKEND,
-                    "pool()",
-                    "the pool",
-                    &[
-                        ("url", self.url.is_some()),
-                        ("username", self.username.is_some()),
-                        ("password", self.password.is_some()),
-                        ("pool_size", self.pool_size.is_some()),
-                        (
-                            "connect_timeout",
-                            self.network.get_connect_timeout().is_some(),
-                        ),
-                        (
-                            "tls_root_certificate_pem",
-                            self.network.get_tls_root_certificate_pem().is_some(),
-                        ),
-                    ],
-                )?;
-                // Its client is private to the pool, and a pooled connection cannot subscribe.
-                (pool.clone(), "on a caller-supplied pool".to_owned(), None)
-            }
-            None => {
-                let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
-                let (pool, client) = self.make_pool(url, connect_timeout)?;
-                let db = client.get_connection_info().redis_settings().db();
-                (pool, format!("at {}", redact_url(url)), Some((client, db)))
-            }
+        let timeouts = Timeouts {
+            connect: connect_timeout,
+            request: self.request_timeout_or_default(),
         };
-        let (feed, reads) = match feed {
-            Some((client, db)) => {
-                // No response timeout of its own: every read runs under the store's one budget
-                // (`bounded`), and a second timer per read would only cost time.
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(None);
-                let reads = Opener::Single {
-                    client: client.clone(),
-                    config,
-                };
-                (Some((FeedSource::Single(client), db)), Some(reads))
+        let topology = match self.multi_host()? {
+            Some((hosts, credentials)) => {
+                self.multi_topology(&prefix, &hosts, &credentials, timeouts)?
             }
-            None => (None, None),
+            None => self.single_topology(timeouts)?,
         };
-        Ok(self.assemble(
-            Pools::Single(pool),
+        Ok(RedisStore::new(
+            topology,
             prefix,
-            target,
-            feed,
-            reads,
-            connect_timeout,
+            self.configure_keyspace_events,
+            #[cfg(feature = "testing")]
+            self.before_upsert_write,
         ))
     }
 
-    /// The store, its change feed (where the data's servers can be subscribed to, in database
-    /// `db`) and its shared read connection (where reads can share one).
-    fn assemble(
-        self,
-        pools: Pools,
-        prefix: String,
-        target: String,
-        feed: Option<(FeedSource, i64)>,
-        reads: Option<Opener>,
-        connect_timeout: Duration,
-    ) -> RedisStore {
-        let feed = feed.map(|(source, db)| {
-            Feed::new(
-                source,
-                prefix.clone(),
-                db,
-                self.configure_keyspace_events,
-                connect_timeout,
-                self.request_timeout_or_default(),
-            )
-        });
-        RedisStore::new(
-            pools,
-            prefix,
-            target,
-            self.request_timeout_or_default(),
-            #[cfg(feature = "testing")]
-            self.before_upsert_write,
-        )
-        .with_feed(feed)
-        .with_reads(reads.map(SharedReads::new))
-    }
-
-    /// The cluster or Sentinel topology this builder names, if any, with the credentials to use.
-    fn multi_host(&self) -> Result<Option<(Topology, UserInfo)>> {
+    /// The cluster or Sentinel hosts this builder names, if any, with the credentials to use.
+    fn multi_host(&self) -> Result<Option<(Hosts, Credentials)>> {
         let from_url = match self.url.as_deref() {
             Some(url) => multi::parse(url)?,
             None => None,
@@ -432,89 +359,112 @@ impl RedisStoreBuilder {
         }
         let found = match (&self.cluster_nodes, &self.sentinel) {
             (Some(nodes), _) => Some((
-                Topology::Cluster {
+                Hosts::Cluster {
                     tls: false,
                     nodes: nodes.clone(),
                 },
-                UserInfo::default(),
+                Credentials::default(),
             )),
             (None, Some((sentinels, master))) => Some((
-                Topology::Sentinel {
+                Hosts::Sentinel {
                     tls: false,
                     sentinels: sentinels.clone(),
                     master: master.clone(),
                     db: 0,
                 },
-                UserInfo::default(),
+                Credentials::default(),
             )),
             (None, None) => from_url,
         };
-        Ok(found.map(|(topology, mut user)| {
+        Ok(found.map(|(hosts, mut credentials)| {
             if let Some(username) = &self.username {
-                user.username = Some(username.clone());
+                credentials.username = Some(username.clone());
             }
-            if let Some(password) = self.password_over(user.password.is_some()) {
-                user.password = Some(password.expose().to_owned());
+            if let Some(password) = self.password_over(credentials.password.is_some()) {
+                credentials.password = Some(password.expose().to_owned());
             }
-            (topology, user)
+            (hosts, credentials)
         }))
     }
 
-    fn build_multi(
-        self,
-        prefix: String,
-        topology: &Topology,
-        user: UserInfo,
-        connect_timeout: Duration,
-    ) -> Result<RedisStore> {
+    fn multi_topology(
+        &self,
+        prefix: &str,
+        hosts: &Hosts,
+        credentials: &Credentials,
+        timeouts: Timeouts,
+    ) -> Result<Topology> {
         if self.pool.is_some() {
             return Err(Error::config(
                 BACKEND,
                 "pool() cannot be combined with a cluster or Sentinel topology",
             ));
         }
-        if let Topology::Cluster { nodes, .. } = topology {
-            if nodes.is_empty() {
-                return Err(Error::config(BACKEND, "cluster_nodes names no node"));
-            }
-            if !multi::has_hash_tag(&prefix) {
-                return Err(Error::config(
-                    BACKEND,
-                    format!(
-                        "in cluster mode the prefix must hold a hash tag, such as {:?}, so that all of its keys share one hash slot (atomic init, WATCH on upsert); prefix {prefix:?} has none. Every SDK and Relay Proxy sharing the data must use the same prefix",
-                        multi::tagged_prefix(&prefix)
-                    ),
-                ));
-            }
+        if let Hosts::Cluster { nodes, .. } = hosts
+            && nodes.is_empty()
+        {
+            return Err(Error::config(BACKEND, "cluster_nodes names no node"));
         }
-        if topology_is_tls(topology) {
-            use_process_crypto_provider();
+        #[cfg(feature = "cluster")]
+        if let Hosts::Cluster { .. } = hosts
+            && !crate::cluster::has_hash_tag(prefix)
+        {
+            return Err(Error::config(
+                BACKEND,
+                format!(
+                    "in cluster mode the prefix must hold a hash tag, such as {:?}, so that all of its keys share one hash slot (atomic init, WATCH on upsert); prefix {prefix:?} has none. Every SDK and Relay Proxy sharing the data must use the same prefix",
+                    crate::cluster::tagged_prefix(prefix)
+                ),
+            ));
+        }
+        // Only a cluster has a rule for the prefix.
+        let _ = prefix;
+        if hosts_use_tls(hosts) {
+            connect::use_process_crypto_provider();
         }
         let settings = PoolSettings {
-            user: &user,
+            credentials,
             pool_size: self.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
-            connect_timeout,
-            request_timeout: self.request_timeout_or_default(),
+            timeouts,
             root_cert_pem: self.network.get_tls_root_certificate_pem(),
         };
-        let (pools, source, reads) = multi::pools(topology, &settings)?;
-        let db = match topology {
-            Topology::Sentinel { db, .. } => *db,
-            Topology::Cluster { .. } => 0,
-        };
-        let target = multi::describe(topology);
-        Ok(self.assemble(
-            pools,
-            prefix,
-            target,
-            Some((source, db)),
-            reads,
-            connect_timeout,
-        ))
+        multi::topology(hosts, &settings)
     }
 
-    /// The pool, and a client on the same server for the change feed.
-    fn make_pool(&self, url: &str, connect_timeout: Duration) -> Result<(Pool, Client)> {
+    /// One server: a pool, the connection reads share and the server's client (for the change
+    /// feed) on `url`, or the caller's pool alone.
+    fn single_topology(&self, timeouts: Timeouts) -> Result<Topology> {
+        if let Some(pool) = &self.pool {
+            refuse_ignored(
+                BACKEND,
+                "pool()",
+                "the pool",
+                &[
+                    ("url", self.url.is_some()),
+                    ("username", self.username.is_some()),
+                    ("password", self.password.is_some()),
+                    ("pool_size", self.pool_size.is_some()),
+                    (
+                        "connect_timeout",
+                        self.network.get_connect_timeout().is_some(),
+                    ),
+                    (
+                        "tls_root_certificate_pem",
+                        self.network.get_tls_root_certificate_pem().is_some(),
+                    ),
+                ],
+            )?;
+            // Its client is private to the pool, and a pooled connection cannot subscribe.
+            return Ok(Topology::new(
+                Pools::Single(pool.clone()),
+                None,
+                None,
+                0,
+                timeouts,
+                "on a caller-supplied pool".to_owned(),
+            ));
+        }
+        let url = self.url.as_deref().unwrap_or(DEFAULT_URL);
         let shown = redact_url(url);
         let scheme = url.split("://").next().unwrap_or_default();
         if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
@@ -525,26 +475,24 @@ impl RedisStoreBuilder {
                 ),
             ));
         }
-        let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         // The driver's parse errors can quote the URL, password included: say what is wrong here.
-        let mut info = url.into_connection_info().map_err(|_| {
+        let info = url.into_connection_info().map_err(|_| {
             Error::config(
                 BACKEND,
                 format!("{shown:?} is not a valid Redis URL (expected redis://[user:password@]host[:port][/db])"),
             )
         })?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(username) = &self.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = self.password_over(settings.password().is_some()) {
-            settings = settings.set_password(password.expose());
-        }
-        info = info.set_redis_settings(settings);
-
+        let url_password = info.redis_settings().password().is_some();
+        let credentials = Credentials {
+            username: self.username.clone(),
+            password: self
+                .password_over(url_password)
+                .map(|p| p.expose().to_owned()),
+        };
+        let mut info = credentials.apply_to(info);
         let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
         if tls {
-            use_process_crypto_provider();
+            connect::use_process_crypto_provider();
         }
         if let Some(pem) = self.network.get_tls_root_certificate_pem() {
             if !tls {
@@ -555,65 +503,54 @@ impl RedisStoreBuilder {
                     ),
                 ));
             }
-            let parsed: Vec<_> = CertificateDer::pem_slice_iter(pem)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| {
-                    Error::config_caused_by(BACKEND, "the TLS root certificate is unusable", e)
-                })?;
-            if parsed.is_empty() {
-                return Err(Error::config(
-                    BACKEND,
-                    "the TLS root certificate is unusable: no PEM certificate found",
-                ));
-            }
-            let certs = TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            };
-            info = Client::build_with_tls(info, certs)
+            let roots = connect::root_certificates(pem)?;
+            info = connect::client(info, Some(&roots))
                 .map_err(|e| {
                     Error::config_caused_by(BACKEND, "the TLS root certificate is unusable", e)
                 })?
                 .get_connection_info()
                 .clone();
         }
-
-        let connection = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(self.request_timeout_or_default()));
         // The driver's error is left out: it may quote the URL, password included.
         let unusable = |_| Error::config(BACKEND, format!("{shown:?} is not a usable Redis URL"));
         let client = Client::open(info.clone()).map_err(unusable)?;
-        let manager = Manager::new_with_config(info, connection).map_err(unusable)?;
+        let manager =
+            Manager::new_with_config(info, timeouts.connection_config()).map_err(unusable)?;
         let pool = Pool::builder(manager)
-            .max_size(pool_size)
+            .max_size(self.pool_size.unwrap_or(DEFAULT_POOL_SIZE))
             .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.request_timeout_or_default()))
-            .create_timeout(Some(connect_timeout + self.request_timeout_or_default()))
-            .recycle_timeout(Some(self.request_timeout_or_default()))
+            .wait_timeout(Some(timeouts.request))
+            .create_timeout(Some(timeouts.connect_and_answer()))
+            .recycle_timeout(Some(timeouts.request))
             .build()
             .map_err(|e| {
                 Error::config_caused_by(BACKEND, "could not set up the connection pool", e)
             })?;
-        Ok((pool, client))
+        let db = client.get_connection_info().redis_settings().db();
+        // No response timeout of its own: every read runs under the store's one budget
+        // (`bounded`), and a second timer per read would only cost time.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(None);
+        let reads = SharedReads::new(Opener::Single {
+            client: client.clone(),
+            config,
+        });
+        Ok(Topology::new(
+            Pools::Single(pool),
+            Some(reads),
+            Some(Primaries::Single(client)),
+            db,
+            timeouts,
+            format!("at {shown}"),
+        ))
     }
 }
 
-/// The redis crate builds its TLS config from rustls's process-wide default provider (there is
-/// no per-connection hook), so one must be installed: ring, unless the application installed
-/// another first. Documented in the README and on `url`.
-fn use_process_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-fn topology_is_tls(topology: &Topology) -> bool {
-    match topology {
-        Topology::Cluster { tls, nodes } => {
-            *tls || nodes.iter().any(|n| n.starts_with("rediss://"))
-        }
-        Topology::Sentinel { tls, .. } => *tls,
+fn hosts_use_tls(hosts: &Hosts) -> bool {
+    match hosts {
+        Hosts::Cluster { tls, nodes } => *tls || nodes.iter().any(|n| n.starts_with("rediss://")),
+        Hosts::Sentinel { tls, .. } => *tls,
     }
 }
 

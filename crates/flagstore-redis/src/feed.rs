@@ -11,10 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool::managed;
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::sentinel::SentinelClient;
-use deadpool_redis::redis::{self, AsyncConnectionConfig, Client, Msg, Value};
+use deadpool_redis::redis::{self, Client, Msg, Value};
 use flagstore::backend::FeedSender;
 use flagstore::backend::Reconnect;
 use flagstore::changes::{Change, ChangeFeed, FeedEvent};
@@ -23,8 +20,8 @@ use flagstore::{Error, Kind, Result};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
-use crate::error::{BACKEND, from_pool, from_redis};
-use crate::topology::{ClusterManager, Conn};
+use crate::error::BACKEND;
+use crate::topology::Topology;
 
 /// The event classes the feed needs besides `K` (keyspace): generic (`DEL`, `RENAME`,
 /// `EXPIRE`), string (`SET` of the marker), hash, expired and evicted. `A` stands for all classes.
@@ -34,90 +31,21 @@ const NEEDED_CLASSES: &str = "g$hxe";
 /// once; this catches a silent network partition.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// The server(s) whose notifications the feed follows.
-pub(crate) enum FeedSource {
-    /// One server.
-    Single(Client),
-    /// Whichever server the Sentinels name as primary at each (re)connection.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
-    /// Every primary of the cluster, as the cluster reports them at each (re)connection.
-    Cluster {
-        pool: managed::Pool<ClusterManager>,
-        nodes: NodeTemplate,
-    },
-}
-
-/// How to reach a cluster node discovered at run time: the same TLS and credentials as the
-/// configured ones.
-pub(crate) struct NodeTemplate {
-    pub(crate) tls: bool,
-    pub(crate) username: Option<String>,
-    pub(crate) password: Option<String>,
-    pub(crate) root_cert_pem: Option<Vec<u8>>,
-}
-
-impl NodeTemplate {
-    fn client(&self, host: &str, port: u16) -> Result<Client> {
-        use redis::IntoConnectionInfo;
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        let url = format!("{scheme}://{host}:{port}");
-        let unusable = |_| {
-            Error::database(
-                BACKEND,
-                Operation::Watch,
-                format!("the cluster reported a node address that is not usable: {url}"),
-            )
-        };
-        let mut info = url.as_str().into_connection_info().map_err(unusable)?;
-        let mut settings = info.redis_settings().clone();
-        if let Some(username) = &self.username {
-            settings = settings.set_username(username);
-        }
-        if let Some(password) = &self.password {
-            settings = settings.set_password(password);
-        }
-        info = info.set_redis_settings(settings);
-        match &self.root_cert_pem {
-            Some(pem) => {
-                let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                };
-                Client::build_with_tls(info, certs).map_err(unusable)
-            }
-            None => Client::open(info).map_err(unusable),
-        }
-    }
-}
-
 /// Everything a running feed needs; shared by every feed the store opens.
 pub(crate) struct Feed {
-    source: FeedSource,
+    topology: Arc<Topology>,
     prefix: String,
-    db: i64,
     configure_events: bool,
-    connect_timeout: Duration,
-    request_timeout: Duration,
     /// Whether the "cannot check notify-keyspace-events" warning was logged already.
     unchecked_reported: AtomicBool,
 }
 
 impl Feed {
-    pub(crate) fn new(
-        source: FeedSource,
-        prefix: String,
-        db: i64,
-        configure_events: bool,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-    ) -> Feed {
+    pub(crate) fn new(topology: Arc<Topology>, prefix: String, configure_events: bool) -> Feed {
         Feed {
-            source,
+            topology,
             prefix,
-            db,
             configure_events,
-            connect_timeout,
-            request_timeout,
             unchecked_reported: AtomicBool::new(false),
         }
     }
@@ -145,11 +73,16 @@ impl Feed {
     /// Connects, subscribes, and forwards notifications until a connection fails (the error) or
     /// the reader is gone (`None`).
     async fn follow(&self, tx: &FeedSender, backoff: &mut Reconnect) -> Option<Error> {
-        let clients = match self.nodes().await {
+        let clients = match self.topology.primaries(Operation::Watch).await {
             Ok(clients) => clients,
             Err(err) => return Some(err),
         };
-        let pattern = format!("__keyspace@{}__:{}:*", self.db, glob_escape(&self.prefix));
+        let pattern = format!(
+            "__keyspace@{}__:{}:*",
+            self.topology.db(),
+            glob_escape(&self.prefix)
+        );
+        let timeouts = self.topology.timeouts();
         let mut sinks = Vec::with_capacity(clients.len());
         let mut streams: Vec<BoxStream<'static, Option<Msg>>> = Vec::with_capacity(clients.len());
         for client in &clients {
@@ -157,7 +90,7 @@ impl Feed {
                 return Some(err);
             }
             let subscribed = self
-                .bounded(self.connect_timeout + self.request_timeout, async {
+                .bounded(timeouts.connect_and_answer(), async {
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.psubscribe(&pattern).await?;
                     Ok(pubsub.split())
@@ -201,7 +134,7 @@ impl Feed {
                 }
                 _ = heartbeat.tick() => {
                     for sink in &mut sinks {
-                        let pong = self.bounded(self.request_timeout, async {
+                        let pong = self.bounded(timeouts.request, async {
                             sink.ping::<Value>().await
                         });
                         if let Err(err) = pong.await {
@@ -213,58 +146,9 @@ impl Feed {
         }
     }
 
-    /// The servers holding the data: the one server, the current primary, or every cluster
-    /// primary.
-    pub(crate) async fn nodes(&self) -> Result<Vec<Client>> {
-        match &self.source {
-            FeedSource::Single(client) => Ok(vec![client.clone()]),
-            FeedSource::Sentinel(sentinel) => {
-                let client = self
-                    .bounded(self.connect_timeout + self.request_timeout, async {
-                        sentinel.lock().await.async_get_client().await
-                    })
-                    .await?;
-                Ok(vec![client])
-            }
-            FeedSource::Cluster { pool, nodes } => {
-                let budget = self.connect_timeout + self.request_timeout;
-                let mut conn = tokio::time::timeout(budget, pool.get())
-                    .await
-                    .map_err(|_| Error::timeout(BACKEND, Operation::Watch, budget))?
-                    .map(Conn::Cluster)
-                    .map_err(|e| from_pool(Operation::Watch, budget, e))?;
-                let slots: Value = self
-                    .bounded(self.request_timeout, async {
-                        redis::cmd("CLUSTER")
-                            .arg("SLOTS")
-                            .query_async(&mut conn)
-                            .await
-                    })
-                    .await?;
-                primaries(&slots)
-                    .iter()
-                    .map(|(host, port)| nodes.client(host, *port))
-                    .collect()
-            }
-        }
-    }
-
-    /// A plain connection to one of the [`nodes`](Self::nodes), with the store's timeouts.
-    pub(crate) async fn connect(&self, client: &Client) -> Result<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.request_timeout));
-        self.bounded(self.connect_timeout + self.request_timeout, async {
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-        })
-        .await
-    }
-
     /// Makes sure the server announces what the feed needs, setting it if allowed to.
     async fn check_events(&self, client: &Client) -> Result<()> {
-        let mut conn = self.connect(client).await?;
+        let mut conn = self.topology.connect(Operation::Watch, client).await?;
         let current: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
             .arg("GET")
             .arg("notify-keyspace-events")
@@ -319,21 +203,18 @@ impl Feed {
     fn change(&self, message: &Msg) -> Option<Change> {
         let channel = message.get_channel_name();
         let key = channel
-            .strip_prefix(&format!("__keyspace@{}__:", self.db))?
+            .strip_prefix(&format!("__keyspace@{}__:", self.topology.db()))?
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(':')?;
         change_for_key(key)
     }
 
-    pub(crate) async fn bounded<T>(
+    async fn bounded<T>(
         &self,
         budget: Duration,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(budget, call).await {
-            Ok(result) => result.map_err(|e| from_redis(Operation::Watch, budget, e)),
-            Err(_) => Err(Error::timeout(BACKEND, Operation::Watch, budget)),
-        }
+        self.topology.bounded(Operation::Watch, budget, call).await
     }
 }
 
@@ -372,32 +253,6 @@ pub(crate) fn glob_escape(text: &str) -> String {
         escaped.push(c);
     }
     escaped
-}
-
-/// The primaries in a `CLUSTER SLOTS` reply: `[[start, end, [host, port, id], replica...], ...]`.
-fn primaries(slots: &Value) -> Vec<(String, u16)> {
-    let Value::Array(ranges) = slots else {
-        return Vec::new();
-    };
-    let mut found: Vec<(String, u16)> = ranges
-        .iter()
-        .filter_map(|range| match range {
-            Value::Array(fields) => match fields.get(2) {
-                Some(Value::Array(node)) => match (node.first(), node.get(1)) {
-                    (Some(Value::BulkString(host)), Some(Value::Int(port))) => Some((
-                        String::from_utf8_lossy(host).into_owned(),
-                        u16::try_from(*port).ok()?,
-                    )),
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    found.sort();
-    found.dedup();
-    found
 }
 
 #[cfg(test)]

@@ -4,11 +4,16 @@
 
 mod big_segments;
 mod builder;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
+mod connect;
 mod error;
 mod feed;
 mod multi;
 mod reads;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 mod store;
 mod topology;
 

@@ -1,27 +1,18 @@
-//! Redis Cluster and Redis Sentinel: their URLs, the prefix rule a cluster needs, and their
-//! connection pools.
+//! Cluster and Sentinel URLs (`redis+cluster://`, `redis+sentinel://`), and building either
+//! topology's pool; each lives in its own module behind its feature.
 
-use std::time::Duration;
-
-use deadpool::Runtime;
-use deadpool::managed;
-use deadpool_redis::redis::cluster::ClusterClientBuilder;
-use deadpool_redis::redis::sentinel::{
-    SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
-};
-use deadpool_redis::redis::{AsyncConnectionConfig, RedisConnectionInfo, TlsCertificates, TlsMode};
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
+use deadpool::{Runtime, managed};
 use flagstore::backend::redact_url;
 use flagstore::{Error, Result};
 
-use crate::builder::DEFAULT_PREFIX;
+use crate::connect::{Credentials, Timeouts};
 use crate::error::BACKEND;
-use crate::feed::{FeedSource, NodeTemplate};
-use crate::reads::Opener;
-use crate::topology::{ClusterManager, Pools, SentinelManager};
+use crate::topology::Topology;
 
 /// Several servers to reach: the nodes of a cluster, or the Sentinels that name a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Topology {
+pub(crate) enum Hosts {
     Cluster {
         tls: bool,
         nodes: Vec<String>,
@@ -34,17 +25,10 @@ pub(crate) enum Topology {
     },
 }
 
-/// Credentials from a multi-host URL.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct UserInfo {
-    pub(crate) username: Option<String>,
-    pub(crate) password: Option<String>,
-}
-
 /// `redis+cluster://[user:password@]h1:p1,h2:p2` and `rediss+cluster://…`;
 /// `redis+sentinel://[user:password@]h1:p1,h2:p2/MASTER[/db]` and `rediss+sentinel://…` (the
 /// credentials and TLS are the primary's). `None` for any other scheme.
-pub(crate) fn parse(url: &str) -> Result<Option<(Topology, UserInfo)>> {
+pub(crate) fn parse(url: &str) -> Result<Option<(Hosts, Credentials)>> {
     let shown = redact_url(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Ok(None);
@@ -56,7 +40,7 @@ pub(crate) fn parse(url: &str) -> Result<Option<(Topology, UserInfo)>> {
         "rediss+sentinel" => (true, false),
         _ => return Ok(None),
     };
-    let mut user = UserInfo::default();
+    let mut user = Credentials::default();
     let rest = match rest.rfind('@') {
         Some(at) => {
             let (username, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
@@ -94,7 +78,7 @@ pub(crate) fn parse(url: &str) -> Result<Option<(Topology, UserInfo)>> {
                 format!("{shown:?}: a Redis Cluster has only database 0; remove the path"),
             ));
         }
-        Topology::Cluster { tls, nodes: hosts }
+        Hosts::Cluster { tls, nodes: hosts }
     } else {
         let mut segments = path.split('/').filter(|s| !s.is_empty());
         let master = segments.next().ok_or_else(|| {
@@ -114,7 +98,7 @@ pub(crate) fn parse(url: &str) -> Result<Option<(Topology, UserInfo)>> {
                 )
             })?,
         };
-        Topology::Sentinel {
+        Hosts::Sentinel {
             tls,
             sentinels: hosts,
             master: master.to_owned(),
@@ -124,173 +108,74 @@ pub(crate) fn parse(url: &str) -> Result<Option<(Topology, UserInfo)>> {
     Ok(Some((topology, user)))
 }
 
-/// Whether every key under `prefix` falls in one hash slot: the prefix holds a hash tag, a
-/// non-empty `{…}` (Redis hashes only the text between the first `{` and the next `}`).
-pub(crate) fn has_hash_tag(prefix: &str) -> bool {
-    prefix
-        .find('{')
-        .and_then(|open| prefix[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
-}
-
-/// A prefix with a valid hash tag to suggest for `prefix`: the prefix in braces, without any
-/// braces of its own (one could cut the tag short or leave it empty, as `}ldx{` would); the
-/// default prefix in braces if nothing is left.
-pub(crate) fn tagged_prefix(prefix: &str) -> String {
-    let text: String = prefix.chars().filter(|c| !matches!(c, '{' | '}')).collect();
-    let tagged = format!(
-        "{{{}}}",
-        if text.is_empty() {
-            DEFAULT_PREFIX
-        } else {
-            &text
-        }
-    );
-    debug_assert!(has_hash_tag(&tagged));
-    tagged
-}
-
 /// What a pool is built with, whatever the topology.
+#[cfg_attr(
+    not(any(feature = "cluster", feature = "sentinel")),
+    allow(dead_code, reason = "read by the cluster and sentinel modules")
+)]
 pub(crate) struct PoolSettings<'a> {
-    pub(crate) user: &'a UserInfo,
+    pub(crate) credentials: &'a Credentials,
     pub(crate) pool_size: usize,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) request_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
     pub(crate) root_cert_pem: Option<&'a [u8]>,
 }
 
-fn node_url(tls: bool, host: &str) -> String {
-    if host.contains("://") {
-        host.to_owned()
-    } else if tls {
-        format!("rediss://{host}")
-    } else {
-        format!("redis://{host}")
-    }
-}
-
-fn built<M: managed::Manager>(manager: M, settings: &PoolSettings<'_>) -> Result<managed::Pool<M>> {
+/// A pool of `manager`'s connections with the store's size and time limits.
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
+pub(crate) fn built<M: managed::Manager>(
+    manager: M,
+    settings: &PoolSettings<'_>,
+) -> Result<managed::Pool<M>> {
     managed::Pool::builder(manager)
         .max_size(settings.pool_size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(settings.request_timeout))
-        .create_timeout(Some(settings.connect_timeout + settings.request_timeout))
-        .recycle_timeout(Some(settings.request_timeout))
+        .wait_timeout(Some(settings.timeouts.request))
+        .create_timeout(Some(settings.timeouts.connect_and_answer()))
+        .recycle_timeout(Some(settings.timeouts.request))
         .build()
         .map_err(|e| Error::config_caused_by(BACKEND, "could not set up the connection pool", e))
 }
 
-/// The pool for `topology`, and where its change feed listens. Nothing connects until the first
-/// operation.
-pub(crate) fn pools(
-    topology: &Topology,
-    settings: &PoolSettings<'_>,
-) -> Result<(Pools, FeedSource, Option<Opener>)> {
-    match topology {
-        Topology::Cluster { tls, nodes } => {
-            let urls: Vec<String> = nodes.iter().map(|n| node_url(*tls, n)).collect();
-            let mut builder = ClusterClientBuilder::new(urls)
-                .connection_timeout(settings.connect_timeout)
-                .response_timeout(settings.request_timeout)
-                // A redirect or a reconnect after a topology change: a few retries, all within
-                // the store's request timeout, which bounds the whole call.
-                .retries(2);
-            if let Some(username) = &settings.user.username {
-                builder = builder.username(username);
-            }
-            if let Some(password) = &settings.user.password {
-                builder = builder.password(password);
-            }
-            if let Some(pem) = settings.root_cert_pem {
-                if !tls {
-                    return Err(Error::config(
-                        BACKEND,
-                        "a TLS root certificate was given for a cluster without TLS (use rediss+cluster://)",
-                    ));
-                }
-                builder = builder.certs(TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.to_vec()),
-                });
-            }
-            let client = builder.build().map_err(|_| {
-                Error::config(
-                    BACKEND,
-                    "the cluster node addresses are not valid Redis URLs",
-                )
-            })?;
-            let reads = Opener::Cluster(client.clone());
-            let pool = built(ClusterManager { client }, settings)?;
-            let nodes = NodeTemplate {
-                tls: *tls,
-                username: settings.user.username.clone(),
-                password: settings.user.password.clone(),
-                root_cert_pem: settings.root_cert_pem.map(<[u8]>::to_vec),
-            };
-            let feed = FeedSource::Cluster {
-                pool: pool.clone(),
-                nodes,
-            };
-            Ok((Pools::Cluster(pool), feed, Some(reads)))
-        }
-        Topology::Sentinel {
+/// The topology `hosts` names. Nothing connects until the first operation.
+pub(crate) fn topology(hosts: &Hosts, settings: &PoolSettings<'_>) -> Result<Topology> {
+    let target = describe(hosts);
+    match hosts {
+        #[cfg(feature = "cluster")]
+        Hosts::Cluster { tls, nodes } => crate::cluster::topology(*tls, nodes, settings, target),
+        #[cfg(feature = "sentinel")]
+        Hosts::Sentinel {
             tls,
             sentinels,
             master,
             db,
-        } => {
-            if settings.root_cert_pem.is_some() {
-                return Err(Error::config(
-                    BACKEND,
-                    "a TLS root certificate is not supported in Sentinel mode; the primary's certificate is checked against the system's roots",
-                ));
-            }
-            let urls: Vec<String> = sentinels.iter().map(|n| node_url(false, n)).collect();
-            let mut redis = RedisConnectionInfo::default().set_db(*db);
-            if let Some(username) = &settings.user.username {
-                redis = redis.set_username(username);
-            }
-            if let Some(password) = &settings.user.password {
-                redis = redis.set_password(password);
-            }
-            let mut primary =
-                SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
-            if *tls {
-                primary = primary.set_tls_mode(TlsMode::Secure);
-            }
-            let client = || {
-                SentinelClient::build(
-                    urls.clone(),
-                    master.clone(),
-                    Some(primary.clone()),
-                    SentinelServerType::Master,
-                )
-                .map_err(|_| {
-                    Error::config(BACKEND, "the Sentinel addresses are not valid Redis URLs")
-                })
-            };
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_response_timeout(Some(settings.request_timeout));
-            let manager = SentinelManager {
-                client: tokio::sync::Mutex::new(client()?),
-                config,
-                master: master.clone(),
-                sentinels: sentinels.clone(),
-                connect_timeout: settings.connect_timeout,
-                retry_for: settings.request_timeout / 2,
-            };
-            let feed = FeedSource::Sentinel(tokio::sync::Mutex::new(client()?));
-            // Reads keep using the pool, whose checkout confirms the server is still the primary.
-            Ok((Pools::Sentinel(built(manager, settings)?), feed, None))
+        } => crate::sentinel::topology(*tls, sentinels, master, *db, settings, target),
+        #[allow(unreachable_patterns, reason = "reachable with a feature off")]
+        other => {
+            let _ = (settings, target);
+            Err(not_enabled(other))
         }
     }
 }
 
+/// The error for a topology whose feature this build leaves out.
+#[allow(dead_code, reason = "unused when both features are on")]
+fn not_enabled(hosts: &Hosts) -> Error {
+    let feature = match hosts {
+        Hosts::Cluster { .. } => "cluster",
+        Hosts::Sentinel { .. } => "sentinel",
+    };
+    Error::config(
+        BACKEND,
+        format!(
+            "this build has no Redis {feature} support: enable the `{feature}` feature of flagstore-redis (flagstore-url and the flagstore command enable it with `redis`)"
+        ),
+    )
+}
+
 /// How the store names its target in `Display`: the hosts, never a password.
-pub(crate) fn describe(topology: &Topology) -> String {
-    match topology {
-        Topology::Cluster { tls, nodes } => {
+pub(crate) fn describe(hosts: &Hosts) -> String {
+    match hosts {
+        Hosts::Cluster { tls, nodes } => {
             let scheme = if *tls {
                 "rediss+cluster"
             } else {
@@ -298,7 +183,7 @@ pub(crate) fn describe(topology: &Topology) -> String {
             };
             format!("cluster {scheme}://{}", nodes.join(","))
         }
-        Topology::Sentinel {
+        Hosts::Sentinel {
             tls,
             sentinels,
             master,
@@ -324,31 +209,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suggests_only_prefixes_whose_hash_tag_is_valid() {
-        for (prefix, suggested) in [
-            ("launchdarkly", "{launchdarkly}"),
-            ("ld:app", "{ld:app}"),
-            ("}ldx{", "{ldx}"),
-            ("a}b", "{ab}"),
-            ("{", "{launchdarkly}"),
-            ("{}", "{launchdarkly}"),
-            ("x{", "{x}"),
-            ("", "{launchdarkly}"),
-        ] {
-            let tagged = tagged_prefix(prefix);
-            assert_eq!(tagged, suggested, "{prefix}");
-            assert!(has_hash_tag(&tagged), "{prefix} -> {tagged}");
-        }
-    }
-
-    #[test]
     fn parses_cluster_and_sentinel_urls() {
         let (topology, user) = parse("redis+cluster://:pw%40x@10.0.0.1:7000,10.0.0.2:7001")
             .unwrap()
             .unwrap();
         assert_eq!(
             topology,
-            Topology::Cluster {
+            Hosts::Cluster {
                 tls: false,
                 nodes: vec!["10.0.0.1:7000".into(), "10.0.0.2:7001".into()]
             }
@@ -359,7 +226,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             topology,
-            Topology::Sentinel {
+            Hosts::Sentinel {
                 tls: true,
                 sentinels: vec!["s1:26379".into(), "s2:26379".into()],
                 master: "mymaster".into(),
@@ -373,19 +240,5 @@ mod tests {
         assert!(err("redis+sentinel://:s3cret@h:1").contains("names no primary"));
         assert!(!err("redis+sentinel://:s3cret@h:1").contains("s3cret"));
         assert!(err("redis+sentinel://h:1/m/x").contains("is not a number"));
-    }
-
-    #[test]
-    fn hash_tags() {
-        for (prefix, tagged) in [
-            ("{launchdarkly}", true),
-            ("prod{ld}", true),
-            ("launchdarkly", false),
-            ("{}ld", false),
-            ("}{", false),
-            ("{open", false),
-        ] {
-            assert_eq!(has_hash_tag(prefix), tagged, "{prefix}");
-        }
     }
 }

@@ -13,7 +13,9 @@
 use std::sync::RwLock;
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+#[cfg(feature = "cluster")]
 use deadpool_redis::redis::cluster::ClusterClient;
+#[cfg(feature = "cluster")]
 use deadpool_redis::redis::cluster_async::ClusterConnection;
 use deadpool_redis::redis::{
     AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
@@ -25,6 +27,7 @@ pub(crate) enum Opener {
         client: Client,
         config: AsyncConnectionConfig,
     },
+    #[cfg(feature = "cluster")]
     Cluster(ClusterClient),
 }
 
@@ -41,6 +44,7 @@ pub(crate) struct SharedReads {
 #[derive(Clone)]
 pub(crate) enum Shared {
     Single(MultiplexedConnection),
+    #[cfg(feature = "cluster")]
     Cluster(ClusterConnection),
 }
 
@@ -81,6 +85,7 @@ impl SharedReads {
                 .get_multiplexed_async_connection_with_config(config)
                 .await
                 .map(Shared::Single)?,
+            #[cfg(feature = "cluster")]
             Opener::Cluster(client) => client.get_async_connection().await.map(Shared::Cluster)?,
         };
         *self
@@ -117,6 +122,7 @@ impl ConnectionLike for Shared {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Shared::Single(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
             Shared::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -129,6 +135,7 @@ impl ConnectionLike for Shared {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Shared::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
             Shared::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -136,6 +143,7 @@ impl ConnectionLike for Shared {
     fn get_db(&self) -> i64 {
         match self {
             Shared::Single(conn) => conn.get_db(),
+            #[cfg(feature = "cluster")]
             Shared::Cluster(conn) => conn.get_db(),
         }
     }

@@ -22,7 +22,7 @@ use crate::builder::RedisStoreBuilder;
 use crate::error::{BACKEND, from_pool, from_redis};
 use crate::feed::Feed;
 use crate::reads::SharedReads;
-use crate::topology::{Conn, Pools};
+use crate::topology::{Conn, Topology};
 
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
 const HSET_CHUNK: usize = 500;
@@ -60,9 +60,9 @@ const RETIRE_AFTER_BYTES: usize = 1 << 20;
 /// # Ok(()) }
 /// ```
 pub struct RedisStore {
-    pools: Pools,
+    /// The servers: pools, the connection reads share, the primaries; shared with the feed.
+    topology: Arc<Topology>,
     prefix: String,
-    target: String,
     request_timeout: Duration,
     skipped: AtomicU64,
     /// `{prefix}:features`, `{prefix}:segments`, `{prefix}:$inited`, made once.
@@ -70,8 +70,6 @@ pub struct RedisStore {
     segments_key: String,
     inited_key: String,
     feed: Option<Arc<Feed>>,
-    /// The connection reads share; `None` (Sentinel, a caller's pool): reads use the pool.
-    reads: Option<SharedReads>,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -82,45 +80,42 @@ impl RedisStore {
         RedisStoreBuilder::new()
     }
 
+    /// The store on `topology`; with a change feed where its servers can be visited.
     pub(crate) fn new(
-        pools: Pools,
+        topology: Topology,
         prefix: String,
-        target: String,
-        request_timeout: Duration,
+        configure_keyspace_events: bool,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
+        let topology = Arc::new(topology);
+        let feed = topology.can_visit().then(|| {
+            Arc::new(Feed::new(
+                Arc::clone(&topology),
+                prefix.clone(),
+                configure_keyspace_events,
+            ))
+        });
+        let request_timeout = topology.timeouts().request;
         let features_key = format!("{prefix}:features");
         let segments_key = format!("{prefix}:segments");
         let inited_key = format!("{prefix}:$inited");
         RedisStore {
-            pools,
+            topology,
             prefix,
-            target,
             request_timeout,
             skipped: AtomicU64::new(0),
             features_key,
             segments_key,
             inited_key,
-            feed: None,
-            reads: None,
+            feed,
             #[cfg(feature = "testing")]
             before_upsert_write,
         }
     }
 
-    /// The change feed's view of the servers, for work that must visit every primary.
-    pub(crate) fn feed(&self) -> Option<&Feed> {
-        self.feed.as_deref()
-    }
-
-    /// Whether the data lives in a Redis Cluster.
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self.pools, Pools::Cluster(_))
-    }
-
-    pub(crate) fn with_reads(mut self, reads: Option<SharedReads>) -> Self {
-        self.reads = reads;
-        self
+    /// The servers, for work that must visit every primary.
+    pub(crate) fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// Sends one read command: on the shared connection when the store has one, else on a
@@ -131,7 +126,7 @@ impl RedisStore {
         op: Operation,
         command: &redis::Cmd,
     ) -> Result<T> {
-        let Some(reads) = &self.reads else {
+        let Some(reads) = self.topology.reads() else {
             // Boxed, like opening the shared connection: the state of waiting for a pooled
             // connection is kilobytes, and every read's future would carry (and copy) it.
             return Box::pin(async {
@@ -160,11 +155,6 @@ impl RedisStore {
         result.map_err(self.redis_err(op))
     }
 
-    pub(crate) fn with_feed(mut self, feed: Option<Feed>) -> Self {
-        self.feed = feed.map(Arc::new);
-        self
-    }
-
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -173,10 +163,7 @@ impl RedisStore {
     /// The connection pool of a single-server store, for callers that want to run their own
     /// commands; `None` in cluster and Sentinel modes.
     pub fn pool(&self) -> Option<&Pool> {
-        match &self.pools {
-            Pools::Single(pool) => Some(pool),
-            Pools::Cluster(_) | Pools::Sentinel(_) => None,
-        }
+        self.topology.single_pool()
     }
 
     /// How many unreadable stored items `get_all` has skipped since this store was built.
@@ -204,8 +191,8 @@ impl RedisStore {
     }
 
     pub(crate) async fn connection(&self, op: Operation) -> Result<Conn> {
-        self.pools
-            .get()
+        self.topology
+            .connection()
             .await
             .map_err(|e| from_pool(op, self.request_timeout, e))
     }
@@ -291,15 +278,20 @@ impl RedisStore {
 
 impl fmt::Display for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "redis store {} (prefix {:?})", self.target, self.prefix)
+        write!(
+            f,
+            "redis store {} (prefix {:?})",
+            self.topology.target(),
+            self.prefix
+        )
     }
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (size, max_size) = self.pools.status();
+        let (size, max_size) = self.topology.pool_status();
         f.debug_struct("RedisStore")
-            .field("target", &self.target)
+            .field("target", &self.topology.target())
             .field("prefix", &self.prefix)
             .field("pool_size", &size)
             .field("pool_max_size", &max_size)

@@ -1,156 +1,195 @@
-//! Where the data lives (one server, a Redis Cluster, or a primary that Redis Sentinel manages)
-//! and the pooled connection each operation takes.
+//! Where the data lives (one server, a Redis Cluster, or a primary that Redis Sentinel manages):
+//! the pools, the connection reads share, and the servers holding the data, used alike by the
+//! store, its change feed and Big Segments.
 //!
-//! Every operation takes a connection of its own from a pool: an upsert's WATCH belongs to the
+//! Every write takes a connection of its own from a pool: an upsert's WATCH belongs to the
 //! connection it was sent on, so it must not be shared while the upsert runs.
 
-use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
-use deadpool_redis::Pool;
-use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
-use deadpool_redis::redis::cluster::ClusterClient;
-use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::sentinel::SentinelClient;
-use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value,
-};
-use flagstore::backend::redact_url;
+use std::future::Future;
 use std::time::Duration;
 
-/// Makes and checks the connections of a cluster pool. Each pooled connection is a whole
-/// cluster client with connections of its own to the nodes, so a WATCH on it is this
-/// operation's alone.
-pub(crate) struct ClusterManager {
-    pub(crate) client: ClusterClient,
+use deadpool::managed;
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
+use deadpool::managed::Object;
+use deadpool_redis::Pool;
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::{self, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use flagstore::error::Operation;
+use flagstore::{Error, Result};
+
+#[cfg(feature = "cluster")]
+use crate::cluster::{ClusterManager, NodeTemplate};
+use crate::connect::Timeouts;
+use crate::error::{BACKEND, from_redis};
+use crate::reads::SharedReads;
+#[cfg(feature = "sentinel")]
+use crate::sentinel::SentinelManager;
+
+/// One store's view of its servers.
+pub(crate) struct Topology {
+    pools: Pools,
+    /// The connection reads share; `None` (Sentinel, a caller's pool): reads use the pool.
+    reads: Option<SharedReads>,
+    /// The servers to visit one by one (a change feed, a `SCAN`); `None` for a caller's pool,
+    /// whose client is private to it.
+    primaries: Option<Primaries>,
+    /// The database the data is in (always 0 in a cluster).
+    db: i64,
+    timeouts: Timeouts,
+    /// How `Display` names the servers: never a password.
+    target: String,
 }
 
-impl managed::Manager for ClusterManager {
-    type Type = ClusterConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<ClusterConnection, RedisError> {
-        self.client.get_async_connection().await
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut ClusterConnection,
-        _: &Metrics,
-    ) -> RecycleResult<RedisError> {
-        // Also clears a WATCH an abandoned upsert left behind (sent to every primary).
-        redis::cmd("UNWATCH").query_async::<()>(conn).await?;
-        Ok(())
-    }
+/// How to find the servers holding the data at a given moment.
+pub(crate) enum Primaries {
+    /// One server.
+    Single(Client),
+    /// Whichever server the Sentinels name as primary.
+    #[cfg(feature = "sentinel")]
+    Sentinel(tokio::sync::Mutex<redis::sentinel::SentinelClient>),
+    /// Every primary of the cluster, as `CLUSTER SLOTS` reports them.
+    #[cfg(feature = "cluster")]
+    Cluster(NodeTemplate),
 }
 
-/// Makes and checks the connections of a Sentinel pool: each new connection goes to the primary
-/// the Sentinels name at that moment, and a pooled connection to a server that is no longer the
-/// primary (after a failover) is discarded instead of reused.
-pub(crate) struct SentinelManager {
-    pub(crate) client: tokio::sync::Mutex<SentinelClient>,
-    pub(crate) config: AsyncConnectionConfig,
-    /// The primary's name, and the Sentinels as configured, for error messages.
-    pub(crate) master: String,
-    pub(crate) sentinels: Vec<String>,
-    pub(crate) connect_timeout: Duration,
-    /// How long "no such primary" is retried: right after a failover the Sentinels may name a
-    /// server that does not answer as primary yet, which the driver reports exactly as it
-    /// reports a misspelt name. Half the request budget, so a misspelt name still fails with
-    /// this explanation rather than a bare timeout.
-    pub(crate) retry_for: Duration,
-}
-
-/// The first wait between lookups of a primary the Sentinels do not name (yet); it doubles.
-const SENTINEL_RETRY_FIRST: Duration = Duration::from_millis(25);
-const SENTINEL_RETRY_MAX: Duration = Duration::from_millis(250);
-
-impl SentinelManager {
-    async fn connect_once(&self) -> Result<MultiplexedConnection, RedisError> {
-        let mut client = self.client.lock().await;
-        client.get_async_connection_with_config(&self.config).await
+impl Topology {
+    pub(crate) fn new(
+        pools: Pools,
+        reads: Option<SharedReads>,
+        primaries: Option<Primaries>,
+        db: i64,
+        timeouts: Timeouts,
+        target: String,
+    ) -> Self {
+        Topology {
+            pools,
+            reads,
+            primaries,
+            db,
+            timeouts,
+            target,
+        }
     }
 
-    /// The driver's error, saying which primary and which Sentinels, and whether any Sentinel
-    /// answers at all.
-    async fn explained(&self, err: RedisError, retried: Duration) -> RedisError {
-        let sentinels = self
-            .sentinels
-            .iter()
-            .map(|s| redact_url(s).into_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let master = &self.master;
-        let detail = if err.kind() == ErrorKind::MasterNameNotFoundBySentinel {
-            format!(
-                "no Sentinel of [{sentinels}] names a primary for {master:?} that answers as primary (retried for {retried:.1?}): the name may be misspelt, or a failover still under way"
-            )
-        } else if !self.any_sentinel_answers().await {
-            format!(
-                "every Sentinel is down: none of [{sentinels}] accepts a connection (primary {master:?}): {err}"
-            )
-        } else {
-            format!(
-                "could not reach the primary {master:?} through the Sentinels [{sentinels}]: {err}"
-            )
-        };
-        RedisError::from((err.kind(), "Redis Sentinel", detail))
+    /// A pooled connection of its own, for one operation.
+    pub(crate) async fn connection(&self) -> std::result::Result<Conn, PoolError> {
+        self.pools.get().await
     }
 
-    /// Whether a TCP connection to any configured Sentinel opens within the connect timeout.
-    async fn any_sentinel_answers(&self) -> bool {
-        let timeout = self.connect_timeout;
-        for sentinel in &self.sentinels {
-            let address = tcp_address(sentinel);
-            let connect = tokio::net::TcpStream::connect(address);
-            if matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_))) {
-                return true;
-            }
+    /// The connection reads share, where reads can share one.
+    pub(crate) fn reads(&self) -> Option<&SharedReads> {
+        self.reads.as_ref()
+    }
+
+    /// The pool of a single server.
+    pub(crate) fn single_pool(&self) -> Option<&Pool> {
+        match &self.pools {
+            Pools::Single(pool) => Some(pool),
+            #[allow(unreachable_patterns, reason = "reachable with cluster or sentinel on")]
+            _ => None,
+        }
+    }
+
+    /// Whether the data is spread over the primaries of a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let Pools::Cluster(_) = self.pools {
+            return true;
         }
         false
     }
-}
 
-/// `host:port` of a node given as `host:port` or as a URL.
-fn tcp_address(node: &str) -> &str {
-    let rest = node.split_once("://").map_or(node, |(_, rest)| rest);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    rest.split('/').next().unwrap_or(rest)
-}
+    /// Whether the servers can be visited one by one (a change feed needs that).
+    pub(crate) fn can_visit(&self) -> bool {
+        self.primaries.is_some()
+    }
 
-impl managed::Manager for SentinelManager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
+    /// Open and maximum pooled connections.
+    pub(crate) fn pool_status(&self) -> (usize, usize) {
+        self.pools.status()
+    }
 
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        let started = tokio::time::Instant::now();
-        let mut delay = SENTINEL_RETRY_FIRST;
-        loop {
-            match self.connect_once().await {
-                Ok(conn) => return Ok(conn),
-                Err(err)
-                    if err.kind() == ErrorKind::MasterNameNotFoundBySentinel
-                        && started.elapsed() + delay < self.retry_for =>
-                {
-                    tracing::debug!(master = %self.master, "the Sentinels name no primary yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(SENTINEL_RETRY_MAX);
-                }
-                Err(err) => return Err(self.explained(err, started.elapsed()).await),
+    pub(crate) fn db(&self) -> i64 {
+        self.db
+    }
+
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The servers holding the data right now: the one server, the current primary, or every
+    /// cluster primary.
+    pub(crate) async fn primaries(&self, op: Operation) -> Result<Vec<Client>> {
+        match &self.primaries {
+            None => Err(Error::database(
+                BACKEND,
+                op,
+                "a store on a caller-supplied pool cannot reach its servers one by one",
+            )),
+            Some(Primaries::Single(client)) => Ok(vec![client.clone()]),
+            #[cfg(feature = "sentinel")]
+            Some(Primaries::Sentinel(sentinel)) => {
+                let budget = self.timeouts.connect_and_answer();
+                let client = self
+                    .bounded(op, budget, async {
+                        sentinel.lock().await.async_get_client().await
+                    })
+                    .await?;
+                Ok(vec![client])
+            }
+            #[cfg(feature = "cluster")]
+            Some(Primaries::Cluster(nodes)) => {
+                let budget = self.timeouts.connect_and_answer();
+                let mut conn = tokio::time::timeout(budget, self.connection())
+                    .await
+                    .map_err(|_| Error::timeout(BACKEND, op, budget))?
+                    .map_err(|e| crate::error::from_pool(op, budget, e))?;
+                let slots: Value = self
+                    .bounded(op, self.timeouts.request, async {
+                        redis::cmd("CLUSTER")
+                            .arg("SLOTS")
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                crate::cluster::primaries_in(&slots)
+                    .iter()
+                    .map(|(host, port)| nodes.client(op, host, *port))
+                    .collect()
             }
         }
     }
 
-    async fn recycle(
+    /// A plain connection to one of the [`primaries`](Self::primaries), with the store's
+    /// timeouts.
+    pub(crate) async fn connect(
         &self,
-        conn: &mut MultiplexedConnection,
-        _: &Metrics,
-    ) -> RecycleResult<RedisError> {
-        redis::cmd("UNWATCH").query_async::<()>(&mut *conn).await?;
-        let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
-        match role.first() {
-            Some(Value::BulkString(role)) if role.as_slice() == b"master" => Ok(()),
-            _ => Err(RecycleError::message(
-                "the server is no longer the primary (a failover happened)",
-            )),
+        op: Operation,
+        client: &Client,
+    ) -> Result<MultiplexedConnection> {
+        let config = self.timeouts.connection_config();
+        self.bounded(op, self.timeouts.connect_and_answer(), async {
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        })
+        .await
+    }
+
+    /// `call` within `budget`, its failure as an error of `op`.
+    pub(crate) async fn bounded<T>(
+        &self,
+        op: Operation,
+        budget: Duration,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(budget, call).await {
+            Ok(result) => result.map_err(|e| from_redis(op, budget, e)),
+            Err(_) => Err(Error::timeout(BACKEND, op, budget)),
         }
     }
 }
@@ -158,7 +197,9 @@ impl managed::Manager for SentinelManager {
 /// The pool of one of the three topologies.
 pub(crate) enum Pools {
     Single(Pool),
+    #[cfg(feature = "cluster")]
     Cluster(managed::Pool<ClusterManager>),
+    #[cfg(feature = "sentinel")]
     Sentinel(managed::Pool<SentinelManager>),
 }
 
@@ -170,7 +211,9 @@ impl Pools {
     pub(crate) async fn get(&self) -> Result<Conn, PoolError> {
         match self {
             Pools::Single(pool) => pool.get().await.map(Conn::Single),
+            #[cfg(feature = "cluster")]
             Pools::Cluster(pool) => pool.get().await.map(Conn::Cluster),
+            #[cfg(feature = "sentinel")]
             Pools::Sentinel(pool) => pool.get().await.map(Conn::Sentinel),
         }
     }
@@ -179,7 +222,9 @@ impl Pools {
     pub(crate) fn status(&self) -> (usize, usize) {
         let status = match self {
             Pools::Single(pool) => pool.status(),
+            #[cfg(feature = "cluster")]
             Pools::Cluster(pool) => pool.status(),
+            #[cfg(feature = "sentinel")]
             Pools::Sentinel(pool) => pool.status(),
         };
         (status.size, status.max_size)
@@ -189,7 +234,9 @@ impl Pools {
 /// A pooled connection of any topology; it goes back to its pool when dropped.
 pub(crate) enum Conn {
     Single(deadpool_redis::Connection),
+    #[cfg(feature = "cluster")]
     Cluster(Object<ClusterManager>),
+    #[cfg(feature = "sentinel")]
     Sentinel(Object<SentinelManager>),
 }
 
@@ -198,7 +245,9 @@ impl Conn {
     pub(crate) fn retire(self) {
         match self {
             Conn::Single(conn) => drop(deadpool_redis::Connection::take(conn)),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => drop(Object::take(conn)),
+            #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => drop(Object::take(conn)),
         }
     }
@@ -208,7 +257,9 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -221,7 +272,9 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -229,7 +282,9 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
+            #[cfg(feature = "cluster")]
             Conn::Cluster(conn) => conn.get_db(),
+            #[cfg(feature = "sentinel")]
             Conn::Sentinel(conn) => conn.get_db(),
         }
     }
