@@ -110,8 +110,8 @@ const SPREAD_MIN_BYTES: usize = 256 * 1024;
 /// decoded and checked in one pass while its bytes are in cache: a 10,000-flag kind then
 /// neither holds up the task's runtime worker for milliseconds nor waits on one core. The items
 /// themselves are made on the calling thread, so that what the caller keeps is not spread over
-/// the allocator arenas of other threads (with glibc, that alone cost a daemon reader's cache
-/// 0.2× its JSON in resident memory). The items keep their order. Small reads, and calls
+/// the allocator arenas of other threads (glibc keeps memory in the arena of the thread that
+/// allocated it). The items keep their order. Small reads, and calls
 /// outside a Tokio runtime, are checked in place.
 ///
 /// # Errors
