@@ -241,4 +241,32 @@ mod tests {
         assert!(!err("redis+sentinel://:s3cret@h:1").contains("s3cret"));
         assert!(err("redis+sentinel://h:1/m/x").contains("is not a number"));
     }
+
+    #[cfg(not(feature = "cluster"))]
+    #[test]
+    fn a_cluster_url_without_its_feature_names_the_feature() {
+        let err = crate::RedisStore::builder()
+            .url("redis+cluster://127.0.0.1:1,127.0.0.1:2")
+            .prefix("{ld}")
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis: invalid configuration: this build has no Redis cluster support: enable the `cluster` feature of flagstore-redis (flagstore-url and the flagstore command enable it with `redis`)"
+        );
+    }
+
+    #[cfg(not(feature = "sentinel"))]
+    #[test]
+    fn a_sentinel_url_without_its_feature_names_the_feature() {
+        let err = crate::RedisStore::builder()
+            .url("redis+sentinel://127.0.0.1:1/mymaster")
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("enable the `sentinel` feature of flagstore-redis"),
+            "{err}"
+        );
+    }
 }
