@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool_redis::redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo};
-use deadpool_redis::{Manager, Pool, Runtime};
+use deadpool_redis::{Manager, Pool};
 use flagstore::backend::{
     ConfigKey, NetworkOptions, Secret, config_count, redact_url, refuse_ignored,
 };
@@ -16,7 +16,7 @@ use crate::error::BACKEND;
 use crate::multi::{self, Hosts, PoolSettings};
 use crate::reads::{Opener, SharedReads};
 use crate::store::RedisStore;
-use crate::topology::{Pools, Primaries, Topology};
+use crate::topology::{Pools, Primaries, Topology, limited_pool};
 
 /// The URL used when none is given.
 pub const DEFAULT_URL: &str = "redis://localhost:6379";
@@ -233,10 +233,16 @@ impl RedisStoreBuilder {
             .or(self.env_password.as_ref().filter(|_| !url_has_password))
     }
 
-    fn request_timeout_or_default(&self) -> Duration {
-        self.network
-            .get_request_timeout()
-            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+    /// `from_url`, the credentials a URL carries, with this builder's over them: an explicit
+    /// username, and the password [`password_over`](Self::password_over) picks.
+    fn credentials_over(&self, from_url: Credentials) -> Credentials {
+        let password = self
+            .password_over(from_url.password.is_some())
+            .map(|p| p.expose().to_owned());
+        Credentials {
+            username: self.username.clone().or(from_url.username),
+            password: password.or(from_url.password),
+        }
     }
 
     /// Uses a pool the caller configured. URL, credentials, pool size, connect timeout and TLS are
@@ -304,11 +310,17 @@ impl RedisStoreBuilder {
     /// `rediss` or `redis+unix`, a zero pool size or timeout, or a CA certificate without TLS.
     /// Does not connect: the first operation does.
     pub fn build(self) -> Result<RedisStore> {
-        let connect_timeout = self
-            .network
-            .get_connect_timeout()
-            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout.is_zero() || self.request_timeout_or_default().is_zero() {
+        let timeouts = Timeouts {
+            connect: self
+                .network
+                .get_connect_timeout()
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            request: self
+                .network
+                .get_request_timeout()
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        };
+        if timeouts.connect.is_zero() || timeouts.request.is_zero() {
             return Err(Error::config(
                 BACKEND,
                 "connect_timeout and request_timeout must be positive",
@@ -320,10 +332,6 @@ impl RedisStoreBuilder {
         let prefix = match self.prefix.as_deref() {
             None | Some("") => DEFAULT_PREFIX.to_owned(),
             Some(prefix) => prefix.to_owned(),
-        };
-        let timeouts = Timeouts {
-            connect: connect_timeout,
-            request: self.request_timeout_or_default(),
         };
         let topology = match self.multi_host()? {
             Some((hosts, credentials)) => {
@@ -376,15 +384,7 @@ impl RedisStoreBuilder {
             )),
             (None, None) => from_url,
         };
-        Ok(found.map(|(hosts, mut credentials)| {
-            if let Some(username) = &self.username {
-                credentials.username = Some(username.clone());
-            }
-            if let Some(password) = self.password_over(credentials.password.is_some()) {
-                credentials.password = Some(password.expose().to_owned());
-            }
-            (hosts, credentials)
-        }))
+        Ok(found.map(|(hosts, credentials)| (hosts, self.credentials_over(credentials))))
     }
 
     fn multi_topology(
@@ -482,14 +482,12 @@ impl RedisStoreBuilder {
                 format!("{shown:?} is not a valid Redis URL (expected redis://[user:password@]host[:port][/db])"),
             )
         })?;
-        let url_password = info.redis_settings().password().is_some();
-        let credentials = Credentials {
-            username: self.username.clone(),
-            password: self
-                .password_over(url_password)
-                .map(|p| p.expose().to_owned()),
+        let settings = info.redis_settings();
+        let from_url = Credentials {
+            username: settings.username().map(str::to_owned),
+            password: settings.password().map(str::to_owned),
         };
-        let mut info = credentials.apply_to(info);
+        let mut info = self.credentials_over(from_url).apply_to(info);
         let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
         if tls {
             connect::use_process_crypto_provider();
@@ -516,16 +514,11 @@ impl RedisStoreBuilder {
         let client = Client::open(info.clone()).map_err(unusable)?;
         let manager =
             Manager::new_with_config(info, timeouts.connection_config()).map_err(unusable)?;
-        let pool = Pool::builder(manager)
-            .max_size(self.pool_size.unwrap_or(DEFAULT_POOL_SIZE))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(timeouts.request))
-            .create_timeout(Some(timeouts.connect_and_answer()))
-            .recycle_timeout(Some(timeouts.request))
-            .build()
-            .map_err(|e| {
-                Error::config_caused_by(BACKEND, "could not set up the connection pool", e)
-            })?;
+        let pool: Pool = limited_pool(
+            manager,
+            self.pool_size.unwrap_or(DEFAULT_POOL_SIZE),
+            timeouts,
+        )?;
         let db = client.get_connection_info().redis_settings().db();
         // No response timeout of its own: every read runs under the store's one budget
         // (`bounded`), and a second timer per read would only cost time.
@@ -684,7 +677,7 @@ mod tests {
     fn settings_a_caller_supplied_pool_would_ignore_are_refused() {
         let pool = || {
             deadpool_redis::Config::from_url("redis://127.0.0.1:1")
-                .create_pool(Some(Runtime::Tokio1))
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
                 .unwrap()
         };
         let err = RedisStore::builder()

@@ -13,7 +13,7 @@ use crate::connect::{self, Credentials};
 use crate::error::BACKEND;
 use crate::multi::PoolSettings;
 use crate::reads::{Opener, SharedReads};
-use crate::topology::{Pools, Primaries, Topology};
+use crate::topology::{Pools, Primaries, Topology, limited_pool};
 
 /// Makes and checks the connections of a cluster pool. Each pooled connection is a whole
 /// cluster client with connections of its own to the nodes, so a WATCH on it is this
@@ -104,7 +104,11 @@ pub(crate) fn topology(
         )
     })?;
     let reads = SharedReads::new(Opener::Cluster(client.clone()));
-    let pool = crate::multi::built(ClusterManager { client }, settings)?;
+    let pool = limited_pool(
+        ClusterManager { client },
+        settings.pool_size,
+        settings.timeouts,
+    )?;
     let nodes = NodeTemplate {
         tls,
         credentials: settings.credentials.clone(),

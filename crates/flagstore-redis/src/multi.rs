@@ -1,8 +1,6 @@
 //! Cluster and Sentinel URLs (`redis+cluster://`, `redis+sentinel://`), and building either
 //! topology's pool; each lives in its own module behind its feature.
 
-#[cfg(any(feature = "cluster", feature = "sentinel"))]
-use deadpool::{Runtime, managed};
 use flagstore::backend::redact_url;
 use flagstore::{Error, Result};
 
@@ -118,22 +116,6 @@ pub(crate) struct PoolSettings<'a> {
     pub(crate) pool_size: usize,
     pub(crate) timeouts: Timeouts,
     pub(crate) root_cert_pem: Option<&'a [u8]>,
-}
-
-/// A pool of `manager`'s connections with the store's size and time limits.
-#[cfg(any(feature = "cluster", feature = "sentinel"))]
-pub(crate) fn built<M: managed::Manager>(
-    manager: M,
-    settings: &PoolSettings<'_>,
-) -> Result<managed::Pool<M>> {
-    managed::Pool::builder(manager)
-        .max_size(settings.pool_size)
-        .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(settings.timeouts.request))
-        .create_timeout(Some(settings.timeouts.connect_and_answer()))
-        .recycle_timeout(Some(settings.timeouts.request))
-        .build()
-        .map_err(|e| Error::config_caused_by(BACKEND, "could not set up the connection pool", e))
 }
 
 /// The topology `hosts` names. Nothing connects until the first operation.

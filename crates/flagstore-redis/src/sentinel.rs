@@ -17,7 +17,7 @@ use flagstore::{Error, Result};
 use crate::connect;
 use crate::error::BACKEND;
 use crate::multi::PoolSettings;
-use crate::topology::{Pools, Primaries, Topology};
+use crate::topology::{Pools, Primaries, Topology, limited_pool};
 
 /// Makes and checks the connections of a Sentinel pool: each new connection goes to the primary
 /// the Sentinels name at that moment, and a pooled connection to a server that is no longer the
@@ -176,7 +176,7 @@ pub(crate) fn topology(
         connect_timeout: settings.timeouts.connect,
         retry_for: settings.timeouts.request / 2,
     };
-    let pool = crate::multi::built(manager, settings)?;
+    let pool = limited_pool(manager, settings.pool_size, settings.timeouts)?;
     // Reads keep using the pool, whose checkout confirms the server is still the primary.
     Ok(Topology::new(
         Pools::Sentinel(pool),

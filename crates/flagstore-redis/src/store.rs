@@ -63,7 +63,6 @@ pub struct RedisStore {
     /// The servers: pools, the connection reads share, the primaries; shared with the feed.
     topology: Arc<Topology>,
     prefix: String,
-    request_timeout: Duration,
     skipped: AtomicU64,
     /// `{prefix}:features`, `{prefix}:segments`, `{prefix}:$inited`, made once.
     features_key: String,
@@ -95,14 +94,12 @@ impl RedisStore {
                 configure_keyspace_events,
             ))
         });
-        let request_timeout = topology.timeouts().request;
         let features_key = format!("{prefix}:features");
         let segments_key = format!("{prefix}:segments");
         let inited_key = format!("{prefix}:$inited");
         RedisStore {
             topology,
             prefix,
-            request_timeout,
             skipped: AtomicU64::new(0),
             features_key,
             segments_key,
@@ -111,6 +108,11 @@ impl RedisStore {
             #[cfg(feature = "testing")]
             before_upsert_write,
         }
+    }
+
+    /// The budget of one whole operation, the topology's request timeout.
+    fn request_timeout(&self) -> Duration {
+        self.topology.timeouts().request
     }
 
     /// The servers, for work that must visit every primary.
@@ -194,7 +196,7 @@ impl RedisStore {
         self.topology
             .connection()
             .await
-            .map_err(|e| from_pool(op, self.request_timeout, e))
+            .map_err(|e| from_pool(op, self.request_timeout(), e))
     }
 
     /// Runs one whole operation (waiting for a connection, connecting, every command and retry)
@@ -207,7 +209,7 @@ impl RedisStore {
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let started = tokio::time::Instant::now();
-        let result = match tokio::time::timeout(self.request_timeout, work).await {
+        let result = match tokio::time::timeout(self.request_timeout(), work).await {
             Ok(Err(Error::Timeout { .. })) | Err(_) => {
                 Err(Error::timeout(BACKEND, op, started.elapsed()))
             }
@@ -220,7 +222,7 @@ impl RedisStore {
     }
 
     pub(crate) fn redis_err(&self, op: Operation) -> impl Fn(redis::RedisError) -> Error + '_ {
-        move |e| from_redis(op, self.request_timeout, e)
+        move |e| from_redis(op, self.request_timeout(), e)
     }
 
     async fn try_upsert(&self, kind: &Kind, item: &Item) -> Result<bool> {
@@ -295,7 +297,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("pool_size", &size)
             .field("pool_max_size", &max_size)
-            .field("request_timeout", &self.request_timeout)
+            .field("request_timeout", &self.request_timeout())
             .finish_non_exhaustive()
     }
 }

@@ -52,6 +52,27 @@ pub(crate) enum Primaries {
     Cluster(NodeTemplate),
 }
 
+/// A pool of `manager`'s connections, `size` at most, each wait and each connection bounded by
+/// `timeouts`: the limits every topology's pool has.
+pub(crate) fn limited_pool<M, W>(
+    manager: M,
+    size: usize,
+    timeouts: Timeouts,
+) -> Result<managed::Pool<M, W>>
+where
+    M: managed::Manager,
+    W: From<managed::Object<M>>,
+{
+    managed::Pool::<M, W>::builder(manager)
+        .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(timeouts.request))
+        .create_timeout(Some(timeouts.connect_and_answer()))
+        .recycle_timeout(Some(timeouts.request))
+        .build()
+        .map_err(|e| Error::config_caused_by(BACKEND, "could not set up the connection pool", e))
+}
+
 impl Topology {
     pub(crate) fn new(
         pools: Pools,
