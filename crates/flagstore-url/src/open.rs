@@ -19,6 +19,16 @@ use crate::parse::Target;
 ))]
 use flagstore::backend::{ConfigKey, UnknownKey};
 
+/// What a backend's builder starts from, before the URL's location and options.
+#[cfg(any(feature = "redis", feature = "dynamodb", feature = "consul"))]
+#[derive(Clone, Copy)]
+enum Base {
+    /// The backend's `from_env()`: what opening a store uses.
+    Environment,
+    /// The builder's defaults: what checking the options uses.
+    Defaults,
+}
+
 /// The error for a URL whose backend this build leaves out.
 #[allow(dead_code, reason = "unused when every backend feature is on")]
 fn not_compiled(backend: &'static str) -> Error {
@@ -57,11 +67,17 @@ impl StoreUrl {
     fn open_with(&self, create: bool) -> Result<DynStore> {
         match &self.target {
             #[cfg(feature = "redis")]
-            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?.build()?)),
+            Target::Redis { .. } => {
+                Ok(std::sync::Arc::new(self.redis(Base::Environment)?.build()?))
+            }
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?.build()?)),
+            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(
+                self.dynamodb(Base::Environment)?.build()?,
+            )),
             #[cfg(feature = "consul")]
-            Target::Consul { .. } => Ok(std::sync::Arc::new(self.consul()?.build()?)),
+            Target::Consul { .. } => Ok(std::sync::Arc::new(
+                self.consul(Base::Environment)?.build()?,
+            )),
             #[cfg(feature = "sqlite")]
             Target::Sqlite { path } => {
                 if !create && !path.exists() {
@@ -88,14 +104,16 @@ impl StoreUrl {
     }
 
     /// Every option through the backend's builder, without building: the check `parse` makes.
+    /// It starts from the builder's defaults, not its environment: whether an option is valid
+    /// does not depend on the environment, and parsing reads neither variables nor files.
     pub(crate) fn check_options(&self) -> Result<()> {
         match &self.target {
             #[cfg(feature = "redis")]
-            Target::Redis { .. } => self.redis().map(drop),
+            Target::Redis { .. } => self.redis(Base::Defaults).map(drop),
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { .. } => self.dynamodb().map(drop),
+            Target::DynamoDb { .. } => self.dynamodb(Base::Defaults).map(drop),
             #[cfg(feature = "consul")]
-            Target::Consul { .. } => self.consul().map(drop),
+            Target::Consul { .. } => self.consul(Base::Defaults).map(drop),
             #[cfg(feature = "sqlite")]
             Target::Sqlite { .. } => self.sqlite().map(drop),
             // A backend left out of the build is refused when opened, naming the feature.
@@ -113,7 +131,7 @@ impl StoreUrl {
         match &self.target {
             #[cfg(feature = "dynamodb")]
             Target::DynamoDb { table } => {
-                let store = self.dynamodb()?.build()?;
+                let store = self.dynamodb(Base::Environment)?.build()?;
                 flagstore_dynamodb::create_table(store.client().await, table).await
             }
             _ => Ok(()),
@@ -125,9 +143,13 @@ impl StoreUrl {
     pub fn open_big_segments(&self) -> Result<flagstore::big_segments::DynBigSegmentStore> {
         match &self.target {
             #[cfg(feature = "redis")]
-            Target::Redis { .. } => Ok(std::sync::Arc::new(self.redis()?.build()?)),
+            Target::Redis { .. } => {
+                Ok(std::sync::Arc::new(self.redis(Base::Environment)?.build()?))
+            }
             #[cfg(feature = "dynamodb")]
-            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(self.dynamodb()?.build()?)),
+            Target::DynamoDb { .. } => Ok(std::sync::Arc::new(
+                self.dynamodb(Base::Environment)?.build()?,
+            )),
             _ => Err(Error::config(
                 self.backend(),
                 "Big Segments live in Redis or DynamoDB, where the LaunchDarkly SDKs read them; this backend has none",
@@ -165,29 +187,43 @@ impl StoreUrl {
     }
 
     #[cfg(feature = "redis")]
-    fn redis(&self) -> Result<flagstore_redis::RedisStoreBuilder> {
+    fn redis(&self, base: Base) -> Result<flagstore_redis::RedisStoreBuilder> {
+        use flagstore_redis::RedisStoreBuilder;
         let Target::Redis { url } = &self.target else {
             return Err(Error::config("redis", "not a redis:// URL"));
         };
-        let builder = flagstore_redis::RedisStoreBuilder::from_env().url(url);
+        let builder = match base {
+            Base::Environment => RedisStoreBuilder::from_env(),
+            Base::Defaults => RedisStoreBuilder::new(),
+        };
+        let builder = builder.url(url);
         self.configure(builder, |b, k, v| b.with_config(k, v))
     }
 
     #[cfg(feature = "dynamodb")]
-    fn dynamodb(&self) -> Result<flagstore_dynamodb::DynamoDbStoreBuilder> {
+    fn dynamodb(&self, base: Base) -> Result<flagstore_dynamodb::DynamoDbStoreBuilder> {
+        use flagstore_dynamodb::{DynamoDbStore, DynamoDbStoreBuilder};
         let Target::DynamoDb { table } = &self.target else {
             return Err(Error::config("dynamodb", "not a dynamodb:// URL"));
         };
-        let builder = flagstore_dynamodb::DynamoDbStoreBuilder::from_env().table(table);
+        let builder = match base {
+            Base::Environment => DynamoDbStoreBuilder::from_env().table(table),
+            Base::Defaults => DynamoDbStore::builder(table),
+        };
         self.configure(builder, |b, k, v| b.with_config(k, v))
     }
 
     #[cfg(feature = "consul")]
-    fn consul(&self) -> Result<flagstore_consul::ConsulStoreBuilder> {
+    fn consul(&self, base: Base) -> Result<flagstore_consul::ConsulStoreBuilder> {
+        use flagstore_consul::ConsulStoreBuilder;
         let Target::Consul { url } = &self.target else {
             return Err(Error::config("consul", "not a consul:// URL"));
         };
-        let builder = flagstore_consul::ConsulStoreBuilder::from_env().url(url);
+        let builder = match base {
+            Base::Environment => ConsulStoreBuilder::from_env(),
+            Base::Defaults => ConsulStoreBuilder::new(),
+        };
+        let builder = builder.url(url);
         self.configure(builder, |b, k, v| b.with_config(k, v))
     }
 
