@@ -202,6 +202,57 @@ impl StoreUrl {
         self.option("prefix")
     }
 
+    /// The same store under `prefix` when the URL names no prefix of its own; a URL's own
+    /// `?prefix=` wins. For configurations that give a prefix beside the URL, as the Relay
+    /// Proxy's `LD_PREFIX_*` does.
+    ///
+    /// ```
+    /// use flagstore_url::StoreUrl;
+    ///
+    /// let url = StoreUrl::parse("redis://cache:6379")?.with_default_prefix("prod")?;
+    /// assert_eq!(url.prefix(), Some("prod"));
+    /// assert_eq!(url.to_string(), "redis://cache:6379?prefix=prod");
+    /// let own = StoreUrl::parse("redis://cache:6379?prefix=mine")?.with_default_prefix("prod")?;
+    /// assert_eq!(own.prefix(), Some("mine"));
+    /// # Ok::<(), flagstore::Error>(())
+    /// ```
+    pub fn with_default_prefix(self, prefix: &str) -> Result<StoreUrl> {
+        if self.prefix().is_some() {
+            return Ok(self);
+        }
+        let encoded: String = form_urlencoded::byte_serialize(prefix.as_bytes()).collect();
+        let separator = if self.options.is_empty() { '?' } else { '&' };
+        StoreUrl::parse(&format!("{}{separator}prefix={encoded}", self.raw))
+    }
+
+    /// Where the database is, with any password masked, for status reports: the server's URL
+    /// for Redis and Consul, the `endpoint` option for DynamoDB (`None`: AWS's own), the file
+    /// for SQLite.
+    ///
+    /// ```
+    /// use flagstore_url::StoreUrl;
+    ///
+    /// let url = StoreUrl::parse("redis://:hunter2@cache:6379/2?prefix=prod")?;
+    /// assert_eq!(url.server().as_deref(), Some("redis://:***@cache:6379/2"));
+    /// assert_eq!(StoreUrl::parse("dynamodb://flags")?.server(), None);
+    /// # Ok::<(), flagstore::Error>(())
+    /// ```
+    pub fn server(&self) -> Option<String> {
+        match &self.target {
+            Target::DynamoDb { .. } => self.option("endpoint").map(|e| redact_url(e).into_owned()),
+            Target::Consul { url } => Some(url.clone()),
+            Target::Redis { .. } | Target::Sqlite { .. } => Some(self.shown_base.clone()),
+        }
+    }
+
+    /// The DynamoDB table the URL names; `None` for the other backends.
+    pub fn table(&self) -> Option<&str> {
+        match &self.target {
+            Target::DynamoDb { table } => Some(table),
+            _ => None,
+        }
+    }
+
     /// The value of the query option `name`, if given.
     pub(crate) fn option(&self, name: &str) -> Option<&str> {
         self.options

@@ -173,10 +173,12 @@ impl FeedSender {
 }
 
 /// Delays between reconnection attempts of a feed: random up to a window that starts at 100 ms
-/// and doubles to 30 s, back to the start after a connection that held.
+/// (or where [`starting_at`](Self::starting_at) says) and doubles to 30 s, back to the start
+/// after a connection that held.
 #[derive(Debug, Clone)]
 pub struct Reconnect {
     window: Duration,
+    first: Duration,
 }
 
 impl Reconnect {
@@ -185,8 +187,26 @@ impl Reconnect {
 
     /// A backoff at its first, shortest window.
     pub fn new() -> Self {
+        Self::starting_at(Self::FIRST)
+    }
+
+    /// A backoff whose first window is `first` (at most 30 s), doubling to 30 s: LaunchDarkly's
+    /// SDKs start a stream's reconnection at 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flagstore::backend::Reconnect;
+    ///
+    /// let mut backoff = Reconnect::starting_at(Duration::from_secs(1));
+    /// let first = backoff.next_delay();
+    /// assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+    /// ```
+    pub fn starting_at(first: Duration) -> Self {
+        // A zero window would never grow: every attempt would follow the last at once.
+        let first = first.clamp(Duration::from_millis(1), Self::MAX);
         Reconnect {
-            window: Self::FIRST,
+            window: first,
+            first,
         }
     }
 
@@ -213,7 +233,7 @@ impl Reconnect {
 
     /// Starts over from the shortest window, after a connection that worked.
     pub fn reset(&mut self) {
-        self.window = Self::FIRST;
+        self.window = self.first;
     }
 }
 
