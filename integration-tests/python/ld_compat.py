@@ -17,6 +17,10 @@ cross-SDK tests in ../tests/cross_sdk.rs.
                                               SDK's store; print the seconds spent inside init
     ld_compat.py eval  BACKEND_JSON CONTEXTS FIXTURE
                                               print daemon-mode evaluations of FIXTURE's flags as JSON
+    ld_compat.py stream BACKEND_JSON URI SDK_KEY DONE_FLAG
+                                              stream from a (fake) LaunchDarkly at URI into the store,
+                                              as a normal SDK client does, until the flag DONE_FLAG
+                                              is stored (the test patches it last)
 
 BACKEND_JSON names the store, e.g. {"backend": "redis", "url": "redis://127.0.0.1:6379", "prefix": "p"}.
 The mutations are the ones the Rust side applies: see MUTATIONS below.
@@ -25,6 +29,7 @@ The mutations are the ones the Rust side applies: see MUTATIONS below.
 import copy
 import json
 import sys
+import time
 
 from ldclient.client import LDClient
 from ldclient.config import BigSegmentsConfig, Config
@@ -207,6 +212,28 @@ def evaluate(spec, contexts_path, fixture_path):
     json.dump(results, sys.stdout, ensure_ascii=False, sort_keys=True)
 
 
+def stream(spec, uri, sdk_key, done_flag):
+    store = store_for(spec)
+    config = Config(
+        sdk_key,
+        stream_uri=uri,
+        base_uri=uri,
+        events_uri=uri,
+        feature_store=store,
+        send_events=False,
+        diagnostic_opt_out=True,
+    )
+    client = LDClient(config=config, start_wait=20)
+    if not client.is_initialized():
+        raise SystemExit(f"the Python SDK did not initialize from {uri}")
+    deadline = time.time() + 30
+    while store.get(FEATURES, done_flag, lambda item: item) is None:
+        if time.time() > deadline:
+            raise SystemExit(f"{done_flag!r} was not stored within 30 s")
+        time.sleep(0.02)
+    client.close()
+
+
 def main():
     command, spec = sys.argv[1], json.loads(sys.argv[2])
     if command == "write":
@@ -223,6 +250,8 @@ def main():
         upsert(spec, sys.argv[3], sys.argv[4])
     elif command == "eval":
         evaluate(spec, sys.argv[3], sys.argv[4])
+    elif command == "stream":
+        stream(spec, sys.argv[3], sys.argv[4], sys.argv[5])
     else:
         raise SystemExit(f"unknown command {command!r}")
 

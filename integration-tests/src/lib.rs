@@ -16,15 +16,21 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+mod backend;
 pub mod consul;
 mod docker;
 pub mod dynamodb;
+mod fake_launchdarkly;
+mod fault_proxy;
 mod process;
 pub mod python;
 pub mod redis;
 pub mod tls;
 
+pub use backend::Backend;
 pub use docker::DockerService;
+pub use fake_launchdarkly::{FakeLaunchDarkly, Requests};
+pub use fault_proxy::FaultProxy;
 pub use process::{LocalServer, free_port};
 
 /// `store` as the suite takes it: behind the default caching wrapper if `cached`, else as it is.

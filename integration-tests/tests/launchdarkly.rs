@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use flagstore::testing::unique_run_id;
 use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
-use flagstore_consul::ConsulStore;
-use flagstore_dynamodb::{DynamoDbStore, create_table};
-use flagstore_integration_tests::consul::Consul;
-use flagstore_integration_tests::dynamodb::DynamoDb;
+use flagstore_integration_tests::Backend;
 use flagstore_integration_tests::python::{fixture, ld_compat};
 use flagstore_integration_tests::redis::Redis;
 use flagstore_launchdarkly::LaunchDarklyStore;
@@ -26,82 +23,6 @@ mod evaluation;
 use evaluation::evaluation_json;
 use flagstore_redis::RedisStore;
 use serde_json::{Value, json};
-
-/// One running database, and how to open a store on it from Rust and from Python.
-enum Backend {
-    Redis(Redis),
-    DynamoDb(DynamoDb, String),
-    Consul(Consul),
-}
-
-impl Backend {
-    fn redis() -> Backend {
-        Backend::Redis(Redis::start())
-    }
-
-    async fn dynamodb() -> Backend {
-        let db = DynamoDb::start();
-        let table = format!("ld_{}", unique_run_id());
-        let probe = Self::dynamo_store(&db, &table, "");
-        create_table(probe.client().await, &table).await.unwrap();
-        Backend::DynamoDb(db, table)
-    }
-
-    fn consul() -> Backend {
-        Backend::Consul(Consul::start())
-    }
-
-    fn dynamo_store(db: &DynamoDb, table: &str, prefix: &str) -> DynamoDbStore {
-        DynamoDbStore::builder(table)
-            .url(db.endpoint())
-            .region("us-east-1")
-            .static_credentials("test", "test")
-            .prefix(prefix)
-            .build()
-            .unwrap()
-    }
-
-    fn store(&self, prefix: &str) -> DynStore {
-        match self {
-            Backend::Redis(r) => Arc::new(
-                RedisStore::builder()
-                    .url(r.url())
-                    .prefix(prefix)
-                    .build()
-                    .unwrap(),
-            ),
-            Backend::DynamoDb(db, table) => Arc::new(Self::dynamo_store(db, table, prefix)),
-            Backend::Consul(c) => Arc::new(
-                ConsulStore::builder()
-                    .url(c.address())
-                    .prefix(prefix)
-                    .build()
-                    .unwrap(),
-            ),
-        }
-    }
-
-    /// How ld_compat.py opens the same store.
-    fn python_spec(&self, prefix: &str) -> String {
-        let spec = match self {
-            Backend::Redis(r) => json!({"backend": "redis", "url": r.url(), "prefix": prefix}),
-            Backend::DynamoDb(db, table) => {
-                json!({"backend": "dynamodb", "endpoint": db.endpoint(), "table": table, "prefix": prefix})
-            }
-            Backend::Consul(c) => {
-                let url = url_host_port(c.address());
-                json!({"backend": "consul", "host": url.0, "port": url.1, "prefix": prefix})
-            }
-        };
-        spec.to_string()
-    }
-}
-
-fn url_host_port(address: &str) -> (String, u16) {
-    let rest = address.split("://").nth(1).unwrap().trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').unwrap();
-    (host.to_owned(), port.parse().unwrap())
-}
 
 fn fixture_json() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("flags.json")).unwrap()).unwrap()

@@ -9,16 +9,22 @@ use flagstore::backend::UnreadableItem;
 use flagstore::backend::redact_url;
 use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
 use indicatif::{ProgressBar, ProgressStyle};
+use flagstore_sync::DataSet;
 use serde_json::{Value, json};
 
 use crate::evaluate::{Witness, daemon_client, evaluate, parse_context};
 use crate::store_url::{ItemLimit, Opened, StoreUrl, open};
-use crate::{BigSegmentsCommand, CliError, Command, DEFAULT_STORE, bench, big_segments, data};
+use crate::{BigSegmentsCommand, CliError, Command, DEFAULT_STORE, bench, big_segments, sync};
 
 const EXAMPLE_FLAGS: &str = include_str!("../data/flags.json");
 const EXAMPLE_CONTEXTS: &str = include_str!("../data/contexts.json");
 
 pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), CliError> {
+    let command = match command {
+        // Sync opens its stores itself: a configuration file may name several.
+        Command::Sync(args) => return sync::run(store, *args).await,
+        command => command,
+    };
     // The demo works on a throwaway SQLite file unless a store is named.
     let scratch = (store.is_none() && matches!(command, Command::Demo))
         .then(|| std::env::temp_dir().join(format!("flagstore-demo-{}.db", std::process::id())));
@@ -47,7 +53,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
                 read_kind(&store, &Kind::FEATURES, Unreadable::Fail { skip_invalid }).await?,
                 read_kind(&store, &Kind::SEGMENTS, Unreadable::Fail { skip_invalid }).await?,
             );
-            println!("{}", data::render(&flags, &segments)?);
+            println!("{}", DataSet::render(&flags, &segments)?);
             Ok(())
         }
         Command::Ls { kind, json } => ls(&store, kind.as_deref(), json).await,
@@ -118,6 +124,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
             }
         }
         Command::Demo => demo(store, scratch.as_deref()).await,
+        Command::Sync(_) => Err(CliError::new("sync runs before any store is opened")),
     }
 }
 
@@ -319,9 +326,14 @@ fn read_input(file: &str) -> Result<String, CliError> {
     }
 }
 
+/// A data file to load, every item checked, in the order `init` takes.
+fn parse_data(text: &str) -> Result<Vec<Collection>, flagstore_sync::DataError> {
+    DataSet::parse_strict(text).map(|data| data.to_collections())
+}
+
 async fn load(opened: &Opened, file: &str) -> Result<(), CliError> {
     let text = read_input(file)?;
-    let data = data::parse(&text).map_err(|e| CliError::new(format!("{file}: {e}")))?;
+    let data = parse_data(&text).map_err(|e| CliError::new(format!("{file}: {e}")))?;
     check_sizes(&data, opened.limit.as_ref())?;
     write_all(&opened.store, &data, "loaded").await
 }
@@ -489,7 +501,7 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
 /// SQLite file, with its WAL files) afterwards.
 async fn demo(store: DynStore, scratch: Option<&std::path::Path>) -> Result<(), CliError> {
     println!("flagstore demo on {store}");
-    let data = data::parse(EXAMPLE_FLAGS)?;
+    let data = parse_data(EXAMPLE_FLAGS)?;
     write_all(&store, &data, "loaded").await?;
     let contexts: Vec<Value> = serde_json::from_str(EXAMPLE_CONTEXTS)
         .map_err(|e| CliError::new(format!("example contexts: {e}")))?;
@@ -577,7 +589,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_load_that_another_writer_interleaved_with_fails_loudly() {
-        let data = data::parse(r#"{"flags": {"mine": {"key":"mine","version":2}}}"#).unwrap();
+        let data = parse_data(r#"{"flags": {"mine": {"key":"mine","version":2}}}"#).unwrap();
         let clean: DynStore = Arc::new(MemoryStore::new());
         write_all(&clean, &data, "loaded").await.unwrap();
 
@@ -597,7 +609,7 @@ mod tests {
         let big = "x".repeat(600_000);
         let text =
             format!(r#"{{"flags": {{"a": {{"version":1}}, "big": {{"version":1,"x":"{big}"}}}}}}"#);
-        let data = data::parse(&text).unwrap();
+        let data = parse_data(&text).unwrap();
         let limit = flagstore_url::open("consul://h").unwrap().item_limit();
         let err = check_sizes(&data, limit.as_ref()).unwrap_err().to_string();
         assert_eq!(

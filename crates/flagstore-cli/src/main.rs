@@ -3,10 +3,10 @@
 mod bench;
 mod big_segments;
 mod commands;
-mod data;
 mod evaluate;
 mod evaluation;
 mod store_url;
+mod sync;
 mod watch;
 
 use std::fmt;
@@ -129,6 +129,15 @@ enum Command {
         #[command(subcommand)]
         command: BigSegmentsCommand,
     },
+    /// Keep stores fed from LaunchDarkly, as the Relay Proxy's store role does: stream (or poll)
+    /// each environment's flags and segments and write them byte for byte; repair a store that
+    /// failed or was wiped; serve /status and /metrics with --listen.
+    ///
+    /// One environment: the store from --store ($FLAGSTORE_URL), the SDK key from $LD_SDK_KEY.
+    /// Several: --config FILE (TOML; see the README's "Feeding the store"). Exits non-zero once
+    /// LaunchDarkly has refused every SDK key; SIGTERM or Ctrl-C finish the write in progress
+    /// and exit 0.
+    Sync(Box<sync::SyncArgs>),
     /// Load the example flags into a store (a throwaway SQLite file unless --store is given) and
     /// show how the LaunchDarkly SDK evaluates them for the example contexts.
     Demo,
@@ -184,17 +193,33 @@ impl fmt::Display for CliError {
     }
 }
 
+impl From<flagstore_sync::DataError> for CliError {
+    fn from(err: flagstore_sync::DataError) -> Self {
+        CliError(err.to_string())
+    }
+}
+
+impl From<flagstore_sync::SyncError> for CliError {
+    fn from(err: flagstore_sync::SyncError) -> Self {
+        CliError(chain(&err))
+    }
+}
+
+/// The error, then each cause, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string().replace('\n', " "));
+        source = cause.source();
+    }
+    message
+}
+
 impl From<flagstore::Error> for CliError {
     fn from(err: flagstore::Error) -> Self {
-        // One line: the error, then each cause.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string().replace('\n', " "));
-            source = cause.source();
-        }
-        CliError(message)
+        CliError(chain(&err))
     }
 }
 

@@ -1,0 +1,295 @@
+//! A fake LaunchDarkly for `flagstore sync` and the SDKs: plain HTTP on a free loopback port,
+//! serving the server-side streaming endpoint (`GET /all`, server-sent events) and the polling
+//! endpoint (`GET /sdk/latest-all`) from a data set the test controls, with scripted faults.
+//!
+//! Every request must carry `Authorization: <SDK key>` exactly; any other gets 401. Each stream
+//! opens with a `put` of the current data; [`patch`](FakeLaunchDarkly::patch) and
+//! [`delete`](FakeLaunchDarkly::delete) change the data and send the event to every open stream.
+//! It runs on a runtime of its own, so a test may block (on a child process, say) while it
+//! serves.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+/// How many requests each endpoint has had.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `GET /all`, answered or failed.
+    pub streams: usize,
+    /// `GET /sdk/latest-all`, answered or failed.
+    pub polls: usize,
+}
+
+type Chunk = Result<Frame<Bytes>, std::io::Error>;
+
+#[derive(Debug, Default)]
+struct State {
+    data: Value,
+    streams: Vec<mpsc::UnboundedSender<Chunk>>,
+    stream_faults: VecDeque<u16>,
+    poll_faults: VecDeque<u16>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sdk_key: String,
+    state: Mutex<State>,
+    requests: watch::Sender<Requests>,
+}
+
+/// The fake service; stops when dropped.
+#[derive(Debug)]
+pub struct FakeLaunchDarkly {
+    uri: String,
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl FakeLaunchDarkly {
+    /// Serves `data` (`{"flags": {…}, "segments": {…}}`) to clients that send `sdk_key`.
+    pub fn start(sdk_key: &str, data: Value) -> FakeLaunchDarkly {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Bound here, not with block_on: the caller may be inside a runtime of its own.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
+        let shared = Arc::new(Shared {
+            sdk_key: sdk_key.to_owned(),
+            state: Mutex::new(State {
+                data,
+                ..State::default()
+            }),
+            requests: watch::Sender::new(Requests::default()),
+        });
+        let serving = shared.clone();
+        runtime.spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let shared = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let response = respond(&shared, &request);
+                        async move { Ok::<_, Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        FakeLaunchDarkly {
+            uri,
+            shared,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: the stream URI and the base URI both.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The data set as a `put` or a poll would send it now.
+    pub fn data(&self) -> Value {
+        self.state().data.clone()
+    }
+
+    /// Replaces the data set; open streams hear nothing until they reconnect (or a `put`).
+    pub fn set_data(&self, data: Value) {
+        self.state().data = data;
+    }
+
+    /// Sends a `put` of the current data to every open stream.
+    pub fn put(&self) {
+        let mut state = self.state();
+        let event = put_event(&state.data);
+        send(&mut state, &event);
+    }
+
+    /// Stores `item` (a flag for `kind` "flags", a segment for "segments") and sends its `patch`.
+    pub fn patch(&self, kind: &str, item: Value) {
+        let key = item["key"].as_str().unwrap().to_owned();
+        let mut state = self.state();
+        state.data[kind][&key] = item.clone();
+        let event = format!(
+            "event: patch\ndata: {}\n\n",
+            json!({"path": format!("/{kind}/{key}"), "data": item})
+        );
+        send(&mut state, &event);
+    }
+
+    /// Removes `key` and sends its `delete` at `version`.
+    pub fn delete(&self, kind: &str, key: &str, version: u64) {
+        let mut state = self.state();
+        if let Some(section) = state.data[kind].as_object_mut() {
+            section.remove(key);
+        }
+        let event = format!(
+            "event: delete\ndata: {}\n\n",
+            json!({"path": format!("/{kind}/{key}"), "version": version})
+        );
+        send(&mut state, &event);
+    }
+
+    /// Sends `text` as it is to every open stream: a heartbeat (`":\n"`), an unknown event, a
+    /// malformed one.
+    pub fn send_raw(&self, text: &str) {
+        send(&mut self.state(), text);
+    }
+
+    /// Breaks every open stream mid-way, as a dropped connection does.
+    pub fn drop_streams(&self) {
+        for stream in self.state().streams.drain(..) {
+            let _ = stream.send(Err(std::io::Error::other("dropped by the test")));
+        }
+    }
+
+    /// Answers the next stream requests with these HTTP statuses, one each, in order.
+    pub fn fail_streams(&self, statuses: &[u16]) {
+        self.state().stream_faults.extend(statuses);
+    }
+
+    /// Answers the next poll requests with these HTTP statuses, one each, in order.
+    pub fn fail_polls(&self, statuses: &[u16]) {
+        self.state().poll_faults.extend(statuses);
+    }
+
+    /// How many requests each endpoint has had so far.
+    pub fn requests(&self) -> Requests {
+        *self.shared.requests.borrow()
+    }
+
+    /// Waits (up to 30 s) until the requests satisfy `done`.
+    pub async fn wait_for_requests(&self, done: impl Fn(&Requests) -> bool) -> Requests {
+        let mut rx = self.shared.requests.subscribe();
+        let waited = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|r| done(r))).await;
+        let requests = *waited
+            .unwrap_or_else(|_| panic!("requests still {:?} after 30 s", self.requests()))
+            .unwrap();
+        requests
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap()
+    }
+}
+
+impl Drop for FakeLaunchDarkly {
+    fn drop(&mut self) {
+        self.state().streams.clear();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn put_event(data: &Value) -> String {
+    format!("event: put\ndata: {}\n\n", json!({"path": "/", "data": data}))
+}
+
+/// Sends to every open stream, forgetting those that closed.
+fn send(state: &mut State, text: &str) {
+    let bytes = Bytes::from(text.to_owned());
+    state
+        .streams
+        .retain(|stream| stream.send(Ok(Frame::data(bytes.clone()))).is_ok());
+}
+
+fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<BoxBody<Bytes, std::io::Error>> {
+    let path = request.uri().path();
+    let stream = match path {
+        "/all" => true,
+        "/sdk/latest-all" => false,
+        _ => return status(StatusCode::NOT_FOUND),
+    };
+    // Counted once answered (a stream once it receives what is sent next), so that a test
+    // that waits for a request and then sends an event knows the client gets it.
+    let count = || {
+        shared.requests.send_modify(|r| {
+            if stream {
+                r.streams += 1;
+            } else {
+                r.polls += 1;
+            }
+        });
+    };
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|key| key.as_bytes() == shared.sdk_key.as_bytes());
+    if !authorized {
+        count();
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    let mut state = shared.state.lock().unwrap();
+    let fault = if stream {
+        state.stream_faults.pop_front()
+    } else {
+        state.poll_faults.pop_front()
+    };
+    if let Some(code) = fault {
+        count();
+        return status(StatusCode::from_u16(code).unwrap());
+    }
+    if !stream {
+        let body = Full::new(Bytes::from(state.data.to_string()));
+        let mut response = Response::new(body.map_err(|never| match never {}).boxed());
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        count();
+        return response;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(Ok(Frame::data(Bytes::from(put_event(&state.data)))))
+        .unwrap();
+    state.streams.push(tx);
+    count();
+    let mut response = Response::new(BoxBody::new(Events(rx)));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
+}
+
+fn status(code: StatusCode) -> Response<BoxBody<Bytes, std::io::Error>> {
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = code;
+    response
+}
+
+/// A stream's body: whatever the test sends, until it drops the stream.
+struct Events(mpsc::UnboundedReceiver<Chunk>);
+
+impl Body for Events {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        self.0.poll_recv(cx)
+    }
+}
