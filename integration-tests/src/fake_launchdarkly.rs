@@ -183,10 +183,9 @@ impl FakeLaunchDarkly {
     pub async fn wait_for_requests(&self, done: impl Fn(&Requests) -> bool) -> Requests {
         let mut rx = self.shared.requests.subscribe();
         let waited = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|r| done(r))).await;
-        let requests = *waited
+        *waited
             .unwrap_or_else(|_| panic!("requests still {:?} after 30 s", self.requests()))
-            .unwrap();
-        requests
+            .unwrap()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -204,7 +203,10 @@ impl Drop for FakeLaunchDarkly {
 }
 
 fn put_event(data: &Value) -> String {
-    format!("event: put\ndata: {}\n\n", json!({"path": "/", "data": data}))
+    format!(
+        "event: put\ndata: {}\n\n",
+        json!({"path": "/", "data": data})
+    )
 }
 
 /// Sends to every open stream, forgetting those that closed.
@@ -215,7 +217,10 @@ fn send(state: &mut State, text: &str) {
         .retain(|stream| stream.send(Ok(Frame::data(bytes.clone()))).is_ok());
 }
 
-fn respond(shared: &Shared, request: &Request<Incoming>) -> Response<BoxBody<Bytes, std::io::Error>> {
+fn respond(
+    shared: &Shared,
+    request: &Request<Incoming>,
+) -> Response<BoxBody<Bytes, std::io::Error>> {
     let path = request.uri().path();
     let stream = match path {
         "/all" => true,

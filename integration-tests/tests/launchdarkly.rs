@@ -518,3 +518,63 @@ async fn live_daemon_mode_evaluates_another_writers_change_within_a_second() {
     }
     reader.close();
 }
+
+/// The whole system: a `patch` leaves a (fake) LaunchDarkly, `flagstore sync` writes it to
+/// Redis, and a daemon-mode Rust SDK client on the live cache evaluates it within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_from_launchdarkly_reaches_a_live_daemon_mode_client_within_a_second() {
+    let redis = Redis::start();
+    let prefix = format!("syncdaemon{}", unique_run_id());
+    let key = "sdk-e2e-0000-1111-2222";
+    let fake = flagstore_integration_tests::FakeLaunchDarkly::start(key, fixture_json());
+    let sync = flagstore_sync::Synchronizer::builder()
+        .stream_uri(fake.uri())
+        .base_uri(fake.uri())
+        .environment(
+            flagstore_sync::Environment::new("e2e", flagstore_sync::SdkKey::new(key).unwrap())
+                .store_instance(Arc::new(
+                    RedisStore::builder()
+                        .url(redis.url())
+                        .prefix(&prefix)
+                        .build()
+                        .unwrap(),
+                )),
+        )
+        .build()
+        .unwrap()
+        .start();
+    let mut status = sync.subscribe();
+    tokio::time::timeout(Duration::from_secs(15), status.wait_for(|s| s.is_healthy()))
+        .await
+        .expect("sync is healthy within 15 s")
+        .unwrap();
+
+    let live = flagstore_integration_tests::live_cache(
+        flagstore_integration_tests::redis_with_feed(redis.url(), &prefix),
+        Duration::from_secs(15),
+    )
+    .await;
+    let reader = daemon_reader(Arc::new(live), None);
+    let alice = json!({"kind": "user", "key": "alice"});
+    let before = evaluate(&reader, "checkout-v2", &alice);
+    assert_eq!(before["reason"]["kind"], json!("FALLTHROUGH"), "{before}");
+
+    let mut changed = fixture_json()["flags"]["checkout-v2"].clone();
+    changed["on"] = json!(false);
+    changed["version"] = json!(changed["version"].as_u64().unwrap() + 1);
+    let started = Instant::now();
+    fake.patch("flags", changed);
+    loop {
+        let now = evaluate(&reader, "checkout-v2", &alice);
+        if now["reason"]["kind"] == json!("OFF") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still {now} a second after the patch left LaunchDarkly"
+        );
+        tokio::task::yield_now().await;
+    }
+    reader.close();
+    sync.shutdown().await;
+}

@@ -137,13 +137,19 @@ async fn feeds_and_heals(backend: Backend) {
     let beta = reader.get(&F, "beta").await.unwrap().unwrap();
     assert!(beta.is_deleted());
     let tombstone: Value = serde_json::from_str(beta.json()).unwrap();
-    assert_eq!(tombstone, json!({"key": "beta", "version": 3, "deleted": true}));
+    assert_eq!(
+        tombstone,
+        json!({"key": "beta", "version": 3, "deleted": true})
+    );
 
     // A dropped stream: the reconnection's put replaces everything.
     fake.set_data(data(&[("alpha", 2), ("gamma", 1)]));
     fake.drop_streams();
     fake.wait_for_requests(|r| r.streams >= 2).await;
-    eventually("the new put is stored", || stored_at(&reader, &F, "gamma", 1)).await;
+    eventually("the new put is stored", || {
+        stored_at(&reader, &F, "gamma", 1)
+    })
+    .await;
     eventually("the put removed what it lacks", || async {
         reader.get(&F, "beta").await.unwrap().is_none()
     })
@@ -152,8 +158,7 @@ async fn feeds_and_heals(backend: Backend) {
     // A wiped store (the marker and a flag gone) is written again from memory.
     backend.wipe(&prefix, "alpha").await;
     eventually("the wiped store is rewritten", || async {
-        reader.is_initialized().await.unwrap()
-            && stored_at(&reader, &F, "alpha", 2).await
+        reader.is_initialized().await.unwrap() && stored_at(&reader, &F, "alpha", 2).await
     })
     .await;
     let status = status_until(&sync, healthy).await;
@@ -175,7 +180,11 @@ async fn feeds_and_heals(backend: Backend) {
     .await;
     assert!(!down.is_healthy());
     assert_eq!(
-        down.environments[0].stores[0].last_error.as_ref().unwrap().kind,
+        down.environments[0].stores[0]
+            .last_error
+            .as_ref()
+            .unwrap()
+            .kind,
         ErrorKind::StoreError
     );
     proxy.restore();
@@ -209,7 +218,9 @@ async fn once(backend: Backend) {
     let store = backend.store(&prefix);
     fake.fail_polls(&[503]);
     let sync = builder(&fake)
-        .environment(Environment::new("test", SdkKey::new(SDK_KEY).unwrap()).store_instance(store.clone()))
+        .environment(
+            Environment::new("test", SdkKey::new(SDK_KEY).unwrap()).store_instance(store.clone()),
+        )
         .build()
         .unwrap();
     let reports = sync.sync_once().await;
@@ -222,7 +233,10 @@ async fn once(backend: Backend) {
     );
 
     let refused = builder(&fake)
-        .environment(Environment::new("test", SdkKey::new("sdk-wrong-key-0000000").unwrap()).store_instance(store))
+        .environment(
+            Environment::new("test", SdkKey::new("sdk-wrong-key-0000000").unwrap())
+                .store_instance(store),
+        )
         .build()
         .unwrap();
     let err = refused.sync_once().await.remove(0).unwrap_err().to_string();
@@ -250,13 +264,24 @@ async fn once_consul() {
 async fn a_refused_key_turns_the_environment_off_for_good() {
     let backend = Backend::redis();
     let fake = FakeLaunchDarkly::start(SDK_KEY, data(&[("alpha", 1)]));
-    let sync = start(builder(&fake), "sdk-refused-0000-1111", backend.store(&format!("off{}", unique_run_id())));
+    let sync = start(
+        builder(&fake),
+        "sdk-refused-0000-1111",
+        backend.store(&format!("off{}", unique_run_id())),
+    );
     tokio::time::timeout(Duration::from_secs(15), sync.all_off())
         .await
         .expect("the environment is OFF");
     let status = sync.status();
-    let error = status.environments[0].connection.last_error.clone().unwrap();
-    assert_eq!((error.kind, error.status_code), (ErrorKind::ErrorResponse, Some(401)));
+    let error = status.environments[0]
+        .connection
+        .last_error
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (error.kind, error.status_code),
+        (ErrorKind::ErrorResponse, Some(401))
+    );
     assert_eq!(status.environments[0].sdk_key, "sdk-********1111");
     assert!(!format!("{status:?}").contains("sdk-refused"));
     assert_eq!(fake.requests().streams, 1, "no retry after a 401");
@@ -273,8 +298,19 @@ async fn errors_are_retried_and_polling_fills_in_meanwhile() {
     let sync = start(builder(&fake), SDK_KEY, backend.store(&prefix));
     // The first failure polls (no data yet): the store is written before the stream works.
     let polled = status_until(&sync, |s| connection(s) == ConnectionState::Interrupted).await;
-    assert_eq!(polled.environments[0].connection.last_error.as_ref().unwrap().status_code, Some(503));
-    eventually("the polled data is stored", || stored_at(&reader, &F, "alpha", 1)).await;
+    assert_eq!(
+        polled.environments[0]
+            .connection
+            .last_error
+            .as_ref()
+            .unwrap()
+            .status_code,
+        Some(503)
+    );
+    eventually("the polled data is stored", || {
+        stored_at(&reader, &F, "alpha", 1)
+    })
+    .await;
     status_until(&sync, healthy).await;
     let requests = fake.requests();
     assert_eq!(requests.streams, 6, "{requests:?}");
@@ -294,13 +330,26 @@ async fn unknown_events_are_ignored_and_malformed_ones_restart_the_stream() {
     fake.send_raw(": heartbeat\n\nevent: something-new\ndata: {\"x\":1}\n\n");
     fake.send_raw("event: patch\ndata: {\"path\":\"/experiments/e\",\"data\":{}}\n\n");
     fake.patch("flags", flag("alpha", 2));
-    eventually("the patch after them is stored", || stored_at(&reader, &F, "alpha", 2)).await;
-    assert_eq!(fake.requests().streams, 1, "nothing there restarts the stream");
+    eventually("the patch after them is stored", || {
+        stored_at(&reader, &F, "alpha", 2)
+    })
+    .await;
+    assert_eq!(
+        fake.requests().streams,
+        1,
+        "nothing there restarts the stream"
+    );
 
-    fake.send_raw("event: patch\ndata: {\"path\":\"/flags/alpha\",\"data\":{\"key\":\"alpha\"}}\n\n");
+    fake.send_raw(
+        "event: patch\ndata: {\"path\":\"/flags/alpha\",\"data\":{\"key\":\"alpha\"}}\n\n",
+    );
     fake.wait_for_requests(|r| r.streams >= 2).await;
     let status = status_until(&sync, healthy).await;
-    let error = status.environments[0].connection.last_error.clone().unwrap();
+    let error = status.environments[0]
+        .connection
+        .last_error
+        .clone()
+        .unwrap();
     assert_eq!(error.kind, ErrorKind::InvalidData);
     assert!(error.message.contains("malformed patch"), "{error:?}");
     sync.shutdown().await;
@@ -316,9 +365,16 @@ async fn a_silent_stream_is_reopened() {
         backend.store(&format!("silent{}", unique_run_id())),
     );
     fake.wait_for_requests(|r| r.streams >= 3).await;
-    let error = sync.status().environments[0].connection.last_error.clone().unwrap();
+    let error = sync.status().environments[0]
+        .connection
+        .last_error
+        .clone()
+        .unwrap();
     assert_eq!(error.kind, ErrorKind::NetworkError);
-    assert!(error.message.contains("nothing received for 300ms"), "{error:?}");
+    assert!(
+        error.message.contains("nothing received for 300ms"),
+        "{error:?}"
+    );
     sync.shutdown().await;
 }
 
@@ -328,7 +384,11 @@ async fn polling_mode_never_streams() {
     let prefix = format!("polling{}", unique_run_id());
     let reader = backend.store(&prefix);
     let fake = FakeLaunchDarkly::start(SDK_KEY, data(&[("alpha", 7)]));
-    let sync = start(builder(&fake).polling(true), SDK_KEY, backend.store(&prefix));
+    let sync = start(
+        builder(&fake).polling(true),
+        SDK_KEY,
+        backend.store(&prefix),
+    );
     status_until(&sync, healthy).await;
     assert!(stored_at(&reader, &F, "alpha", 7).await);
     assert_eq!(fake.requests().streams, 0);
@@ -357,7 +417,11 @@ async fn one_environment_feeds_several_stores() {
         .environment(
             Environment::new("test", SdkKey::new(SDK_KEY).unwrap())
                 .store_instance(redis.store(&prefix))
-                .store_instance(consul.store_through(&prefix, proxy.address(), Duration::from_millis(500))),
+                .store_instance(consul.store_through(
+                    &prefix,
+                    proxy.address(),
+                    Duration::from_millis(500),
+                )),
         )
         .build()
         .unwrap()
@@ -366,15 +430,24 @@ async fn one_environment_feeds_several_stores() {
     proxy.cut();
     fake.patch("flags", flag("alpha", 2));
     let (redis_reader, consul_reader) = (redis.store(&prefix), consul.store(&prefix));
-    eventually("Redis has the patch", || stored_at(&redis_reader, &F, "alpha", 2)).await;
+    eventually("Redis has the patch", || {
+        stored_at(&redis_reader, &F, "alpha", 2)
+    })
+    .await;
     let status = status_until(&sync, |s| {
         s.environments[0].stores[1].state == DataStoreState::Interrupted
     })
     .await;
-    assert_eq!(status.environments[0].stores[0].state, DataStoreState::Valid);
+    assert_eq!(
+        status.environments[0].stores[0].state,
+        DataStoreState::Valid
+    );
     let relay = status.to_relay_json("test");
     assert_eq!(relay["status"], "degraded");
-    assert_eq!(relay["environments"]["test"]["dataStoreStatus"]["state"], "INTERRUPTED");
+    assert_eq!(
+        relay["environments"]["test"]["dataStoreStatus"]["state"],
+        "INTERRUPTED"
+    );
     proxy.restore();
     status_until(&sync, healthy).await;
     for reader in [&redis_reader, &consul_reader] {
@@ -397,7 +470,8 @@ async fn agrees_with_the_python_sdk(backend: Backend) {
 
     let spec = backend.python_spec(&theirs);
     let uri = fake.uri().to_owned();
-    let python = tokio::task::spawn_blocking(move || ld_compat(&["stream", &spec, &uri, SDK_KEY, "done"]));
+    let python =
+        tokio::task::spawn_blocking(move || ld_compat(&["stream", &spec, &uri, SDK_KEY, "done"]));
     fake.wait_for_requests(|r| r.streams >= 2).await;
     fake.patch("flags", flag("alpha", 2));
     fake.delete("flags", "beta", 3);
@@ -405,7 +479,10 @@ async fn agrees_with_the_python_sdk(backend: Backend) {
     fake.patch("flags", flag("done", 1));
     python.await.unwrap();
     let reader = backend.store(&ours);
-    eventually("sync stored the last patch", || stored_at(&reader, &F, "done", 1)).await;
+    eventually("sync stored the last patch", || {
+        stored_at(&reader, &F, "done", 1)
+    })
+    .await;
 
     let python_store = backend.store(&theirs);
     for kind in [F, Kind::SEGMENTS] {

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use flagstore::backend::UnreadableItem;
 use flagstore::backend::redact_url;
 use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
-use indicatif::{ProgressBar, ProgressStyle};
 use flagstore_sync::DataSet;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::evaluate::{Witness, daemon_client, evaluate, parse_context};

@@ -56,7 +56,10 @@ pub(crate) async fn run(store: Option<String>, args: SyncArgs) -> Result<(), Cli
         Some(path) => {
             let config = SyncConfig::from_file(path)?;
             if store.is_some() {
-                tracing::info!("--store / $FLAGSTORE_URL is not used: {} names the stores", path.display());
+                tracing::info!(
+                    "--store / $FLAGSTORE_URL is not used: {} names the stores",
+                    path.display()
+                );
             }
             (config.builder(), config.listen().map(str::to_owned))
         }
@@ -150,10 +153,12 @@ pub(crate) async fn run(store: Option<String>, args: SyncArgs) -> Result<(), Cli
 /// Waits for SIGTERM (a service manager stopping the process) or SIGINT (Ctrl-C).
 async fn stop_signal() -> Result<&'static str, CliError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let listen = |kind| {
-        signal(kind).map_err(|e| CliError::new(format!("cannot watch for signals: {e}")))
-    };
-    let (mut term, mut int) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+    let listen =
+        |kind| signal(kind).map_err(|e| CliError::new(format!("cannot watch for signals: {e}")));
+    let (mut term, mut int) = (
+        listen(SignalKind::terminate())?,
+        listen(SignalKind::interrupt())?,
+    );
     Ok(tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",

@@ -15,6 +15,8 @@ use flagstore_integration_tests::free_port;
 use flagstore_integration_tests::redis::Redis;
 use serde_json::{Value, json};
 
+mod common;
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/flags.json");
 
 /// Runs `flagstore --store STORE ARGS…` with a clean environment of AWS test credentials.
@@ -32,21 +34,9 @@ fn flagstore_env(store: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn run_flagstore(store: &str, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
+    let mut command = common::flagstore_command(store);
     command
-        .arg("--store")
-        .arg(store)
         .args(args)
-        .env_remove("FLAGSTORE_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("CONSUL_HTTP_TOKEN")
-        .env_remove("CONSUL_CACERT")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdin(if input.is_some() {
             Stdio::piped()
         } else {

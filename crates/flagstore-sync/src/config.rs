@@ -91,9 +91,8 @@ struct EnvironmentFile {
 impl SyncConfig {
     /// Reads the file at `path`.
     pub fn from_file(path: &Path) -> Result<SyncConfig, SyncError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SyncError::config(format!("cannot read {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SyncError::config(format!("cannot read {}: {e}", path.display())))?;
         Self::parse(&text)
             .map_err(|e| SyncError::config(format!("{}: {}", path.display(), message(&e))))
     }
@@ -167,13 +166,23 @@ fn environment(name: &str, env: EnvironmentFile) -> Result<Environment, SyncErro
     let key = match (env.sdk_key_env, env.sdk_key_file) {
         (Some(var), None) => SdkKey::from_env(&var),
         (None, Some(path)) => SdkKey::from_file(&path),
-        (Some(_), Some(_)) => return Err(fail("give sdk_key_env or sdk_key_file, not both".to_owned())),
-        (None, None) => return Err(fail("no SDK key: give sdk_key_env or sdk_key_file".to_owned())),
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                "give sdk_key_env or sdk_key_file, not both".to_owned(),
+            ));
+        }
+        (None, None) => {
+            return Err(fail(
+                "no SDK key: give sdk_key_env or sdk_key_file".to_owned(),
+            ));
+        }
     }
     .map_err(|e| fail(message(&e)))?;
     let urls: Vec<String> = env.store.into_iter().chain(env.stores).collect();
     if urls.is_empty() {
-        return Err(fail("no store: give store = \"URL\" or stores = [\"URL\", …]".to_owned()));
+        return Err(fail(
+            "no store: give store = \"URL\" or stores = [\"URL\", …]".to_owned(),
+        ));
     }
     let mut environment = Environment::new(name, key);
     for url in urls {
@@ -221,24 +230,35 @@ mod tests {
     #[test]
     fn refuses_what_would_surprise() {
         assert!(error("polling = true\n").contains("no environments"));
-        assert!(error("pol_interval = \"30s\"\n[environments.a]\n").contains("unknown field `pol_interval`"));
+        assert!(
+            error("pol_interval = \"30s\"\n[environments.a]\n")
+                .contains("unknown field `pol_interval`")
+        );
         assert!(
             error("[environments.a]\nsdk_key = \"sdk-123\"\nstore = \"sqlite:x.db\"\n")
                 .contains("sdk_key is not read from the file")
         );
         assert!(
-            error("[environments.a]\nstore = \"sqlite:x.db\"\n").contains("environment \"a\": no SDK key")
+            error("[environments.a]\nstore = \"sqlite:x.db\"\n")
+                .contains("environment \"a\": no SDK key")
         );
         assert!(
-            error("poll_interval = \"30 seconds\"\n[environments.a]\n").contains("is not a duration")
+            error("poll_interval = \"30 seconds\"\n[environments.a]\n")
+                .contains("is not a duration")
         );
-        let missing = error("[environments.a]\nsdk_key_file = \"/nonexistent/key\"\nstore = \"sqlite:x.db\"\n");
-        assert!(missing.contains("cannot read the SDK key file /nonexistent/key"), "{missing}");
+        let missing = error(
+            "[environments.a]\nsdk_key_file = \"/nonexistent/key\"\nstore = \"sqlite:x.db\"\n",
+        );
+        assert!(
+            missing.contains("cannot read the SDK key file /nonexistent/key"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn keys_from_files_and_prefixes_for_each_store() {
-        let dir = std::env::temp_dir().join(format!("flagstore-sync-config-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("flagstore-sync-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("key");
         std::fs::write(&key, "sdk-abcdefgh-0000-1111-2222\n").unwrap();
@@ -251,7 +271,10 @@ mod tests {
         assert_eq!(env.name(), "prod");
         let shown = format!("{env:?}");
         assert!(shown.contains("sdk-********2222"), "{shown}");
-        assert!(shown.contains("sqlite:a.db?prefix=prod") && shown.contains("sqlite:b.db?prefix=own"), "{shown}");
+        assert!(
+            shown.contains("sqlite:a.db?prefix=prod") && shown.contains("sqlite:b.db?prefix=own"),
+            "{shown}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

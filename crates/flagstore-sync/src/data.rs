@@ -71,8 +71,8 @@ impl DataSet {
         } else {
             serde_json::from_str::<Sections<'_>>(text)
         };
-        let sections =
-            parsed.map_err(|e| DataError::new(format!("not a flag data file ({e}); {expected}")))?;
+        let sections = parsed
+            .map_err(|e| DataError::new(format!("not a flag data file ({e}); {expected}")))?;
         if strict && sections.flags.is_none() && sections.segments.is_none() {
             return Err(DataError::new(format!(
                 "the file has neither \"flags\" nor \"segments\"; {expected}"
@@ -80,7 +80,8 @@ impl DataSet {
         }
         let flags = items("flags", sections.flags)?;
         let segments = items("segments", sections.segments)?;
-        let live = |items: &BTreeMap<String, Item>| items.values().filter(|i| !i.is_deleted()).count();
+        let live =
+            |items: &BTreeMap<String, Item>| items.values().filter(|i| !i.is_deleted()).count();
         Ok(DataSet {
             live: [live(&flags), live(&segments)],
             flags,
@@ -141,8 +142,9 @@ impl DataSet {
 
     /// The set as a store's `init` takes it: segments before flags, prerequisites first.
     pub fn to_collections(&self) -> Vec<Collection> {
-        let collection =
-            |kind: Kind, items: &BTreeMap<String, Item>| Collection::new(kind, items.values().cloned().collect());
+        let collection = |kind: Kind, items: &BTreeMap<String, Item>| {
+            Collection::new(kind, items.values().cloned().collect())
+        };
         sort_for_init(vec![
             collection(Kind::FEATURES, &self.flags),
             collection(Kind::SEGMENTS, &self.segments),
@@ -257,10 +259,7 @@ struct KeyField {
 }
 
 /// Checks and keeps every item of one section.
-fn items(
-    section: &str,
-    raw: Option<Section<'_>>,
-) -> Result<BTreeMap<String, Item>, DataError> {
+fn items(section: &str, raw: Option<Section<'_>>) -> Result<BTreeMap<String, Item>, DataError> {
     raw.map(|s| s.0)
         .unwrap_or_default()
         .into_iter()
@@ -300,11 +299,8 @@ mod tests {
             collections[1].items[0].json(),
             r#"{"key":"a","version":1, "name": "caf\u00e9"}"#
         );
-        let dumped = DataSet::render(
-            data.items(&Kind::FEATURES),
-            data.items(&Kind::SEGMENTS),
-        )
-        .unwrap();
+        let dumped =
+            DataSet::render(data.items(&Kind::FEATURES), data.items(&Kind::SEGMENTS)).unwrap();
         assert_eq!(DataSet::parse_strict(&dumped).unwrap(), data);
     }
 
@@ -333,8 +329,8 @@ mod tests {
 
     #[test]
     fn what_launchdarkly_sends_may_hold_more() {
-        let data = DataSet::parse(r#"{"flags":{},"segments":{},"configurationOverrides":{}}"#)
-            .unwrap();
+        let data =
+            DataSet::parse(r#"{"flags":{},"segments":{},"configurationOverrides":{}}"#).unwrap();
         assert_eq!(data.live_count(&Kind::FEATURES), 0);
         assert_eq!(DataSet::parse("{}").unwrap(), DataSet::default());
         // Item-level checks stay.
@@ -344,7 +340,8 @@ mod tests {
     #[test]
     fn upsert_keeps_the_newer_item() {
         let mut data = DataSet::default();
-        let item = |v: u64| Item::from_json("f", format!(r#"{{"key":"f","version":{v}}}"#)).unwrap();
+        let item =
+            |v: u64| Item::from_json("f", format!(r#"{{"key":"f","version":{v}}}"#)).unwrap();
         assert!(data.upsert(&Kind::FEATURES, item(2)));
         assert!(!data.upsert(&Kind::FEATURES, item(2)));
         assert!(!data.upsert(&Kind::FEATURES, item(1)));

@@ -75,7 +75,12 @@ impl Feed {
                     let Line::Event(event) = line else { continue };
                     let message = match protocol::decode(&event) {
                         Ok(message) => message,
-                        Err(e) => break Failure::Invalid(format!("a malformed {} event: {e}", event.name)),
+                        Err(e) => {
+                            break Failure::Invalid(format!(
+                                "a malformed {} event: {e}",
+                                event.name
+                            ));
+                        }
                     };
                     let put = matches!(message, Message::Put(_));
                     self.apply(message, event_name(&event.name));
@@ -94,10 +99,16 @@ impl Feed {
             }
             // While the stream is down, polling keeps the data from growing older than it would
             // in polling mode.
-            if self.last_data.is_none_or(|at| at.elapsed() >= self.poll_interval) {
+            if self
+                .last_data
+                .is_none_or(|at| at.elapsed() >= self.poll_interval)
+            {
                 match self.source.poll().await {
                     Ok(data) => {
-                        tracing::info!("{}: polled the flag data while the stream is down", self.name);
+                        tracing::info!(
+                            "{}: polled the flag data while the stream is down",
+                            self.name
+                        );
                         self.apply(Message::Put(data), "put");
                         self.set_state(ConnectionState::Interrupted, None);
                     }
@@ -194,7 +205,8 @@ impl Feed {
         self.last_data = Some(Instant::now());
         metrics::event(&self.name, event);
         let now = now_millis();
-        self.status.send_modify(|status| status.environments[self.index].last_update = Some(now));
+        self.status
+            .send_modify(|status| status.environments[self.index].last_update = Some(now));
         for writer in &self.writers {
             let write = match &write {
                 Write::Init => Write::Init,

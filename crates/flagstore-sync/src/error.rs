@@ -31,9 +31,9 @@ pub enum SyncError {
         environment: String,
         /// The store, password masked.
         store: String,
-        /// The store's error.
+        /// The store's error (boxed: it is large, and rare).
         #[source]
-        source: flagstore::Error,
+        source: Box<flagstore::Error>,
     },
     /// A store read back something other than what was written.
     #[error("environment {environment:?}, store {store}: {message}")]

@@ -92,7 +92,10 @@ fn respond(
             );
             response
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /status or /metrics\n".to_owned()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /status or /metrics\n".to_owned(),
+        ),
     }
 }
 

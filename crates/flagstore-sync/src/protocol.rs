@@ -36,8 +36,11 @@ pub(crate) fn decode(event: &Event) -> Result<Message, DataError> {
     if !matches!(name, "put" | "patch" | "delete") {
         return Ok(Message::Ignored(format!("event {name:?}")));
     }
-    let envelope: Envelope<'_> = serde_json::from_str(&event.data)
-        .map_err(|e| DataError::new(format!("a {name} event is not JSON of the expected shape: {e}")))?;
+    let envelope: Envelope<'_> = serde_json::from_str(&event.data).map_err(|e| {
+        DataError::new(format!(
+            "a {name} event is not JSON of the expected shape: {e}"
+        ))
+    })?;
     let path = envelope.path.as_deref().unwrap_or("/");
     match name {
         "put" => {
@@ -64,9 +67,9 @@ pub(crate) fn decode(event: &Event) -> Result<Message, DataError> {
             let Some((kind, key)) = item_path(path) else {
                 return Ok(Message::Ignored(format!("delete of {path:?}")));
             };
-            let version = envelope.version.ok_or_else(|| {
-                DataError::new(format!("the delete of {path:?} has no version"))
-            })?;
+            let version = envelope
+                .version
+                .ok_or_else(|| DataError::new(format!("the delete of {path:?} has no version")))?;
             Ok(Message::Upsert(kind, tombstone(key, version)))
         }
     }
@@ -110,21 +113,33 @@ mod tests {
             r#"{"path":"/","data":{"flags":{"f":{"key":"f","version":1,"new":[1, 2]}},"segments":{}}}"#,
         )
         .unwrap();
-        let Message::Put(data) = put else { panic!("{put:?}") };
+        let Message::Put(data) = put else {
+            panic!("{put:?}")
+        };
         assert_eq!(
             data.get(&Kind::FEATURES, "f").unwrap().json(),
             r#"{"key":"f","version":1,"new":[1, 2]}"#
         );
 
-        let patch = decode_event("patch", r#"{"path":"/segments/s","data":{"key":"s","version":4}}"#)
-            .unwrap();
-        let Message::Upsert(kind, item) = patch else { panic!("{patch:?}") };
+        let patch = decode_event(
+            "patch",
+            r#"{"path":"/segments/s","data":{"key":"s","version":4}}"#,
+        )
+        .unwrap();
+        let Message::Upsert(kind, item) = patch else {
+            panic!("{patch:?}")
+        };
         assert_eq!((kind, item.key(), item.version()), (Kind::SEGMENTS, "s", 4));
         assert_eq!(item.json(), r#"{"key":"s","version":4}"#);
 
         let delete = decode_event("delete", r#"{"path":"/flags/a\"b","version":7}"#).unwrap();
-        let Message::Upsert(kind, item) = delete else { panic!("{delete:?}") };
-        assert_eq!((kind, item.key(), item.version()), (Kind::FEATURES, "a\"b", 7));
+        let Message::Upsert(kind, item) = delete else {
+            panic!("{delete:?}")
+        };
+        assert_eq!(
+            (kind, item.key(), item.version()),
+            (Kind::FEATURES, "a\"b", 7)
+        );
         assert!(item.is_deleted());
         assert_eq!(item.json(), r#"{"key":"a\"b","version":7,"deleted":true}"#);
     }

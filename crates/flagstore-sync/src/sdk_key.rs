@@ -41,7 +41,9 @@ impl SdkKey {
     /// The key in the environment variable `name`.
     pub fn from_env(name: &str) -> Result<SdkKey, SyncError> {
         let key = std::env::var(name).map_err(|_| {
-            SyncError::config(format!("no SDK key: the environment variable {name} is not set"))
+            SyncError::config(format!(
+                "no SDK key: the environment variable {name} is not set"
+            ))
         })?;
         Self::new(key)
             .map_err(|e| SyncError::config(format!("{e} (from the environment variable {name})")))
@@ -50,7 +52,10 @@ impl SdkKey {
     /// The key in the file at `path` (a mounted secret), surrounding whitespace ignored.
     pub fn from_file(path: &Path) -> Result<SdkKey, SyncError> {
         let key = std::fs::read_to_string(path).map_err(|e| {
-            SyncError::config(format!("cannot read the SDK key file {}: {e}", path.display()))
+            SyncError::config(format!(
+                "cannot read the SDK key file {}: {e}",
+                path.display()
+            ))
         })?;
         Self::new(key).map_err(|e| SyncError::config(format!("{e} (in {})", path.display())))
     }

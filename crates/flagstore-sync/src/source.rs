@@ -59,7 +59,9 @@ impl std::fmt::Display for Failure {
                 write!(f, "LaunchDarkly answered HTTP {status}")?;
                 match status {
                     401 | 403 => f.write_str(" (the SDK key is invalid or revoked)"),
-                    404 => f.write_str(" (no such environment or endpoint: check the SDK key and the URIs)"),
+                    404 => f.write_str(
+                        " (no such environment or endpoint: check the SDK key and the URIs)",
+                    ),
                     _ => Ok(()),
                 }
             }
@@ -126,7 +128,6 @@ impl Source {
         }
         Ok(response)
     }
-
 }
 
 /// The next piece of a body, if it comes within `read_timeout`.
@@ -165,9 +166,9 @@ impl Stream {
                 .await?
                 .ok_or_else(|| Failure::Network("the stream ended".to_owned()))?;
             let mut lines = Vec::new();
-            self.parser
-                .push(&chunk, &mut lines)
-                .map_err(|_| Failure::Invalid("the stream sent bytes that are not UTF-8".to_owned()))?;
+            self.parser.push(&chunk, &mut lines).map_err(|_| {
+                Failure::Invalid("the stream sent bytes that are not UTF-8".to_owned())
+            })?;
             self.lines.extend(lines);
         }
     }

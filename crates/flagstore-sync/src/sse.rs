@@ -129,7 +129,9 @@ mod tests {
         let mut parser = Parser::default();
         let mut out = Vec::new();
         for chunk in chunks {
-            parser.push(chunk, &mut out).unwrap_or_else(|_| unreachable!());
+            parser
+                .push(chunk, &mut out)
+                .unwrap_or_else(|_| unreachable!());
         }
         out
     }
@@ -143,20 +145,30 @@ mod tests {
 
     #[test]
     fn events_heartbeats_and_every_line_end() {
-        let out = parse(&[b"event: put\ndata: {\"a\":\r\ndata:1}\r\n\r:hb\revent:patch\rdata:x\r\r"]);
+        let out =
+            parse(&[b"event: put\ndata: {\"a\":\r\ndata:1}\r\n\r:hb\revent:patch\rdata:x\r\r"]);
         assert_eq!(
             out,
-            [event("put", "{\"a\":\n1}"), Line::Heartbeat, event("patch", "x")]
+            [
+                event("put", "{\"a\":\n1}"),
+                Line::Heartbeat,
+                event("patch", "x")
+            ]
         );
     }
 
     #[test]
     fn any_split_gives_the_same_events() {
-        let text: &[u8] = b"event: put\r\ndata: {\"flags\":{}}\r\n\r\n: heartbeat\n\ndata: plain\n\n";
+        let text: &[u8] =
+            b"event: put\r\ndata: {\"flags\":{}}\r\n\r\n: heartbeat\n\ndata: plain\n\n";
         let whole = parse(&[text]);
         assert_eq!(whole.len(), 3);
         for split in 0..text.len() {
-            assert_eq!(parse(&[&text[..split], &text[split..]]), whole, "split at {split}");
+            assert_eq!(
+                parse(&[&text[..split], &text[split..]]),
+                whole,
+                "split at {split}"
+            );
         }
         let bytes: Vec<&[u8]> = text.chunks(1).collect();
         assert_eq!(parse(&bytes), whole);
@@ -165,7 +177,10 @@ mod tests {
 
     #[test]
     fn an_event_without_data_is_not_dispatched() {
-        assert_eq!(parse(&[b"event: put\n\nevent: delete\ndata: d\n\n"]), [event("delete", "d")]);
+        assert_eq!(
+            parse(&[b"event: put\n\nevent: delete\ndata: d\n\n"]),
+            [event("delete", "d")]
+        );
         // Not yet ended: nothing.
         assert_eq!(parse(&[b"event: put\ndata: d\n"]), []);
     }

@@ -229,7 +229,7 @@ impl SynchronizerBuilder {
                 stores.push(OpenStore::open(target).map_err(|source| SyncError::Store {
                     environment: env.name.clone(),
                     store: "(opening)".to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?);
             }
             environments.push(OpenEnvironment {
@@ -474,7 +474,7 @@ impl Synchronizer {
             let failed = |source| SyncError::Store {
                 environment: env.name.clone(),
                 store: store.store.to_string(),
-                source,
+                source: Box::new(source),
             };
             store.store.init(&collections).await.map_err(failed)?;
             for kind in [Kind::FEATURES, Kind::SEGMENTS] {
@@ -581,7 +581,10 @@ impl SyncHandle {
             while self.feeds.join_next().await.is_some() {}
             while self.writers.join_next().await.is_some() {}
         };
-        if tokio::time::timeout(Duration::from_secs(30), finish).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), finish)
+            .await
+            .is_err()
+        {
             tracing::warn!("some store writes did not finish within 30 s of the shutdown");
         }
     }

@@ -49,7 +49,11 @@ impl StatusSlot {
             }
             changed
         });
-        metrics::store_valid(&self.env_name, self.store_index, state == DataStoreState::Valid);
+        metrics::store_valid(
+            &self.env_name,
+            self.store_index,
+            state == DataStoreState::Valid,
+        );
     }
 }
 
@@ -70,7 +74,8 @@ impl Writer {
         let mut retry_at: Option<Instant> = None;
         let first_retry = Duration::from_secs(1).min(self.check_interval);
         let mut backoff = Reconnect::starting_at(first_retry);
-        let mut check = tokio::time::interval_at(Instant::now() + self.check_interval, self.check_interval);
+        let mut check =
+            tokio::time::interval_at(Instant::now() + self.check_interval, self.check_interval);
         check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stopping = *stop.borrow();
         // Whether the environment has data to write: not before its first put.
@@ -88,7 +93,8 @@ impl Writer {
                     }
                     Err(error) => {
                         self.failed(error);
-                        retry_at = Some(Instant::now() + backoff.next_delay().min(self.check_interval));
+                        retry_at =
+                            Some(Instant::now() + backoff.next_delay().min(self.check_interval));
                     }
                 }
             }
