@@ -22,28 +22,19 @@ use flagstore_consul::ConsulStore;
 use flagstore_dynamodb::{DynamoDbStore, create_table};
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::dynamodb::DynamoDb;
+use flagstore_integration_tests::realistic_flag;
 use flagstore_integration_tests::redis::{MASTER_NAME, Redis, RedisCluster, RedisSentinel};
 use flagstore_redis::RedisStore;
-
-/// A flag shaped like a real one: targets, two rules with clauses, a rollout; about 1.3 KB.
-fn realistic_flag(i: usize) -> Item {
-    let key = format!("flag-{i:05}");
-    let json = format!(
-        r#"{{"key":"{key}","version":3,"on":true,"salt":"{key}-salt","trackEvents":false,
-"targets":[{{"variation":0,"values":["user-1","user-2","user-3","user-4","user-5"]}}],
-"rules":[{{"id":"r1","variation":0,"clauses":[{{"attribute":"email","op":"endsWith","values":["@example.com"],"negate":false}}],"trackEvents":false}},
-{{"id":"r2","rollout":{{"variations":[{{"variation":0,"weight":25000}},{{"variation":1,"weight":75000}}]}},"clauses":[{{"attribute":"country","op":"in","values":["de","fr","nl","se","no"],"negate":false}}],"trackEvents":false}}],
-"fallthrough":{{"rollout":{{"variations":[{{"variation":0,"weight":10000}},{{"variation":1,"weight":90000}}]}}}},
-"offVariation":1,"prerequisites":[],"variations":[true,false],"clientSideAvailability":{{"usingMobileKey":false,"usingEnvironmentId":false}},
-"description":"A flag of realistic size for benchmarks, with some text so that it weighs about what production flags weigh."}}"#
-    );
-    Item::from_json(key, json).unwrap()
-}
 
 fn data(n: usize) -> Vec<Collection> {
     sort_for_init(vec![Collection::new(
         Kind::FEATURES,
-        (0..n).map(realistic_flag).collect(),
+        (0..n)
+            .map(|i| {
+                let (key, json) = realistic_flag(i, 3);
+                Item::from_json(key, json).unwrap()
+            })
+            .collect(),
     )])
 }
 

@@ -81,3 +81,19 @@ pub async fn live_cache(
     .unwrap();
     live
 }
+
+/// The key and JSON of a flag shaped like a real one (targets, two rules with clauses, rollouts;
+/// about 1.3 KB) at `version`, for benchmarks: `flag-00042` for `i` = 42.
+pub fn realistic_flag(i: usize, version: u64) -> (String, String) {
+    let key = format!("flag-{i:05}");
+    let json = format!(
+        r#"{{"key":"{key}","version":{version},"on":true,"salt":"{key}-salt","trackEvents":false,
+"targets":[{{"variation":0,"values":["user-1","user-2","user-3","user-4","user-5"]}}],
+"rules":[{{"id":"r1","variation":0,"clauses":[{{"attribute":"email","op":"endsWith","values":["@example.com"],"negate":false}}],"trackEvents":false}},
+{{"id":"r2","rollout":{{"variations":[{{"variation":0,"weight":25000}},{{"variation":1,"weight":75000}}]}},"clauses":[{{"attribute":"country","op":"in","values":["de","fr","nl","se","no"],"negate":false}}],"trackEvents":false}}],
+"fallthrough":{{"rollout":{{"variations":[{{"variation":0,"weight":10000}},{{"variation":1,"weight":90000}}]}}}},
+"offVariation":1,"prerequisites":[],"variations":[true,false],"clientSideAvailability":{{"usingMobileKey":false,"usingEnvironmentId":false}},
+"description":"A flag of realistic size for benchmarks, with some text so that it weighs about what production flags weigh."}}"#
+    );
+    (key, json)
+}

@@ -260,6 +260,33 @@ async fn once_consul() {
     once(Backend::consul()).await;
 }
 
+/// A flag over DynamoDB's 400 KB limit cannot be stored: a one-shot sync fails naming it, its
+/// size and the limit, instead of reporting a store that lacks it as synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_the_store_cannot_hold_is_reported() {
+    let backend = Backend::dynamodb().await;
+    let prefix = format!("large{}", unique_run_id());
+    let mut sent = data(&[("alpha", 1)]);
+    let mut large = flag("large", 1);
+    large["description"] = json!("x".repeat(450_000));
+    sent["flags"]["large"] = large;
+    let fake = FakeLaunchDarkly::start(SDK_KEY, sent);
+    let sync = builder(&fake)
+        .environment(
+            Environment::new("test", SdkKey::new(SDK_KEY).unwrap())
+                .store_instance(backend.store(&prefix)),
+        )
+        .build()
+        .unwrap();
+    let err = sync.sync_once().await.remove(0).unwrap_err().to_string();
+    assert!(
+        err.contains(r#"the features item "large" (version 1) is missing after the write"#)
+            && err.contains(r#"the features item "large" is 450"#)
+            && err.contains("over DynamoDB's 409600-byte limit"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_turns_the_environment_off_for_good() {
     let backend = Backend::redis();

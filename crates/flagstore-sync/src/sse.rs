@@ -2,6 +2,11 @@
 //! `event:` and `data:` fields; comment lines (`:` first, LaunchDarkly's heartbeats); a blank
 //! line dispatches the event.
 
+/// Buffers larger than this are given back once mostly empty.
+const SHRINK_ABOVE: usize = 1 << 20;
+/// What a shrunk buffer keeps: room for a few patches.
+const INITIAL: usize = 64 << 10;
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Event {
@@ -77,6 +82,13 @@ impl Parser {
         }
         self.pending.drain(..start);
         self.scanned = self.pending.len();
+        // A put of every flag is one line of many megabytes; the stream then idles on small
+        // patches for hours. Keep no buffer sized for the put.
+        if self.pending.capacity() > SHRINK_ABOVE
+            && self.pending.len() < self.pending.capacity() / 4
+        {
+            self.pending.shrink_to(self.pending.len().max(INITIAL));
+        }
         Ok(())
     }
 }
@@ -110,6 +122,10 @@ impl Fields {
             "data" => {
                 if self.has_data {
                     self.data.push('\n');
+                } else {
+                    // Usually the event's only data line: sized exactly, not to the next power
+                    // of two (a put of every flag is megabytes).
+                    self.data.reserve_exact(value.len());
                 }
                 self.data.push_str(value);
                 self.has_data = true;

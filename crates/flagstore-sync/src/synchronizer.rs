@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::SyncError;
+use crate::data::DataSet;
 use crate::environment::{Feed, Mode};
 use crate::sdk_key::SdkKey;
 use crate::source::{Failure, Source};
@@ -490,29 +491,21 @@ impl Synchronizer {
                         bad.key, bad.error
                     )));
                 }
-                let fetched: Vec<_> = data.items(&kind).collect();
-                let mut read: Vec<_> = stored.items.iter().collect();
-                read.sort_by(|a, b| a.key().cmp(b.key()));
-                if read.len() != fetched.len() {
-                    return Err(mismatch(format!(
-                        "wrote {} {kind} items but read back {}",
-                        fetched.len(),
-                        read.len()
-                    )));
-                }
-                for (wrote, got) in fetched.iter().zip(&read) {
-                    if wrote.key() != got.key()
-                        || wrote.version() != got.version()
-                        || wrote.json() != got.json()
-                    {
-                        return Err(mismatch(format!(
-                            "the {kind} item {:?} (version {}) read back as {:?} (version {})",
-                            wrote.key(),
-                            wrote.version(),
-                            got.key(),
-                            got.version()
-                        )));
-                    }
+                if let Some(difference) = first_difference(&data, &kind, &stored.items) {
+                    let too_large = store.store.item_limit().and_then(|limit| {
+                        data.items(&kind)
+                            .map(|item| (item, limit.size_of(&kind, item)))
+                            .find(|(_, size)| *size > limit.bytes())
+                            .map(|(item, size)| {
+                                format!(
+                                    "; the {kind} item {:?} is {size} bytes, over {}'s {}-byte limit, so the store cannot hold it",
+                                    item.key(),
+                                    limit.backend(),
+                                    limit.bytes()
+                                )
+                            })
+                    });
+                    return Err(mismatch(difference + &too_large.unwrap_or_default()));
                 }
             }
         }
@@ -523,6 +516,45 @@ impl Synchronizer {
             stores: env.stores.len(),
         })
     }
+}
+
+/// The first way in which `read` (a store's items of `kind`) differs from `data`'s, if any.
+fn first_difference(data: &DataSet, kind: &Kind, read: &[flagstore::Item]) -> Option<String> {
+    let stored: std::collections::HashMap<&str, &flagstore::Item> =
+        read.iter().map(|item| (item.key(), item)).collect();
+    for wrote in data.items(kind) {
+        match stored.get(wrote.key()) {
+            None => {
+                return Some(format!(
+                    "the {kind} item {:?} (version {}) is missing after the write",
+                    wrote.key(),
+                    wrote.version()
+                ));
+            }
+            Some(got) if got.version() != wrote.version() || got.json() != wrote.json() => {
+                return Some(format!(
+                    "the {kind} item {:?} was written at version {} but read back at version {}{}",
+                    wrote.key(),
+                    wrote.version(),
+                    got.version(),
+                    if got.version() == wrote.version() {
+                        " with other JSON"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    read.iter()
+        .find(|item| data.get(kind, item.key()).is_none())
+        .map(|extra| {
+            format!(
+                "the {kind} item {:?} is there but was not written",
+                extra.key()
+            )
+        })
 }
 
 /// What a one-shot sync wrote for one environment.
@@ -539,7 +571,8 @@ pub struct OnceReport {
     pub stores: usize,
 }
 
-/// A running [`Synchronizer`]: its status, and how to stop it.
+/// A running [`Synchronizer`]: its status, and how to stop it. Dropping it stops every task at
+/// once, a write in progress included; [`shutdown`](Self::shutdown) lets the writes finish.
 #[derive(Debug)]
 pub struct SyncHandle {
     status: watch::Sender<Status>,
