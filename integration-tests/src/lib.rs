@@ -97,3 +97,23 @@ pub fn realistic_flag(i: usize, version: u64) -> (String, String) {
     );
     (key, json)
 }
+
+/// `GET path` from `address` over plain HTTP/1.1 (a status endpoint under test): the status code
+/// and the body; `None` while nothing answers there.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(address).ok()?;
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        socket,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}

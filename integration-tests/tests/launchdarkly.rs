@@ -503,20 +503,23 @@ async fn live_daemon_mode_evaluates_another_writers_change_within_a_second() {
     changed["version"] = json!(current.version() + 1);
     let changed = Item::from_json("checkout-v2", changed.to_string()).unwrap();
     writer.upsert(&Kind::FEATURES, changed).await.unwrap();
+    off_within_a_second(&reader, &alice, Instant::now(), "the change").await;
+    reader.close();
+}
 
-    let started = Instant::now();
+/// Evaluates `checkout-v2` for `context` until it is OFF, failing a second after `since`.
+async fn off_within_a_second(reader: &Client, context: &Value, since: Instant, what: &str) {
     loop {
-        let now = evaluate(&reader, "checkout-v2", &alice);
+        let now = evaluate(reader, "checkout-v2", context);
         if now["reason"]["kind"] == json!("OFF") {
-            break;
+            return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "still {now} a second after the change"
+            since.elapsed() < Duration::from_secs(1),
+            "still {now} a second after {what}"
         );
         tokio::task::yield_now().await;
     }
-    reader.close();
 }
 
 /// The whole system: a `patch` leaves a (fake) LaunchDarkly, `flagstore sync` writes it to
@@ -564,17 +567,7 @@ async fn a_patch_from_launchdarkly_reaches_a_live_daemon_mode_client_within_a_se
     changed["version"] = json!(changed["version"].as_u64().unwrap() + 1);
     let started = Instant::now();
     fake.patch("flags", changed);
-    loop {
-        let now = evaluate(&reader, "checkout-v2", &alice);
-        if now["reason"]["kind"] == json!("OFF") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "still {now} a second after the patch left LaunchDarkly"
-        );
-        tokio::task::yield_now().await;
-    }
+    off_within_a_second(&reader, &alice, started, "the patch left LaunchDarkly").await;
     reader.close();
     sync.shutdown().await;
 }

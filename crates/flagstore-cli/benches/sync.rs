@@ -17,14 +17,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flagstore::{DynStore, Item, Kind, PersistentDataStore};
 use flagstore_integration_tests::redis::Redis;
-use flagstore_integration_tests::{FakeLaunchDarkly, free_port, realistic_flag};
+use flagstore_integration_tests::{FakeLaunchDarkly, free_port, http_get, realistic_flag};
 use serde_json::{Value, json};
 
 const SDK_KEY: &str = "sdk-bench-0000-1111-2222";
@@ -54,15 +52,8 @@ fn flagstore(store: &str) -> Command {
 
 /// `/status`'s top-level `status`, if the daemon answers.
 fn status(address: &str) -> Option<String> {
-    let mut socket = TcpStream::connect(address).ok()?;
-    write!(
-        socket,
-        "GET /status HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    socket.read_to_string(&mut response).ok()?;
-    let body: Value = serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()?;
+    let (_, body) = http_get(address, "/status")?;
+    let body: Value = serde_json::from_str(&body).ok()?;
     body["status"].as_str().map(str::to_owned)
 }
 

@@ -201,25 +201,13 @@ impl From<flagstore_sync::DataError> for CliError {
 
 impl From<flagstore_sync::SyncError> for CliError {
     fn from(err: flagstore_sync::SyncError) -> Self {
-        CliError(chain(&err))
+        CliError(flagstore::error::one_line(&err))
     }
-}
-
-/// The error, then each cause, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string().replace('\n', " "));
-        source = cause.source();
-    }
-    message
 }
 
 impl From<flagstore::Error> for CliError {
     fn from(err: flagstore::Error) -> Self {
-        CliError(chain(&err))
+        CliError(flagstore::error::one_line(&err))
     }
 }
 

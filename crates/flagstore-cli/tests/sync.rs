@@ -3,15 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use flagstore::testing::unique_run_id;
 use flagstore::{Kind, PersistentDataStore};
 use flagstore_integration_tests::redis::Redis;
-use flagstore_integration_tests::{FakeLaunchDarkly, free_port};
+use flagstore_integration_tests::{FakeLaunchDarkly, free_port, http_get as get};
 use serde_json::{Value, json};
 
 mod common;
@@ -123,24 +122,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `GET path` over plain HTTP/1.1: the status code and the body.
-fn get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut socket = TcpStream::connect(address).ok()?;
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        socket,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    socket.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_owned()))
 }
 
 /// `/status`, once it says `healthy` (up to 15 s).

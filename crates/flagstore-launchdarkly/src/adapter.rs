@@ -106,14 +106,7 @@ impl fmt::Debug for LaunchDarklyStore {
 /// The SDK's error carries only a message: it gets ours (backend, operation, kind, key) and the
 /// causes below it, which never contain secrets.
 fn to_sdk_error(err: &flagstore::Error) -> PersistentStoreError {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    PersistentStoreError::new(message)
+    PersistentStoreError::new(flagstore::error::one_line(err))
 }
 
 /// The SDK's view of an item, with `version` and `deleted` filled in from the stored JSON: the

@@ -177,14 +177,7 @@ impl Stream {
 /// An HTTP client error with its causes, on one line. The URL is in it; the key never is (it
 /// travels in a header).
 fn describe(err: &reqwest::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+    flagstore::error::one_line(err)
 }
 
 #[cfg(test)]

@@ -15,6 +15,31 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// A `Result` whose error is this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The error and each of its causes on one line, joined by `: `, a cause's line breaks made
+/// spaces: for a log line, a status field or another library's message-only error. Nothing in a
+/// flagstore error or its causes holds a password or token.
+///
+/// ```
+/// use flagstore::error::one_line;
+///
+/// let cause = std::io::Error::other("connection refused\n(os error 111)");
+/// let err = flagstore::Error::config_caused_by("redis", "cannot connect", cause);
+/// assert_eq!(
+///     one_line(&err),
+///     "redis: invalid configuration: cannot connect: connection refused (os error 111)"
+/// );
+/// ```
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string().replace('\n', " "));
+        source = cause.source();
+    }
+    message
+}
+
 /// The store operation that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
