@@ -9,11 +9,13 @@ use std::time::Duration;
 use flagstore::testing::unique_run_id;
 use flagstore::{DynStore, Item, Kind, PersistentDataStore};
 use flagstore_integration_tests::python::ld_compat;
+use flagstore_integration_tests::redis::{RedisCluster, RedisSentinel};
 use flagstore_integration_tests::{Backend, FakeLaunchDarkly, FaultProxy};
 use flagstore_sync::{
     ConnectionState, DataStoreState, Environment, ErrorKind, SdkKey, Status, SyncHandle,
     Synchronizer, SynchronizerBuilder,
 };
+use flagstore_url::StoreUrl;
 use serde_json::{Value, json};
 
 const SDK_KEY: &str = "sdk-fake-0123-4567-89ab-cdef01234567";
@@ -285,6 +287,39 @@ async fn an_item_the_store_cannot_hold_is_reported() {
             && err.contains("over DynamoDB's 409600-byte limit"),
         "{err}"
     );
+}
+
+/// Stores named by URL, as the command and configuration files name them: a Redis Cluster and a
+/// Sentinel-watched primary, fed at once, each described in the status as the Relay Proxy does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_a_redis_cluster_and_sentinel_named_by_url() {
+    let (cluster, sentinel) = (RedisCluster::start(), RedisSentinel::start());
+    let run = unique_run_id();
+    let urls = [
+        format!("{}?prefix={{sync{run}}}", cluster.url()),
+        format!("{}?prefix=sync{run}", sentinel.url()),
+    ];
+    let fake = FakeLaunchDarkly::start(SDK_KEY, data(&[("alpha", 1)]));
+    let env = urls.iter().fold(
+        Environment::new("test", SdkKey::new(SDK_KEY).unwrap()),
+        |env, url| env.store(StoreUrl::parse(url).unwrap()),
+    );
+    let sync = builder(&fake).environment(env).build().unwrap().start();
+    let status = status_until(&sync, healthy).await;
+    let stores = &status.environments[0].stores;
+    assert_eq!(stores[0].database, "redis");
+    assert_eq!(stores[0].db_prefix.as_deref(), Some(format!("{{sync{run}}}").as_str()));
+    assert_eq!(stores[1].db_server.as_deref(), Some(sentinel.url().as_str()));
+    fake.patch("flags", flag("alpha", 2));
+    for url in &urls {
+        let reader = flagstore_url::open(url).unwrap();
+        eventually("the patch is stored", || stored_at(&reader, &F, "alpha", 2)).await;
+        assert_eq!(
+            reader.get(&F, "alpha").await.unwrap().unwrap().json(),
+            flag("alpha", 2).to_string()
+        );
+    }
+    sync.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
