@@ -308,8 +308,14 @@ async fn feeds_a_redis_cluster_and_sentinel_named_by_url() {
     let status = status_until(&sync, healthy).await;
     let stores = &status.environments[0].stores;
     assert_eq!(stores[0].database, "redis");
-    assert_eq!(stores[0].db_prefix.as_deref(), Some(format!("{{sync{run}}}").as_str()));
-    assert_eq!(stores[1].db_server.as_deref(), Some(sentinel.url().as_str()));
+    assert_eq!(
+        stores[0].db_prefix.as_deref(),
+        Some(format!("{{sync{run}}}").as_str())
+    );
+    assert_eq!(
+        stores[1].db_server.as_deref(),
+        Some(sentinel.url().as_str())
+    );
     fake.patch("flags", flag("alpha", 2));
     for url in &urls {
         let reader = flagstore_url::open(url).unwrap();
