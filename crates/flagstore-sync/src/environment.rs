@@ -175,6 +175,14 @@ impl Feed {
                     data.live_count(&flagstore::Kind::FEATURES),
                     data.live_count(&flagstore::Kind::SEGMENTS)
                 );
+                if memory.as_ref() == Some(&data) {
+                    // A poll (or a reconnection's put) that brings nothing new: the stores hold
+                    // it already, and one that lost it is caught by its own check.
+                    drop(memory);
+                    self.last_data = Some(Instant::now());
+                    tracing::debug!("{}: the data is unchanged", self.name);
+                    return;
+                }
                 *memory = Some(data);
                 Write::Init
             }

@@ -23,16 +23,17 @@ pub struct SdkKey(Secret);
 
 impl SdkKey {
     /// The key, trimmed of surrounding whitespace (a key file's last newline). An empty key, or
-    /// one holding a control character (it could not be sent in a header), is refused.
+    /// one holding anything but visible ASCII (it could not be sent in a header as it is), is
+    /// refused.
     pub fn new(key: impl Into<String>) -> Result<SdkKey, SyncError> {
         let key = key.into();
         let trimmed = key.trim();
         if trimmed.is_empty() {
             return Err(SyncError::config("the SDK key is empty"));
         }
-        if trimmed.chars().any(char::is_control) {
+        if !trimmed.chars().all(|c| c.is_ascii_graphic()) {
             return Err(SyncError::config(
-                "the SDK key holds a control character (a line break inside the key file?)",
+                "the SDK key holds a space, a line break or a character that is not ASCII (two keys in the key file?)",
             ));
         }
         Ok(SdkKey(Secret::new(trimmed)))
@@ -107,6 +108,8 @@ mod tests {
         );
         assert!(SdkKey::new(" \n").is_err());
         assert!(SdkKey::new("sdk-a\nb").is_err());
+        assert!(SdkKey::new("sdk-a b").is_err());
+        assert!(SdkKey::new("sdk-caf\u{e9}").is_err());
         let err = SdkKey::from_env("FLAGSTORE_SYNC_TEST_NO_SUCH_VARIABLE").unwrap_err();
         assert_eq!(
             err.to_string(),
