@@ -70,7 +70,7 @@ mod stored;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use cache::{CacheMode, CachingStore, CachingStoreBuilder, StoreStatus};
+pub use cache::{CacheMode, CacheStats, CachingStore, CachingStoreBuilder, StoreStatus};
 pub use error::{Error, Result};
 pub use item::Item;
 pub use kind::Kind;

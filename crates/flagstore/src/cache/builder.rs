@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::future::Cache;
+use moka::notification::RemovalCause;
 use tokio::sync::watch;
 
 use super::entry::{CacheKey, Entry};
@@ -12,6 +13,7 @@ use super::live::Live;
 use super::loads::Loads;
 use super::outage::Pending;
 use super::sequence::WriteSequence;
+use super::stats::Counters;
 use super::{BACKEND, CacheMode, CachingStore, Inited, Inner, StoreStatus};
 use crate::{Error, PersistentDataStore, Result};
 
@@ -197,6 +199,7 @@ impl CachingStoreBuilder {
             ));
         }
         let live = self.live_settings()?;
+        let stats = Arc::new(Counters::default());
         let cache = match self.mode {
             CacheMode::Disabled => None,
             CacheMode::Ttl(_) | CacheMode::Forever => {
@@ -206,6 +209,14 @@ impl CachingStoreBuilder {
                 if let Some(bytes) = self.capacity_bytes {
                     builder = builder.max_capacity(bytes);
                 }
+                let counted = stats.clone();
+                builder = builder.eviction_listener(move |_key, _entry, cause| {
+                    if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                        counted
+                            .evictions
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
                 // Expiry is decided by `Inner::is_fresh`; moka's own TTL only frees memory. A
                 // last-known-good cache keeps expired entries: they are what it serves.
                 if let (CacheMode::Ttl(ttl), false) = (self.mode, self.last_known_good) {
@@ -231,6 +242,7 @@ impl CachingStoreBuilder {
             writes: WriteSequence::default(),
             loads: Loads::default(),
             item_entries: std::sync::atomic::AtomicBool::new(false),
+            stats,
         });
         inner.start_feed()?;
         Ok(CachingStore { inner })

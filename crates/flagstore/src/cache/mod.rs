@@ -7,6 +7,7 @@ mod live;
 mod loads;
 mod outage;
 mod sequence;
+mod stats;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -33,8 +34,10 @@ use live::Live;
 use loads::Loads;
 use outage::Pending;
 use sequence::{Turn, WriteSequence};
+use stats::Counters;
 
 pub use builder::CachingStoreBuilder;
+pub use stats::CacheStats;
 pub use status::StoreStatus;
 
 const BACKEND: &str = "cache";
@@ -134,6 +137,8 @@ struct Inner {
     loads: Loads,
     /// Whether an item's own entry was ever cached (beside whole-kind entries).
     item_entries: AtomicBool,
+    /// Hits, misses, loads and evictions, for [`CachingStore::stats`].
+    stats: Arc<Counters>,
 }
 
 /// Whether the store is known to be initialized. Only "yes" is remembered: initialized stays
@@ -202,7 +207,8 @@ impl CachingStore {
     pub async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
         let inner = &self.inner;
         let Some(cache) = &inner.cache else {
-            return inner.remember(inner.store.get(kind, key).await);
+            let result = inner.uncached(inner.store.get(kind, key)).await;
+            return inner.remember(result);
         };
         let load = || async move { inner.store.get(kind, key).await.map(Cached::Item) };
         match inner.cached(cache, KeyRef::Item(kind, key), load).await? {
@@ -215,6 +221,14 @@ impl CachingStore {
     /// do not cache what they read.
     pub async fn invalidate_all(&self) {
         self.inner.flush().await;
+    }
+
+    /// How the cache has served reads since it was built: hits, misses, database loads and
+    /// their time, evictions, and the entries held now (after pending evictions are applied).
+    /// Always counted; it costs a hit about one uncontended atomic add.
+    pub async fn stats(&self) -> CacheStats {
+        let (entries, _) = self.cache_usage().await;
+        self.inner.stats.snapshot(entries)
     }
 
     /// Cached entries and their approximate weight in bytes, after pending evictions are applied.
@@ -240,6 +254,15 @@ impl Inner {
             (CacheMode::Forever, _) => true,
             (CacheMode::Disabled, _) => false,
         }
+    }
+
+    /// A read with no cache to answer it (caching disabled): a miss and a load.
+    async fn uncached<T>(&self, read: impl Future<Output = Result<T>>) -> Result<T> {
+        self.stats.misses.add(1);
+        let started = std::time::Instant::now();
+        let result = read.await;
+        self.stats.loaded(result.is_ok(), started.elapsed());
+        result
     }
 
     /// Live mode: how many changes the feed has reported; 0 otherwise.
@@ -275,10 +298,12 @@ impl Inner {
         let mut previous = None;
         if let Some(entry) = self.lookup(cache, key).await {
             if self.is_fresh(&entry) {
+                self.stats.hits.add(1);
                 return Ok(entry.value);
             }
             previous = Some(entry.value);
         }
+        self.stats.misses.add(1);
         // Boxed: a miss's future state is kilobytes, which every hit would otherwise carry.
         Box::pin(self.load(cache, key, previous, load)).await
     }
@@ -326,7 +351,10 @@ impl Inner {
                 {
                     return Ok(entry.value);
                 }
-                let mut value = load().await?;
+                let started = std::time::Instant::now();
+                let loaded = load().await;
+                self.stats.loaded(loaded.is_ok(), started.elapsed());
+                let mut value = loaded?;
                 if self.last_known_good {
                     value = self.or_last_known_good(kind, previous, value).await;
                 }
@@ -557,7 +585,8 @@ impl PersistentDataStore for CachingStore {
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
         let inner = &self.inner;
         let Some(cache) = &inner.cache else {
-            return inner.remember(inner.store.get_all(kind).await);
+            let result = inner.uncached(inner.store.get_all(kind)).await;
+            return inner.remember(result);
         };
         let load = || async move { inner.store.get_all(kind).await.map(Cached::all) };
         match inner.cached(cache, KeyRef::All(kind), load).await? {

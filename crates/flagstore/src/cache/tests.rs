@@ -124,6 +124,85 @@ async fn concurrent_misses_make_one_read() {
         assert_eq!(task.await.unwrap().unwrap().unwrap().version(), 1);
     }
     assert_eq!(double.reads(), 1);
+    // Every caller counts as a miss (or a hit, if it came after the load); one load.
+    let stats = store.stats().await;
+    assert_eq!(stats.hits + stats.misses, 100, "{stats:?}");
+    assert!(stats.misses >= 1);
+    assert_eq!((stats.load_successes, stats.load_errors), (1, 0));
+}
+
+#[tokio::test]
+async fn stats_count_hits_misses_loads_and_errors() {
+    let double = Double::new();
+    double.inner.upsert(&F, item("f", 1)).await.unwrap();
+    let store = cached(&double, Duration::from_secs(60));
+    assert_eq!(store.stats().await, CacheStats::default());
+    assert_eq!(CacheStats::default().hit_rate(), None);
+
+    store.get(&F, "f").await.unwrap();
+    store.get(&F, "f").await.unwrap();
+    store.get_all(&F).await.unwrap();
+    store.get_all(&F).await.unwrap();
+    double.set_failing(true);
+    assert!(store.get(&Kind::SEGMENTS, "down").await.is_err());
+    let stats = store.stats().await;
+    assert_eq!(
+        (
+            stats.hits,
+            stats.misses,
+            stats.load_successes,
+            stats.load_errors
+        ),
+        (2, 3, 2, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.hit_rate(), Some(0.4));
+    assert_eq!(
+        stats.entries, 2,
+        "the item's entry and the kind's; never an error"
+    );
+    assert_eq!(stats.evictions, 0);
+
+    // Without a cache every read is a miss and a load.
+    let uncached = CachingStore::builder(double.inner.clone())
+        .no_caching()
+        .build()
+        .unwrap();
+    double.set_failing(false);
+    uncached.get(&F, "f").await.unwrap();
+    uncached.get_all(&F).await.unwrap();
+    let stats = uncached.stats().await;
+    assert_eq!(
+        (
+            stats.hits,
+            stats.misses,
+            stats.load_successes,
+            stats.entries
+        ),
+        (0, 2, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn stats_count_evictions_for_capacity() {
+    let double = Double::new();
+    for i in 0..200 {
+        double
+            .inner
+            .upsert(&F, item(&format!("f{i:03}"), 1))
+            .await
+            .unwrap();
+    }
+    let store = CachingStore::builder(double.inner.clone())
+        .capacity_bytes(2_000)
+        .build()
+        .unwrap();
+    for i in 0..200 {
+        store.get(&F, &format!("f{i:03}")).await.unwrap();
+    }
+    let stats = store.stats().await;
+    assert!(stats.evictions > 0, "{stats:?}");
+    assert!(stats.entries < 200, "{stats:?}");
 }
 
 #[tokio::test(start_paused = true)]
