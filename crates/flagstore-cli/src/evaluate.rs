@@ -196,4 +196,7 @@ impl PersistentDataStore for Witness {
     fn item_limit(&self) -> Option<flagstore::backend::ItemLimit> {
         self.store.item_limit()
     }
+    fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
 }

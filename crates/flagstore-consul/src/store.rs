@@ -163,6 +163,7 @@ impl ConsulStore {
             limit = MAX_VALUE_SIZE,
             "item is too large for Consul; it was not stored"
         );
+        flagstore::backend::item_rejected(BACKEND, flagstore::backend::Rejected::TooLarge);
         Err(Error::too_large(
             BACKEND,
             op,
@@ -247,6 +248,10 @@ impl fmt::Debug for ConsulStore {
 
 #[async_trait]
 impl PersistentDataStore for ConsulStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
         let marker = self.inited_key();

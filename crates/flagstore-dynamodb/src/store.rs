@@ -306,6 +306,7 @@ impl DynamoDbStore {
             limit = MAX_ITEM_SIZE,
             "item is too large for DynamoDB; it was not stored"
         );
+        flagstore::backend::item_rejected(BACKEND, flagstore::backend::Rejected::TooLarge);
         Err(Error::too_large(
             BACKEND,
             op,
@@ -340,6 +341,10 @@ impl fmt::Debug for DynamoDbStore {
 
 #[async_trait]
 impl PersistentDataStore for DynamoDbStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
         // One put per key, from its last copy in the data (DynamoDB rejects a batch naming a key

@@ -304,6 +304,10 @@ impl fmt::Debug for RedisStore {
 
 #[async_trait]
 impl PersistentDataStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
         let mut pipe = redis::pipe();

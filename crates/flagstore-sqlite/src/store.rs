@@ -319,6 +319,10 @@ impl fmt::Debug for SqliteStore {
 
 #[async_trait]
 impl PersistentDataStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
         let mut rows = Vec::new();

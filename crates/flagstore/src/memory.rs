@@ -208,6 +208,10 @@ impl fmt::Display for MemoryStore {
 
 #[async_trait]
 impl PersistentDataStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let mut state = self.state(Operation::Init)?;
         let mut ns = Namespace {

@@ -136,6 +136,12 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
     fn item_limit(&self) -> Option<ItemLimit> {
         None
     }
+
+    /// The backend's name (`redis`, `dynamodb`, `consul`, `sqlite`, `memory`), as errors name
+    /// it: the default `backend` label of a cache's metrics. `custom` unless a store says.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 macro_rules! forward_store {
@@ -169,6 +175,9 @@ macro_rules! forward_store {
             }
             fn item_limit(&self) -> Option<ItemLimit> {
                 (**self).item_limit()
+            }
+            fn backend(&self) -> &'static str {
+                (**self).backend()
             }
         }
     };

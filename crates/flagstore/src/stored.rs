@@ -71,6 +71,7 @@ impl StoredItems {
     ) -> Vec<Item> {
         for unreadable in &self.unreadable {
             skipped.fetch_add(1, Ordering::Relaxed);
+            item_rejected(backend, Rejected::Invalid);
             tracing::error!(
                 backend,
                 kind = %kind,
@@ -81,6 +82,32 @@ impl StoredItems {
         }
         self.items
     }
+}
+
+/// Why a backend left an item out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejected {
+    /// Over the database's item size limit: never sent.
+    TooLarge,
+    /// A stored value that is not a valid item: skipped by a whole-kind read.
+    Invalid,
+}
+
+/// Counts an item a backend left out in `flagstore_items_rejected_total{backend, reason}` (with
+/// the `metrics` feature; nothing without it). Backends call it where they log the item.
+pub fn item_rejected(backend: &'static str, reason: Rejected) {
+    #[cfg(feature = "metrics")]
+    {
+        let reason = match reason {
+            Rejected::TooLarge => "too_large",
+            Rejected::Invalid => "invalid",
+        };
+        metrics::counter!("flagstore_items_rejected_total", "backend" => backend, "reason" => reason)
+            .increment(1);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = (backend, reason);
 }
 
 /// Turns the `(key, json)` pairs a backend read into [`StoredItems`].

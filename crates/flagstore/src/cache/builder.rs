@@ -33,6 +33,7 @@ pub struct CachingStoreBuilder {
     live: bool,
     live_cache_time: Option<Duration>,
     last_known_good: bool,
+    name: Option<String>,
 }
 
 impl fmt::Debug for CachingStoreBuilder {
@@ -45,6 +46,7 @@ impl fmt::Debug for CachingStoreBuilder {
             .field("live", &self.live)
             .field("live_cache_time", &self.live_cache_time)
             .field("last_known_good", &self.last_known_good)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -61,6 +63,7 @@ impl CachingStoreBuilder {
             live: false,
             live_cache_time: None,
             last_known_good: false,
+            name: None,
         }
     }
 
@@ -166,6 +169,21 @@ impl CachingStoreBuilder {
         self
     }
 
+    /// The name of this store in the metrics (feature `metrics`): their `backend` label, which
+    /// tells several stores of one process apart. The backend's name (`redis`, …) by default.
+    ///
+    /// ```
+    /// use flagstore::CachingStore;
+    /// use flagstore::memory::MemoryStore;
+    ///
+    /// let flags = CachingStore::builder(MemoryStore::new()).name("flags-eu").build()?;
+    /// # Ok::<(), flagstore::Error>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The first delay between health polls while the database is unavailable; it doubles on each
     /// failed poll up to 10 seconds. The default is 500 ms.
     pub fn status_poll_interval(mut self, interval: Duration) -> Self {
@@ -200,6 +218,11 @@ impl CachingStoreBuilder {
         }
         let live = self.live_settings()?;
         let stats = Arc::new(Counters::default());
+        #[cfg(feature = "metrics")]
+        let metrics_name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.store.backend().to_owned());
         let cache = match self.mode {
             CacheMode::Disabled => None,
             CacheMode::Ttl(_) | CacheMode::Forever => {
@@ -243,8 +266,12 @@ impl CachingStoreBuilder {
             loads: Loads::default(),
             item_entries: std::sync::atomic::AtomicBool::new(false),
             stats,
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::Metrics::new(&metrics_name),
         });
         inner.start_feed()?;
+        #[cfg(feature = "metrics")]
+        super::metrics::start_publishing(&inner);
         Ok(CachingStore { inner })
     }
 

@@ -93,6 +93,8 @@ impl Inner {
 
     fn on_feed_event(&self, event: FeedEvent) {
         let Some(live) = &self.live else { return };
+        #[cfg(feature = "metrics")]
+        self.metrics.feed_event(&event);
         match event {
             FeedEvent::Changed(_) => {
                 live.generation.fetch_add(1, Ordering::AcqRel);

@@ -5,6 +5,8 @@ mod entry;
 mod last_known_good;
 mod live;
 mod loads;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod outage;
 mod sequence;
 mod stats;
@@ -13,6 +15,8 @@ mod status;
 mod tests;
 #[cfg(test)]
 mod tests_live;
+#[cfg(all(test, feature = "metrics"))]
+mod tests_metrics;
 #[cfg(test)]
 mod tests_monotonic;
 
@@ -27,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::backend::StoredItems;
 use crate::changes::ChangeFeed;
+use crate::error::Operation;
 use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use entry::{CacheKey, Cached, Entry, KeyRef, KindItems};
 use last_known_good::Losses;
@@ -139,6 +144,8 @@ struct Inner {
     item_entries: AtomicBool,
     /// Hits, misses, loads and evictions, for [`CachingStore::stats`].
     stats: Arc<Counters>,
+    #[cfg(feature = "metrics")]
+    metrics: metrics::Metrics,
 }
 
 /// Whether the store is known to be initialized. Only "yes" is remembered: initialized stays
@@ -207,10 +214,15 @@ impl CachingStore {
     pub async fn get(&self, kind: &Kind, key: &str) -> Result<Option<Item>> {
         let inner = &self.inner;
         let Some(cache) = &inner.cache else {
-            let result = inner.uncached(inner.store.get(kind, key)).await;
+            let result = inner
+                .uncached(Operation::Get, inner.store.get(kind, key))
+                .await;
             return inner.remember(result);
         };
-        let load = || async move { inner.store.get(kind, key).await.map(Cached::Item) };
+        let load = || async move {
+            let read = inner.timed(Operation::Get, inner.store.get(kind, key));
+            read.await.map(Cached::Item)
+        };
         match inner.cached(cache, KeyRef::Item(kind, key), load).await? {
             Cached::Item(item) => Ok(item),
             Cached::All(_) => unreachable_entry(kind, Some(key)),
@@ -225,9 +237,12 @@ impl CachingStore {
 
     /// How the cache has served reads since it was built: hits, misses, database loads and
     /// their time, evictions, and the entries held now (after pending evictions are applied).
-    /// Always counted; it costs a hit about one uncontended atomic add.
+    /// Always counted; it costs a hit about one uncontended atomic add. With the `metrics`
+    /// feature the same figures go to the metrics recorder every second and on this call.
     pub async fn stats(&self) -> CacheStats {
         let (entries, _) = self.cache_usage().await;
+        #[cfg(feature = "metrics")]
+        self.inner.publish_metrics();
         self.inner.stats.snapshot(entries)
     }
 
@@ -257,12 +272,67 @@ impl Inner {
     }
 
     /// A read with no cache to answer it (caching disabled): a miss and a load.
-    async fn uncached<T>(&self, read: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn uncached<T>(
+        &self,
+        operation: Operation,
+        read: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         self.stats.misses.add(1);
         let started = std::time::Instant::now();
-        let result = read.await;
+        let result = self.timed(operation, read).await;
         self.stats.loaded(result.is_ok(), started.elapsed());
         result
+    }
+
+    /// One call to the wrapped store, timed for the `metrics` feature's
+    /// `flagstore_store_operation_duration_seconds`.
+    async fn timed<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.timed_as(operation, call, |_| false).await
+    }
+
+    /// [`timed`](Self::timed), with `not_updated` telling the answers that wrote nothing (an
+    /// upsert's `false`).
+    #[cfg(feature = "metrics")]
+    async fn timed_as<T>(
+        &self,
+        operation: Operation,
+        call: impl Future<Output = Result<T>>,
+        not_updated: fn(&T) -> bool,
+    ) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Err(_) => metrics::Outcome::Error,
+            Ok(answer) if not_updated(answer) => metrics::Outcome::NotUpdated,
+            Ok(_) => metrics::Outcome::Ok,
+        };
+        self.metrics
+            .operation(operation, outcome, started.elapsed());
+        result
+    }
+
+    #[cfg(not(feature = "metrics"))]
+    async fn timed_as<T>(
+        &self,
+        _operation: Operation,
+        call: impl Future<Output = Result<T>>,
+        _not_updated: fn(&T) -> bool,
+    ) -> Result<T> {
+        call.await
+    }
+
+    /// Publishes the counters and the status to the metrics recorder.
+    #[cfg(feature = "metrics")]
+    fn publish_metrics(&self) {
+        let entries = self.cache.as_ref().map_or(0, Cache::entry_count);
+        self.metrics.publish(&self.stats, entries);
+        let status = *self.status.borrow();
+        self.metrics
+            .status(status.available, self.live.as_ref().map(|_| status.live));
     }
 
     /// Live mode: how many changes the feed has reported; 0 otherwise.
@@ -377,6 +447,8 @@ impl Inner {
         if let Err(err) = &result {
             self.observe(err);
         }
+        #[cfg(feature = "metrics")]
+        self.publish_metrics();
         result
     }
 
@@ -552,9 +624,14 @@ impl fmt::Display for CachingStore {
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl PersistentDataStore for CachingStore {
+    /// The wrapped store's.
+    fn backend(&self) -> &'static str {
+        self.inner.store.backend()
+    }
+
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let inner = &self.inner;
-        let result = inner.store.init(data).await;
+        let result = inner.timed(Operation::Init, inner.store.init(data)).await;
         match (&result, inner.mode) {
             (Ok(()), _) => {
                 inner.fill(data).await;
@@ -585,10 +662,15 @@ impl PersistentDataStore for CachingStore {
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
         let inner = &self.inner;
         let Some(cache) = &inner.cache else {
-            let result = inner.uncached(inner.store.get_all(kind)).await;
+            let result = inner
+                .uncached(Operation::GetAll, inner.store.get_all(kind))
+                .await;
             return inner.remember(result);
         };
-        let load = || async move { inner.store.get_all(kind).await.map(Cached::all) };
+        let load = || async move {
+            let read = inner.timed(Operation::GetAll, inner.store.get_all(kind));
+            read.await.map(Cached::all)
+        };
         match inner.cached(cache, KeyRef::All(kind), load).await? {
             Cached::All(all) => Ok(all.items().to_vec()),
             Cached::Item(_) => unreachable_entry(kind, None),
@@ -604,7 +686,10 @@ impl PersistentDataStore for CachingStore {
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
         let inner = &self.inner;
         let forever = inner.mode == CacheMode::Forever;
-        let result = inner.store.upsert(kind, item.clone()).await;
+        let upsert = inner.store.upsert(kind, item.clone());
+        let result = inner
+            .timed_as(Operation::Upsert, upsert, |written| !written)
+            .await;
         let Some(cache) = &inner.cache else {
             return inner.remember(result);
         };
@@ -632,7 +717,8 @@ impl PersistentDataStore for CachingStore {
         if *lock(&inner.inited) == Inited::Yes {
             return Ok(true);
         }
-        let answer = inner.remember(inner.store.is_initialized().await)?;
+        let answer = inner.timed(Operation::IsInitialized, inner.store.is_initialized());
+        let answer = inner.remember(answer.await)?;
         if answer {
             *lock(&inner.inited) = Inited::Yes;
         }

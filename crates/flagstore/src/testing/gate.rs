@@ -176,4 +176,8 @@ impl PersistentDataStore for GatedStore {
     fn item_limit(&self) -> Option<crate::backend::ItemLimit> {
         self.inner.item_limit()
     }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
 }

@@ -1,0 +1,151 @@
+//! The cache's metrics through the `metrics` facade (feature `metrics`): handles registered once
+//! at `build()`, so that recording costs no lookup. A hit records nothing here: hits and misses
+//! are counted by [`Counters`] and published every second (and after every load), so the hot path
+//! is the same with the feature on or off.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+
+use super::Inner;
+use super::stats::Counters;
+use crate::changes::FeedEvent;
+use crate::error::Operation;
+
+/// How often the counters are published while the cache is alive.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// How a store operation ended, the `outcome` label.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Outcome {
+    Ok,
+    Error,
+    /// An upsert the store refused as not newer.
+    NotUpdated,
+}
+
+const OPERATIONS: [Operation; 5] = [
+    Operation::Init,
+    Operation::Get,
+    Operation::GetAll,
+    Operation::Upsert,
+    Operation::IsInitialized,
+];
+
+const OUTCOMES: [(Outcome, &str); 3] = [
+    (Outcome::Ok, "ok"),
+    (Outcome::Error, "error"),
+    (Outcome::NotUpdated, "not_updated"),
+];
+
+pub(super) struct Metrics {
+    hits: Counter,
+    misses: Counter,
+    load_errors: Counter,
+    evictions: Counter,
+    entries: Gauge,
+    available: Gauge,
+    feed_connected: Gauge,
+    feed_events: [Counter; 3],
+    operations: Vec<Histogram>,
+}
+
+impl Metrics {
+    /// Registers every series with `backend` as its label, with the recorder installed now.
+    pub(super) fn new(backend: &str) -> Metrics {
+        let b = backend.to_owned();
+        let requests = |result: &'static str| metrics::counter!("flagstore_cache_requests_total", "backend" => b.clone(), "result" => result);
+        let feed_event = |event: &'static str| metrics::counter!("flagstore_feed_events_total", "backend" => b.clone(), "event" => event);
+        let mut operations = Vec::new();
+        for operation in OPERATIONS {
+            for (_, outcome) in OUTCOMES {
+                operations.push(metrics::histogram!(
+                    "flagstore_store_operation_duration_seconds",
+                    "backend" => b.clone(),
+                    "operation" => operation.to_string(),
+                    "outcome" => outcome
+                ));
+            }
+        }
+        Metrics {
+            hits: requests("hit"),
+            misses: requests("miss"),
+            load_errors: metrics::counter!("flagstore_cache_load_errors_total", "backend" => b.clone()),
+            evictions: metrics::counter!("flagstore_cache_evictions_total", "backend" => b.clone()),
+            entries: metrics::gauge!("flagstore_cache_entries", "backend" => b.clone()),
+            available: metrics::gauge!("flagstore_store_available", "backend" => b.clone()),
+            feed_connected: metrics::gauge!("flagstore_feed_connected", "backend" => b.clone()),
+            feed_events: [
+                feed_event("connected"),
+                feed_event("changed"),
+                feed_event("lost"),
+            ],
+            operations,
+        }
+    }
+
+    /// Publishes the counters' totals.
+    pub(super) fn publish(&self, counters: &Counters, entries: u64) {
+        let stats = counters.snapshot(entries);
+        self.hits.absolute(stats.hits);
+        self.misses.absolute(stats.misses);
+        self.load_errors.absolute(stats.load_errors);
+        self.evictions.absolute(stats.evictions);
+        #[allow(clippy::cast_precision_loss)]
+        self.entries.set(entries as f64);
+    }
+
+    pub(super) fn operation(&self, operation: Operation, outcome: Outcome, took: Duration) {
+        let Some(op) = OPERATIONS.iter().position(|o| *o == operation) else {
+            return;
+        };
+        let out = OUTCOMES
+            .iter()
+            .position(|(o, _)| std::mem::discriminant(o) == std::mem::discriminant(&outcome))
+            .unwrap_or(0);
+        self.operations[op * OUTCOMES.len() + out].record(took.as_secs_f64());
+    }
+
+    pub(super) fn status(&self, available: bool, live: Option<bool>) {
+        self.available.set(if available { 1.0 } else { 0.0 });
+        if let Some(live) = live {
+            self.feed_connected.set(if live { 1.0 } else { 0.0 });
+        }
+    }
+
+    pub(super) fn feed_event(&self, event: &FeedEvent) {
+        let index = match event {
+            FeedEvent::Connected => 0,
+            FeedEvent::Changed(_) => 1,
+            FeedEvent::Lost(_) => 2,
+        };
+        self.feed_events[index].increment(1);
+    }
+}
+
+/// Publishes `inner`'s counters every second and its status on every change, until it is
+/// dropped. Without a Tokio runtime at `build()` the counters are published after each load
+/// only.
+pub(super) fn start_publishing(inner: &Arc<Inner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let mut status = inner.status.subscribe();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(PUBLISH_EVERY);
+        loop {
+            tokio::select! {
+                changed = status.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            inner.publish_metrics();
+        }
+    });
+}
