@@ -21,9 +21,12 @@ fn built(builder: CachingStoreBuilder) -> (CachingStore, Snapshotter) {
     (store, snapshotter)
 }
 
+/// A series' name, labels and value.
+type Series = (String, Vec<(String, String)>, f64);
+
 /// Every series in one snapshot (which drains the counters and histograms it reports): a
 /// counter's or gauge's value, or a histogram's number of samples, by name and labels.
-fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn snapshot(snapshotter: &Snapshotter) -> Vec<Series> {
     snapshotter
         .snapshot()
         .into_vec()
@@ -46,11 +49,7 @@ fn snapshot(snapshotter: &Snapshotter) -> Vec<(String, Vec<(String, String)>, f6
 }
 
 /// The value of `name` whose labels include every one of `labels`.
-fn value(
-    series: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn value(series: &[Series], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     series
         .iter()
         .find(|(n, l, _)| {
