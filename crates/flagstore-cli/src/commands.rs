@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use flagstore::backend::UnreadableItem;
 use flagstore::backend::redact_url;
+use flagstore::changes::FeedEvent;
 use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
 use flagstore_sync::DataSet;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -107,8 +108,25 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
             requests,
             concurrency,
             json,
-        } => bench::run(store, requests, concurrency, json).await,
-        Command::Watch { json } => crate::watch::run(store, json).await,
+            metrics,
+        } => {
+            if let Some(address) = metrics {
+                let render = crate::metrics::install()?;
+                crate::metrics::serve(&address, None, render).await?;
+            }
+            bench::run(store, requests, concurrency, json).await
+        }
+        Command::Watch { json, metrics } => {
+            let feed_metrics = match metrics {
+                Some(address) => {
+                    let render = crate::metrics::install()?;
+                    crate::metrics::serve(&address, None, render).await?;
+                    Some(flagstore::changes::FeedMetrics::new(store.backend()))
+                }
+                None => None,
+            };
+            crate::watch::run(store, json, feed_metrics).await
+        }
         Command::BigSegments { command } => {
             let store = parsed.open_big_segments()?;
             match command {
@@ -448,9 +466,11 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
         }),
         None => None,
     };
+    let feed = feed_connected(store).await;
     let report = json!({
         "store": redact_url(url),
         "initialized": initialized,
+        "changeFeed": feed.map(|connected| json!({"connected": connected})),
         "counts": counts,
         "sizeLimit": limit,
         "largest": largest.iter().map(|(kind, item, size)| json!({
@@ -493,9 +513,36 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     if let Some(big) = &big {
         println!("big segments: {}", big_segments::describe_text(big));
     }
+    match feed {
+        Some(true) => println!("change feed:  connected"),
+        Some(false) => println!("change feed:  not connected (see the warning above)"),
+        None => println!("change feed:  none (this backend has no native one)"),
+    }
     println!("round trip:   {:.2} ms", round_trip.as_secs_f64() * 1e3);
     Ok(())
 }
+
+/// Whether the store's change feed connects (within 3 s); `None` for a store without one.
+async fn feed_connected(store: &DynStore) -> Option<bool> {
+    let mut feed = store.changes()?;
+    match tokio::time::timeout(FEED_CONNECT_WAIT, feed.next()).await {
+        Ok(Some(FeedEvent::Connected)) => Some(true),
+        Ok(Some(FeedEvent::Lost(err))) => {
+            eprintln!(
+                "warning: the change feed does not connect: {}",
+                CliError::from(err)
+            );
+            Some(false)
+        }
+        _ => {
+            eprintln!("warning: the change feed did not connect within {FEED_CONNECT_WAIT:?}");
+            Some(false)
+        }
+    }
+}
+
+/// How long `status` waits for the change feed to connect.
+const FEED_CONNECT_WAIT: Duration = Duration::from_secs(3);
 
 /// Loads the examples into `store` and prints evaluations; removes `scratch` (the throwaway
 /// SQLite file, with its WAL files) afterwards.

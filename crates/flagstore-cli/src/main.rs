@@ -5,6 +5,7 @@ mod big_segments;
 mod commands;
 mod evaluate;
 mod evaluation;
+mod metrics;
 mod store_url;
 mod sync;
 mod watch;
@@ -113,6 +114,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Serve the cache's and the store's metrics (Prometheus) on this address while it runs.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics: Option<String>,
     },
     /// Follow the store's change feed (Redis keyspace notifications, Consul blocking queries)
     /// and print one line per item that changed, whoever wrote it, until interrupted.
@@ -123,6 +127,9 @@ enum Command {
         /// item that vanished (or whose stored value is unreadable).
         #[arg(long)]
         json: bool,
+        /// Serve the change feed's metrics (Prometheus) on this address, e.g. 127.0.0.1:9090.
+        #[arg(long, value_name = "ADDRESS")]
+        metrics: Option<String>,
     },
     /// Big Segments (Redis, DynamoDB): load a membership file, or look up one context.
     BigSegments {

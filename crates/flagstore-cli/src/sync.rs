@@ -1,10 +1,9 @@
 //! `flagstore sync`: LaunchDarkly → stores, with `/status` and `/metrics`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use flagstore_sync::{Environment, SdkKey, SyncConfig, SynchronizerBuilder, serve_http};
+use flagstore_sync::{Environment, SdkKey, SyncConfig, SynchronizerBuilder};
 use flagstore_url::StoreUrl;
 
 use crate::{CliError, DEFAULT_STORE};
@@ -113,32 +112,14 @@ pub(crate) async fn run(store: Option<String>, args: SyncArgs) -> Result<(), Cli
     }
 
     let listen = args.listen.or(listen);
-    // Bound before anything starts, so that a taken port fails at once.
-    let listener = match &listen {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| CliError::new(format!("cannot listen on {address}: {e}")))?,
-        ),
-        None => None,
-    };
-    let render = match &listener {
-        Some(_) => {
-            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
-                .map_err(|e| CliError::new(format!("cannot set up the metrics: {e}")))?;
-            let render: flagstore_sync::RenderMetrics = Arc::new(move || handle.render());
-            Some(render)
-        }
+    // Installed before anything is built: stores register their series when built.
+    let render = match &listen {
+        Some(_) => Some(crate::metrics::install()?),
         None => None,
     };
     let running = sync.start();
-    if let Some(listener) = listener {
-        let address = listener
-            .local_addr()
-            .map_err(|e| CliError::new(format!("the status endpoint: {e}")))?;
-        eprintln!("serving /status and /metrics on http://{address}");
-        tokio::spawn(serve_http(listener, running.subscribe(), render));
+    if let (Some(address), Some(render)) = (&listen, render) {
+        crate::metrics::serve(address, Some(running.subscribe()), render).await?;
     }
     let outcome = tokio::select! {
         () = running.all_off() => Err(CliError::new(

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use flagstore::changes::{Change, FeedEvent};
+use flagstore::changes::{Change, FeedEvent, FeedMetrics};
 
 use flagstore::{DynStore, Kind, PersistentDataStore};
 use serde_json::json;
@@ -18,7 +18,11 @@ use crate::CliError;
 /// item stored but unreadable.
 type Seen = BTreeMap<(Kind, String), Option<u64>>;
 
-pub(crate) async fn run(store: DynStore, json: bool) -> Result<(), CliError> {
+pub(crate) async fn run(
+    store: DynStore,
+    json: bool,
+    metrics: Option<FeedMetrics>,
+) -> Result<(), CliError> {
     let Some(mut feed) = store.changes() else {
         return Err(CliError::new(format!(
             "{store} has no change feed: only Redis and Consul stores can be watched (DynamoDB and SQLite have no native one)"
@@ -29,6 +33,9 @@ pub(crate) async fn run(store: DynStore, json: bool) -> Result<(), CliError> {
     // The first reads are the baseline: nothing has changed yet.
     let mut primed = false;
     while let Some(event) = feed.next().await {
+        if let Some(metrics) = &metrics {
+            metrics.record(&event);
+        }
         let connected = matches!(event, FeedEvent::Connected);
         let covered: Vec<Kind> = match event {
             FeedEvent::Lost(err) => {

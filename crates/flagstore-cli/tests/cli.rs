@@ -704,10 +704,11 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(store: &str) -> Watcher {
+    fn start(store: &str, extra: &[&str]) -> Watcher {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_flagstore"))
             .args(["--store", store, "watch", "--json"])
+            .args(extra)
             .env_remove("FLAGSTORE_URL")
             .env_remove("REDIS_URL")
             .stdin(Stdio::null())
@@ -724,9 +725,15 @@ impl Watcher {
         });
         // Ready once it says so on stderr: the feed is connected and the baseline read.
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut first = String::new();
-        stderr.read_line(&mut first).unwrap();
-        assert!(first.starts_with("watching "), "watch said: {first}");
+        let mut line = String::new();
+        while !line.starts_with("watching ") {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "watch ended");
+            assert!(
+                line.starts_with("watching ") || line.starts_with("serving /metrics"),
+                "watch said: {line}"
+            );
+        }
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         Watcher { child, lines }
     }
@@ -768,10 +775,11 @@ async fn watch_prints_each_change_by_any_writer() {
         .await
         .unwrap();
     // The server announces no keyspace events until the URL option lets the feed turn them on.
-    let watcher = Watcher::start(&format!(
-        "{}?prefix={prefix}&keyspace_events=configure",
-        redis.url()
-    ));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let watcher = Watcher::start(
+        &format!("{}?prefix={prefix}&keyspace_events=configure", redis.url()),
+        &["--metrics", &metrics],
+    );
     writer.upsert(&Kind::FEATURES, flag("f", 2)).await.unwrap();
     assert_eq!(
         watcher.next(),
@@ -798,6 +806,42 @@ async fn watch_prints_each_change_by_any_writer() {
         watcher.next(),
         json!({"kind": "features", "key": "g", "version": null})
     );
+    // The feed's metrics, scraped from the running process.
+    let (code, page) = flagstore_integration_tests::http_get(&metrics, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("flagstore_feed_connected{backend=\"redis\"} 1"),
+        "{page}"
+    );
+    let changed = page
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("flagstore_feed_events_total{backend=\"redis\",event=\"changed\"} ")
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(changed.is_some_and(|n| n >= 3), "{page}");
+}
+
+#[test]
+fn status_says_whether_the_change_feed_connects() {
+    let redis = Redis::start();
+    let store = format!(
+        "{}?prefix=feed{}&keyspace_events=configure",
+        redis.url(),
+        unique_run_id()
+    );
+    ok(&flagstore(&store, &["load", EXAMPLE]));
+    let report: Value =
+        serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
+    assert_eq!(report["changeFeed"], json!({"connected": true}));
+    assert!(ok(&flagstore(&store, &["status"])).contains("change feed:  connected"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = sqlite_url(dir.path());
+    ok(&flagstore(&sqlite, &["load", EXAMPLE]));
+    let report: Value =
+        serde_json::from_str(&ok(&flagstore(&sqlite, &["status", "--json"]))).unwrap();
+    assert_eq!(report["changeFeed"], Value::Null);
 }
 
 #[test]

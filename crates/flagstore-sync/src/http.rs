@@ -20,19 +20,19 @@ use crate::status::Status;
 pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Serves `/status` from `status` (see [`SyncHandle::subscribe`](crate::SyncHandle::subscribe))
-/// and, when `metrics` is given, `/metrics`, on `listener` until the returned future is dropped.
-/// Any other path is 404; a client that sends no request within 10 s is dropped.
+/// and `/metrics` from `metrics`, each when given, on `listener` until the returned future is
+/// dropped. Any other path is 404; a client that sends no request within 10 s is dropped.
 ///
 /// ```no_run
 /// # async fn run(running: &flagstore_sync::SyncHandle) -> std::io::Result<()> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8030").await?;
-/// tokio::spawn(flagstore_sync::serve_http(listener, running.subscribe(), None));
+/// tokio::spawn(flagstore_sync::serve_http(listener, Some(running.subscribe()), None));
 /// # Ok(())
 /// # }
 /// ```
 pub async fn serve_http(
     listener: TcpListener,
-    status: watch::Receiver<Status>,
+    status: Option<watch::Receiver<Status>>,
     metrics: Option<RenderMetrics>,
 ) {
     loop {
@@ -49,7 +49,7 @@ pub async fn serve_http(
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &status, metrics.as_ref());
+                let response = respond(&request, status.as_ref(), metrics.as_ref());
                 async move { Ok::<_, Infallible>(response) }
             });
             let served = hyper::server::conn::http1::Builder::new()
@@ -66,14 +66,14 @@ pub async fn serve_http(
 
 fn respond(
     request: &Request<Incoming>,
-    status: &watch::Receiver<Status>,
+    status: Option<&watch::Receiver<Status>>,
     metrics: Option<&RenderMetrics>,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
     }
-    match (request.uri().path(), metrics) {
-        ("/status", _) => {
+    match (request.uri().path(), status, metrics) {
+        ("/status", Some(status), _) => {
             let body = status
                 .borrow()
                 .to_relay_json(env!("CARGO_PKG_VERSION"))
@@ -84,7 +84,7 @@ fn respond(
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        ("/metrics", Some(render)) => {
+        ("/metrics", _, Some(render)) => {
             let mut response = text(StatusCode::OK, render());
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -92,10 +92,7 @@ fn respond(
             );
             response
         }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /status or /metrics\n".to_owned(),
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     }
 }
 

@@ -242,3 +242,50 @@ impl Default for Reconnect {
         Self::new()
     }
 }
+
+/// A change feed's metrics (feature `metrics`): `flagstore_feed_connected{backend}` (1 while
+/// connected) and `flagstore_feed_events_total{backend, event}` (`connected`, `changed`,
+/// `lost`), for whoever reads a feed. A live cache records its own; a program that follows a
+/// feed itself (as `flagstore watch` does) records each event it takes.
+///
+/// ```
+/// use flagstore::changes::{FeedEvent, FeedMetrics};
+///
+/// let metrics = FeedMetrics::new("redis");
+/// metrics.record(&FeedEvent::Connected);
+/// ```
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone)]
+pub struct FeedMetrics {
+    connected: metrics::Gauge,
+    events: [metrics::Counter; 3],
+}
+
+#[cfg(feature = "metrics")]
+impl FeedMetrics {
+    /// The series for the feed of `backend` (the label), registered with the recorder installed
+    /// now.
+    pub fn new(backend: &str) -> FeedMetrics {
+        let event = |event: &'static str| metrics::counter!("flagstore_feed_events_total", "backend" => backend.to_owned(), "event" => event);
+        FeedMetrics {
+            connected: metrics::gauge!("flagstore_feed_connected", "backend" => backend.to_owned()),
+            events: [event("connected"), event("changed"), event("lost")],
+        }
+    }
+
+    /// Counts `event`, and sets the gauge when it connects or loses the feed.
+    pub fn record(&self, event: &FeedEvent) {
+        let index = match event {
+            FeedEvent::Connected => {
+                self.connected.set(1.0);
+                0
+            }
+            FeedEvent::Changed(_) => 1,
+            FeedEvent::Lost(_) => {
+                self.connected.set(0.0);
+                2
+            }
+        };
+        self.events[index].increment(1);
+    }
+}

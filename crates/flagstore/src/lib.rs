@@ -85,5 +85,8 @@ pub use store::{Collection, DynStore, PersistentDataStore};
 /// one with [`ChangeFeed::new`](changes::ChangeFeed::new) and a
 /// [`FeedSender`](crate::backend::FeedSender).
 pub mod changes {
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub use crate::feed::FeedMetrics;
     pub use crate::feed::{Change, ChangeFeed, FeedEvent, FeedTracker};
 }

@@ -10,7 +10,7 @@ use metrics::{Counter, Gauge, Histogram};
 
 use super::Inner;
 use super::stats::Counters;
-use crate::changes::FeedEvent;
+use crate::changes::{FeedEvent, FeedMetrics};
 use crate::error::Operation;
 
 /// How often the counters are published while the cache is alive.
@@ -46,8 +46,7 @@ pub(super) struct Metrics {
     evictions: Counter,
     entries: Gauge,
     available: Gauge,
-    feed_connected: Gauge,
-    feed_events: [Counter; 3],
+    feed: FeedMetrics,
     operations: Vec<Histogram>,
 }
 
@@ -56,7 +55,6 @@ impl Metrics {
     pub(super) fn new(backend: &str) -> Metrics {
         let b = backend.to_owned();
         let requests = |result: &'static str| metrics::counter!("flagstore_cache_requests_total", "backend" => b.clone(), "result" => result);
-        let feed_event = |event: &'static str| metrics::counter!("flagstore_feed_events_total", "backend" => b.clone(), "event" => event);
         let mut operations = Vec::new();
         for operation in OPERATIONS {
             for (_, outcome) in OUTCOMES {
@@ -75,12 +73,7 @@ impl Metrics {
             evictions: metrics::counter!("flagstore_cache_evictions_total", "backend" => b.clone()),
             entries: metrics::gauge!("flagstore_cache_entries", "backend" => b.clone()),
             available: metrics::gauge!("flagstore_store_available", "backend" => b.clone()),
-            feed_connected: metrics::gauge!("flagstore_feed_connected", "backend" => b.clone()),
-            feed_events: [
-                feed_event("connected"),
-                feed_event("changed"),
-                feed_event("lost"),
-            ],
+            feed: FeedMetrics::new(backend),
             operations,
         }
     }
@@ -107,20 +100,12 @@ impl Metrics {
         self.operations[op * OUTCOMES.len() + out].record(took.as_secs_f64());
     }
 
-    pub(super) fn status(&self, available: bool, live: Option<bool>) {
+    pub(super) fn available(&self, available: bool) {
         self.available.set(if available { 1.0 } else { 0.0 });
-        if let Some(live) = live {
-            self.feed_connected.set(if live { 1.0 } else { 0.0 });
-        }
     }
 
     pub(super) fn feed_event(&self, event: &FeedEvent) {
-        let index = match event {
-            FeedEvent::Connected => 0,
-            FeedEvent::Changed(_) => 1,
-            FeedEvent::Lost(_) => 2,
-        };
-        self.feed_events[index].increment(1);
+        self.feed.record(event);
     }
 }
 

@@ -330,9 +330,7 @@ impl Inner {
     fn publish_metrics(&self) {
         let entries = self.cache.as_ref().map_or(0, Cache::entry_count);
         self.metrics.publish(&self.stats, entries);
-        let status = *self.status.borrow();
-        self.metrics
-            .status(status.available, self.live.as_ref().map(|_| status.live));
+        self.metrics.available(self.status.borrow().available);
     }
 
     /// Live mode: how many changes the feed has reported; 0 otherwise.
