@@ -21,7 +21,8 @@
 //! of percent within a minute, which moves two criterion groups run a minute apart against
 //! each other; a drift hits both halves of one round alike. `FLAGSTORE_BENCH_INTERLEAVED=0`
 //! skips it, `FLAGSTORE_BENCH_INTERLEAVED=get_all` keeps the rows whose label has that text
-//! (criterion's filter arguments do not apply to it).
+//! (criterion's filter arguments do not apply to it). `FLAGSTORE_BENCH_PROMETHEUS=1` installs a
+//! Prometheus recorder first, for the cost of the core's `metrics` feature (on in this crate).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -460,6 +461,14 @@ fn config() -> Criterion {
 }
 
 fn main() {
+    // The `metrics` feature's cost with a real recorder behind it: the stores are built after
+    // this, so they register their series with it.
+    if std::env::var("FLAGSTORE_BENCH_PROMETHEUS").is_ok_and(|v| v == "1") {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap();
+        eprintln!("a Prometheus recorder is installed");
+    }
     let paths = paths();
     let mut criterion = config().configure_from_args();
     group(&mut criterion, "get", 100, &[&paths.get.0, &paths.get.1]);
