@@ -167,8 +167,6 @@ impl Feed {
         let write = match message {
             Message::Put(data) => {
                 let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-                let now = now_millis();
-                metrics::updated(&self.name, &data, now);
                 tracing::debug!(
                     "{}: received {} flags and {} segments",
                     self.name,
@@ -183,6 +181,7 @@ impl Feed {
                     tracing::debug!("{}: the data is unchanged", self.name);
                     return;
                 }
+                metrics::updated(&self.name, &data, now_millis());
                 *memory = Some(data);
                 Write::Init
             }
