@@ -1,8 +1,9 @@
 //! The cache's metrics through the `metrics` facade (feature `metrics`): handles registered once
 //! at `build()`, so that recording costs no lookup. A hit records nothing here: hits and misses
-//! are counted by [`Counters`] and published every second (and after every load), so the hot path
-//! is the same with the feature on or off.
+//! are counted by [`Counters`] and published every second (after every load where no runtime
+//! runs the publishing task), so the hot path is the same with the feature on or off.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,6 +26,18 @@ pub(super) enum Outcome {
     NotUpdated,
 }
 
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Error, Outcome::NotUpdated];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::NotUpdated => "not_updated",
+        }
+    }
+}
+
 const OPERATIONS: [Operation; 5] = [
     Operation::Init,
     Operation::Get,
@@ -33,13 +46,9 @@ const OPERATIONS: [Operation; 5] = [
     Operation::IsInitialized,
 ];
 
-const OUTCOMES: [(Outcome, &str); 3] = [
-    (Outcome::Ok, "ok"),
-    (Outcome::Error, "error"),
-    (Outcome::NotUpdated, "not_updated"),
-];
-
 pub(super) struct Metrics {
+    /// Whether a task publishes the counters every second; else each load does.
+    periodic: AtomicBool,
     hits: Counter,
     misses: Counter,
     load_errors: Counter,
@@ -57,16 +66,17 @@ impl Metrics {
         let requests = |result: &'static str| metrics::counter!("flagstore_cache_requests_total", "backend" => b.clone(), "result" => result);
         let mut operations = Vec::new();
         for operation in OPERATIONS {
-            for (_, outcome) in OUTCOMES {
+            for outcome in Outcome::ALL {
                 operations.push(metrics::histogram!(
                     "flagstore_store_operation_duration_seconds",
                     "backend" => b.clone(),
                     "operation" => operation.to_string(),
-                    "outcome" => outcome
+                    "outcome" => outcome.as_str()
                 ));
             }
         }
         Metrics {
+            periodic: AtomicBool::new(false),
             hits: requests("hit"),
             misses: requests("miss"),
             load_errors: metrics::counter!("flagstore_cache_load_errors_total", "backend" => b.clone()),
@@ -93,11 +103,12 @@ impl Metrics {
         let Some(op) = OPERATIONS.iter().position(|o| *o == operation) else {
             return;
         };
-        let out = OUTCOMES
-            .iter()
-            .position(|(o, _)| std::mem::discriminant(o) == std::mem::discriminant(&outcome))
-            .unwrap_or(0);
-        self.operations[op * OUTCOMES.len() + out].record(took.as_secs_f64());
+        self.operations[op * Outcome::ALL.len() + outcome as usize].record(took.as_secs_f64());
+    }
+
+    /// Whether the counters are published every second, so that a load need not.
+    pub(super) fn is_periodic(&self) -> bool {
+        self.periodic.load(Ordering::Relaxed)
     }
 
     pub(super) fn available(&self, available: bool) {
@@ -116,6 +127,7 @@ pub(super) fn start_publishing(inner: &Arc<Inner>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    inner.metrics.periodic.store(true, Ordering::Relaxed);
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let mut status = inner.status.subscribe();
     runtime.spawn(async move {

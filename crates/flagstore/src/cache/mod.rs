@@ -446,7 +446,9 @@ impl Inner {
             self.observe(err);
         }
         #[cfg(feature = "metrics")]
-        self.publish_metrics();
+        if !self.metrics.is_periodic() {
+            self.publish_metrics();
+        }
         result
     }
 
