@@ -25,6 +25,10 @@ use flagstore_integration_tests::redis::Redis;
 use flagstore_integration_tests::{FakeLaunchDarkly, free_port, http_get, realistic_flag};
 use serde_json::{Value, json};
 
+/// The command as the tests run it: no settings from the caller's environment.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const SDK_KEY: &str = "sdk-bench-0000-1111-2222";
 
 fn flag_value(i: usize, version: u64) -> Value {
@@ -38,16 +42,6 @@ fn arg(n: usize, default: usize) -> usize {
         .nth(n)
         .and_then(|a| a.parse().ok())
         .unwrap_or(default)
-}
-
-fn flagstore(store: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flagstore"));
-    command
-        .args(["--store", store])
-        .env_remove("FLAGSTORE_URL")
-        .env_remove("REDIS_PASSWORD")
-        .env_remove("REDIS_URL");
-    command
 }
 
 /// `/status`'s top-level `status`, if the daemon answers.
@@ -147,7 +141,7 @@ fn main() {
 
     // The baseline: the CLI loading the same data from a file.
     let load_store = format!("{}?prefix=benchload", redis.url());
-    let mut load = flagstore(&load_store);
+    let mut load = common::flagstore_command(&load_store);
     load.args(["load", file.to_str().unwrap()]);
     let load_time = timed(&mut load);
     let load_peak = peak_of(&load);
@@ -164,7 +158,7 @@ fn main() {
     let address = format!("127.0.0.1:{}", free_port());
     let store_url = format!("{}?prefix=benchsync", redis.url());
     let started = Instant::now();
-    let mut daemon = flagstore(&store_url)
+    let mut daemon = common::flagstore_command(&store_url)
         .args([
             "sync",
             "--stream-uri",

@@ -39,11 +39,14 @@ impl DataError {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataSet {
-    flags: BTreeMap<String, Item>,
-    segments: BTreeMap<String, Item>,
+    /// Flags, then segments (see [`KINDS`]), by key.
+    sections: [BTreeMap<String, Item>; 2],
     /// Live flags and live segments, kept as items change: metrics read them on every change.
     live: [usize; 2],
 }
+
+/// The kinds a data set holds, in the order of its sections.
+const KINDS: [Kind; 2] = [Kind::FEATURES, Kind::SEGMENTS];
 
 impl DataSet {
     /// Parses what LaunchDarkly sends: top-level fields other than `flags` and `segments` are
@@ -67,7 +70,7 @@ impl DataSet {
             return Err(DataError::new(format!("not a flag data file; {expected}")));
         }
         let parsed = if strict {
-            serde_json::from_str::<StrictSections<'_>>(text).map(|s| s.0)
+            serde_json::from_str::<StrictFields<'_>>(text).map(Sections::from)
         } else {
             serde_json::from_str::<Sections<'_>>(text)
         };
@@ -78,14 +81,15 @@ impl DataSet {
                 "the file has neither \"flags\" nor \"segments\"; {expected}"
             )));
         }
-        let flags = items("flags", sections.flags)?;
-        let segments = items("segments", sections.segments)?;
+        let sections = [
+            items("flags", sections.flags)?,
+            items("segments", sections.segments)?,
+        ];
         let live =
             |items: &BTreeMap<String, Item>| items.values().filter(|i| !i.is_deleted()).count();
         Ok(DataSet {
-            live: [live(&flags), live(&segments)],
-            flags,
-            segments,
+            live: [live(&sections[0]), live(&sections[1])],
+            sections,
         })
     }
 
@@ -114,11 +118,7 @@ impl DataSet {
         let Some(slot) = Self::slot(kind) else {
             return false;
         };
-        let section = if slot == 0 {
-            &mut self.flags
-        } else {
-            &mut self.segments
-        };
+        let section = &mut self.sections[slot];
         let was_live = match section.get(item.key()) {
             Some(held) if held.version() >= item.version() => return false,
             Some(held) => !held.is_deleted(),
@@ -131,24 +131,20 @@ impl DataSet {
     }
 
     fn slot(kind: &Kind) -> Option<usize> {
-        if *kind == Kind::FEATURES {
-            Some(0)
-        } else if *kind == Kind::SEGMENTS {
-            Some(1)
-        } else {
-            None
-        }
+        KINDS.iter().position(|k| k == kind)
     }
 
     /// The set as a store's `init` takes it: segments before flags, prerequisites first.
     pub fn to_collections(&self) -> Vec<Collection> {
-        let collection = |kind: Kind, items: &BTreeMap<String, Item>| {
-            Collection::new(kind, items.values().cloned().collect())
-        };
-        sort_for_init(vec![
-            collection(Kind::FEATURES, &self.flags),
-            collection(Kind::SEGMENTS, &self.segments),
-        ])
+        sort_for_init(
+            KINDS
+                .iter()
+                .zip(&self.sections)
+                .map(|(kind, items)| {
+                    Collection::new(kind.clone(), items.values().cloned().collect())
+                })
+                .collect(),
+        )
     }
 
     /// The data file for these items: live items only (a data file has no tombstones), keys
@@ -185,13 +181,7 @@ impl DataSet {
     }
 
     fn section(&self, kind: &Kind) -> Option<&BTreeMap<String, Item>> {
-        if *kind == Kind::FEATURES {
-            Some(&self.flags)
-        } else if *kind == Kind::SEGMENTS {
-            Some(&self.segments)
-        } else {
-            None
-        }
+        Self::slot(kind).map(|slot| &self.sections[slot])
     }
 }
 
@@ -213,12 +203,9 @@ struct StrictFields<'a> {
     segments: Option<Section<'a>>,
 }
 
-struct StrictSections<'a>(Sections<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for StrictSections<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let StrictFields { flags, segments } = StrictFields::deserialize(deserializer)?;
-        Ok(StrictSections(Sections { flags, segments }))
+impl<'a> From<StrictFields<'a>> for Sections<'a> {
+    fn from(StrictFields { flags, segments }: StrictFields<'a>) -> Self {
+        Sections { flags, segments }
     }
 }
 

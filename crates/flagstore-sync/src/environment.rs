@@ -164,6 +164,7 @@ impl Feed {
 
     /// Applies a message to memory, then hands it to every store.
     fn apply(&mut self, message: Message, event: &'static str) {
+        let now = now_millis();
         let write = match message {
             Message::Put(data) => {
                 let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,7 +182,7 @@ impl Feed {
                     tracing::debug!("{}: the data is unchanged", self.name);
                     return;
                 }
-                metrics::updated(&self.name, &data, now_millis());
+                metrics::updated(&self.name, &data, now);
                 *memory = Some(data);
                 Write::Init
             }
@@ -201,7 +202,7 @@ impl Feed {
                     );
                     return;
                 }
-                metrics::updated(&self.name, data, now_millis());
+                metrics::updated(&self.name, data, now);
                 Write::Upsert(kind, item)
             }
             Message::Ignored(what) => {
@@ -211,16 +212,11 @@ impl Feed {
         };
         self.last_data = Some(Instant::now());
         metrics::event(&self.name, event);
-        let now = now_millis();
         self.status
             .send_modify(|status| status.environments[self.index].last_update = Some(now));
         for writer in &self.writers {
-            let write = match &write {
-                Write::Init => Write::Init,
-                Write::Upsert(kind, item) => Write::Upsert(kind.clone(), item.clone()),
-            };
             // A writer ends only after the feed: sending cannot fail while this runs.
-            let _ = writer.send(write);
+            let _ = writer.send(write.clone());
         }
     }
 

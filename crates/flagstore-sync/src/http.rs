@@ -70,34 +70,31 @@ fn respond(
     metrics: Option<&RenderMetrics>,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET\n".to_owned(),
+            TEXT,
+        );
     }
     match (request.uri().path(), status, metrics) {
         ("/status", Some(status), _) => {
-            let body = status
-                .borrow()
-                .to_relay_json(env!("CARGO_PKG_VERSION"))
-                .to_string();
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
+            let body = status.borrow().to_relay_json(env!("CARGO_PKG_VERSION"));
+            answer(StatusCode::OK, body.to_string(), "application/json")
         }
         ("/metrics", _, Some(render)) => {
-            let mut response = text(StatusCode::OK, render());
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            response
+            answer(StatusCode::OK, render(), "text/plain; version=0.0.4")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        _ => answer(StatusCode::NOT_FOUND, "not found\n".to_owned(), TEXT),
     }
 }
 
-fn text(code: StatusCode, body: String) -> Response<Full<Bytes>> {
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn answer(code: StatusCode, body: String, content_type: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = code;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

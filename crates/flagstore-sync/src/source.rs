@@ -1,5 +1,6 @@
 //! LaunchDarkly's server-side endpoints: the `/all` stream and the `/sdk/latest-all` poll, each
-//! request bounded in time, every failure sorted into what to retry and what is final.
+//! request bounded in time, every failure sorted into what to retry and what is final. A
+//! failure's message quotes the URL, never the key: that travels in a header.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -121,7 +122,7 @@ impl Source {
                     self.request_timeout
                 ))
             })?
-            .map_err(|e| Failure::Network(describe(&e)))?;
+            .map_err(|e| Failure::Network(flagstore::error::one_line(&e)))?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(Failure::Status(status));
@@ -142,7 +143,7 @@ async fn chunk(
                 "nothing received for {read_timeout:?} (not even a heartbeat)"
             ))
         })?
-        .map_err(|e| Failure::Network(describe(&e)))
+        .map_err(|e| Failure::Network(flagstore::error::one_line(&e)))
 }
 
 /// An open `/all` stream.
@@ -172,12 +173,6 @@ impl Stream {
             self.lines.extend(lines);
         }
     }
-}
-
-/// An HTTP client error with its causes, on one line. The URL is in it; the key never is (it
-/// travels in a header).
-fn describe(err: &reqwest::Error) -> String {
-    flagstore::error::one_line(err)
 }
 
 #[cfg(test)]

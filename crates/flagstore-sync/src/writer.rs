@@ -15,7 +15,7 @@ use crate::metrics;
 use crate::status::{DataStoreState, ErrorKind, LastError, Status, now_millis};
 
 /// What the environment asks of a store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Write {
     /// The data in memory was replaced: write all of it.
     Init,
@@ -93,8 +93,7 @@ impl Writer {
                     }
                     Err(error) => {
                         self.failed(error);
-                        retry_at =
-                            Some(Instant::now() + backoff.next_delay().min(self.check_interval));
+                        retry_at = self.retry_after(&mut backoff);
                     }
                 }
             }
@@ -111,7 +110,7 @@ impl Writer {
                         if let Err(error) = self.store.upsert(&kind, item).await {
                             self.failed(error);
                             needs_init = true;
-                            retry_at = Some(Instant::now() + backoff.next_delay().min(self.check_interval));
+                            retry_at = self.retry_after(&mut backoff);
                         }
                     }
                     // The coming init writes it.
@@ -146,12 +145,18 @@ impl Writer {
                         Err(error) => {
                             self.failed(error);
                             needs_init = true;
-                            retry_at = Some(Instant::now() + backoff.next_delay().min(self.check_interval));
+                            retry_at = self.retry_after(&mut backoff);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// When to write again after a failure: the backoff's next delay, at most the check
+    /// interval.
+    fn retry_after(&self, backoff: &mut Reconnect) -> Option<Instant> {
+        Some(Instant::now() + backoff.next_delay().min(self.check_interval))
     }
 
     /// Writes the whole data set from memory.
