@@ -48,10 +48,20 @@ pub fn maybe_cached(
 /// A Redis store under `prefix` whose change feed turns on the keyspace notifications it needs
 /// (a test server has none configured).
 pub fn redis_with_feed(url: &str, prefix: &str) -> std::sync::Arc<flagstore_redis::RedisStore> {
+    redis_with_feed_mode(url, prefix, flagstore_redis::FeedMode::Auto)
+}
+
+/// [`redis_with_feed`] following the feed `mode` picks.
+pub fn redis_with_feed_mode(
+    url: &str,
+    prefix: &str,
+    mode: flagstore_redis::FeedMode,
+) -> std::sync::Arc<flagstore_redis::RedisStore> {
     std::sync::Arc::new(
         flagstore_redis::RedisStore::builder()
             .url(url)
             .prefix(prefix)
+            .feed(mode)
             .configure_keyspace_events(true)
             .build()
             .unwrap(),

@@ -1,6 +1,7 @@
 //! The change-feed conformance suite (`flagstore::testing::run_changes`) against every store
-//! that has a feed: memory, Redis (single node, Cluster, Sentinel) and Consul. Each runs on a
-//! server this test starts itself, since the suite restarts it.
+//! that has a feed: memory, Redis (single node, Cluster, Sentinel; each with client tracking
+//! and with keyspace notifications) and Consul. Each runs on a server this test starts itself,
+//! since the suite restarts it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -13,7 +14,8 @@ use flagstore::testing::{FeedFactory, run_changes};
 use flagstore_consul::ConsulStore;
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
-use flagstore_integration_tests::redis_with_feed;
+use flagstore_integration_tests::redis_with_feed_mode;
+use flagstore_redis::FeedMode;
 
 /// Runs blocking server control (starting processes, waiting on their logs) off the runtime's
 /// workers.
@@ -40,13 +42,13 @@ async fn memory_feed() {
     run_changes(&Memory(MemoryDatabase::new())).await;
 }
 
-struct SingleRedis(Mutex<Redis>);
+struct SingleRedis(Mutex<Redis>, FeedMode);
 
 #[async_trait]
 impl FeedFactory for SingleRedis {
     async fn store(&self, prefix: &str) -> DynStore {
         let url = self.0.lock().unwrap().url().to_owned();
-        redis_with_feed(&url, prefix)
+        redis_with_feed_mode(&url, prefix, self.1)
     }
 
     async fn restart_server(&self, _prefix: &str) {
@@ -55,11 +57,18 @@ impl FeedFactory for SingleRedis {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_feed() {
-    run_changes(&SingleRedis(Mutex::new(Redis::start_local(&[])))).await;
+async fn redis_tracking_feed() {
+    let redis = Mutex::new(Redis::start_local(&[]));
+    run_changes(&SingleRedis(redis, FeedMode::Tracking)).await;
 }
 
-struct Cluster(Mutex<RedisCluster>);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_keyspace_feed() {
+    let redis = Mutex::new(Redis::start_local(&[]));
+    run_changes(&SingleRedis(redis, FeedMode::Keyspace)).await;
+}
+
+struct Cluster(Mutex<RedisCluster>, FeedMode);
 
 /// One hash tag keeps a prefix's keys on one node, as a cluster prefix must.
 fn tagged(prefix: &str) -> String {
@@ -70,7 +79,7 @@ fn tagged(prefix: &str) -> String {
 impl FeedFactory for Cluster {
     async fn store(&self, prefix: &str) -> DynStore {
         let url = self.0.lock().unwrap().url();
-        redis_with_feed(&url, &tagged(prefix))
+        redis_with_feed_mode(&url, &tagged(prefix), self.1)
     }
 
     async fn restart_server(&self, prefix: &str) {
@@ -83,17 +92,24 @@ impl FeedFactory for Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_feed() {
-    run_changes(&Cluster(Mutex::new(RedisCluster::start()))).await;
+async fn redis_cluster_tracking_feed() {
+    let cluster = Mutex::new(RedisCluster::start());
+    run_changes(&Cluster(cluster, FeedMode::Tracking)).await;
 }
 
-struct Sentinel(Mutex<RedisSentinel>);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_keyspace_feed() {
+    let cluster = Mutex::new(RedisCluster::start());
+    run_changes(&Cluster(cluster, FeedMode::Keyspace)).await;
+}
+
+struct Sentinel(Mutex<RedisSentinel>, FeedMode);
 
 #[async_trait]
 impl FeedFactory for Sentinel {
     async fn store(&self, prefix: &str) -> DynStore {
         let url = self.0.lock().unwrap().url();
-        redis_with_feed(&url, prefix)
+        redis_with_feed_mode(&url, prefix, self.1)
     }
 
     async fn restart_server(&self, _prefix: &str) {
@@ -102,8 +118,15 @@ impl FeedFactory for Sentinel {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_sentinel_feed() {
-    run_changes(&Sentinel(Mutex::new(RedisSentinel::start()))).await;
+async fn redis_sentinel_tracking_feed() {
+    let sentinel = Mutex::new(RedisSentinel::start());
+    run_changes(&Sentinel(sentinel, FeedMode::Tracking)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_keyspace_feed() {
+    let sentinel = Mutex::new(RedisSentinel::start());
+    run_changes(&Sentinel(sentinel, FeedMode::Keyspace)).await;
 }
 
 struct LocalConsul(Mutex<Consul>);

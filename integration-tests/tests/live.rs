@@ -18,7 +18,7 @@ use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::python::ld_compat;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
 use flagstore_integration_tests::{live_cache, redis_with_feed};
-use flagstore_redis::RedisStore;
+use flagstore_redis::{FeedMode, RedisStore, redis};
 use serde_json::json;
 
 const F: Kind = Kind::FEATURES;
@@ -209,7 +209,11 @@ async fn a_wiped_redis_keeps_serving_the_last_known_good_flags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_keyspace_events_is_reported_by_name() {
     let redis = Redis::start_local(&[]);
-    let store = RedisStore::builder().url(redis.url()).build().unwrap();
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .feed(FeedMode::Keyspace)
+        .build()
+        .unwrap();
     let mut feed = store.changes().unwrap();
     match feed.next().await {
         Some(flagstore::changes::FeedEvent::Lost(err)) => {
@@ -254,4 +258,112 @@ async fn a_consul_restart_is_followed_by_the_feed() {
     wait_status(&reader, "feed back", |s| s.live).await;
     writer.upsert(&F, flag("f", 5)).await.unwrap();
     seen_within(&reader, "f", 5, PROPAGATION).await;
+}
+
+/// A `FLUSHALL` is invisible to keyspace notifications; with client tracking (what `auto` picks
+/// on Redis 6+) a live reader stops serving the flushed flags within a second, says the store
+/// is no longer initialized, and a last-known-good reader reports that it is holding on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushall_is_seen_within_a_second_with_client_tracking() {
+    let redis = Redis::start_local(&[]);
+    let prefix = format!("live_{}", unique_run_id());
+    let writer = redis_with_feed(redis.url(), &prefix);
+    let reader = seeded_reader(&*writer, redis_with_feed(redis.url(), &prefix)).await;
+    let keeping = CachingStoreBuilder::from_arc(redis_with_feed(redis.url(), &prefix))
+        .cache_time(Duration::from_secs(15))
+        .invalidate_on_changes()
+        .live_cache_time(Duration::from_secs(600))
+        .keep_last_known_good()
+        .build()
+        .unwrap();
+    wait_status(&keeping, "feed connects", |s| s.live).await;
+    assert!(reader.is_initialized().await.unwrap());
+    assert_eq!(keeping.get(&F, "f").await.unwrap().unwrap().version(), 1);
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let flushed = Instant::now();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    loop {
+        let gone = reader.get(&F, "f").await.unwrap().is_none();
+        if gone && !reader.is_initialized().await.unwrap() {
+            break;
+        }
+        assert!(
+            flushed.elapsed() < PROPAGATION,
+            "the flushed flag still served after {PROPAGATION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("flush seen after {:?}", flushed.elapsed());
+    loop {
+        let kept = keeping.get(&F, "f").await.unwrap();
+        assert_eq!(kept.map(|f| f.version()), Some(1), "last known good lost");
+        if keeping.status().last_known_good {
+            break;
+        }
+        assert!(flushed.elapsed() < PROPAGATION, "the wipe went unreported");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A managed Redis: `notify-keyspace-events` empty and `CONFIG` refused. `auto` follows client
+/// tracking, which needs neither, so the reader is live all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_gives_a_live_reader_where_config_is_refused() {
+    let redis = Redis::start_local(&["--rename-command", "CONFIG", ""]);
+    let prefix = format!("live_{}", unique_run_id());
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .prefix(&prefix)
+        .build()
+        .unwrap();
+    let mut feed = store.changes().unwrap();
+    match feed.next().await {
+        Some(flagstore::changes::FeedEvent::Connected) => {}
+        other => panic!("expected the feed to connect, got {other:?}"),
+    }
+    let via = feed.via().unwrap();
+    assert!(via.contains("client tracking"), "{via}");
+
+    let writer = redis_with_feed(redis.url(), &prefix);
+    let reader = seeded_reader(&*writer, Arc::new(store)).await;
+    writer.upsert(&F, flag("f", 2)).await.unwrap();
+    seen_within(&reader, "f", 2, PROPAGATION).await;
+}
+
+/// A server that refuses client tracking (here an ACL without `CLIENT`, as Redis 5 would by
+/// lacking it): `auto` follows keyspace notifications instead, and says so; `tracking` reports
+/// the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_falls_back_to_keyspace_notifications_where_tracking_is_refused() {
+    let redis = Redis::start_with_acl(&["user default on nopass ~* &* +@all -client"]);
+    let prefix = format!("live_{}", unique_run_id());
+    let store = redis_with_feed(redis.url(), &prefix);
+    let mut feed = store.changes().unwrap();
+    match feed.next().await {
+        Some(flagstore::changes::FeedEvent::Connected) => {}
+        other => panic!("expected the feed to connect, got {other:?}"),
+    }
+    let via = feed.via().unwrap();
+    assert!(via.contains("keyspace notifications"), "{via}");
+    let reader = seeded_reader(&*store, store.clone()).await;
+    redis_with_feed(redis.url(), &prefix)
+        .upsert(&F, flag("f", 2))
+        .await
+        .unwrap();
+    seen_within(&reader, "f", 2, PROPAGATION).await;
+
+    let tracking =
+        flagstore_integration_tests::redis_with_feed_mode(redis.url(), &prefix, FeedMode::Tracking);
+    match tracking.changes().unwrap().next().await {
+        Some(flagstore::changes::FeedEvent::Lost(err)) => {
+            let message = flagstore::error::one_line(&err);
+            assert!(message.contains("refused client tracking"), "{message}");
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
 }

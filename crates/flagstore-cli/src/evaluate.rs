@@ -170,6 +170,15 @@ impl PersistentDataStore for Witness {
         self.note(result, Vec::clone, kind)
     }
 
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> flagstore::Result<Vec<Option<Item>>> {
+        let result = self.store.get_many(kind, keys).await;
+        self.note(
+            result,
+            |items| items.iter().flatten().cloned().collect(),
+            kind,
+        )
+    }
+
     async fn get_all_checked(&self, kind: &Kind) -> flagstore::Result<StoredItems> {
         let result = self.store.get_all_checked(kind).await;
         self.note(result, |stored| stored.items.clone(), kind)

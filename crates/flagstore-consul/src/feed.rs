@@ -51,7 +51,10 @@ async fn follow(
         Ok(index) => index.max(1),
         Err(err) => return Some(err),
     };
-    if !tx.send(FeedEvent::Connected).await {
+    if !tx
+        .connected(format!("Consul blocking queries on {folder}"))
+        .await
+    {
         return None;
     }
     backoff.reset();

@@ -13,6 +13,7 @@ use flagstore::{Error, Result};
 use crate::config::RedisConfigKey;
 use crate::connect::{self, Credentials, Timeouts};
 use crate::error::BACKEND;
+use crate::feed::FeedMode;
 use crate::multi::{self, Hosts, PoolSettings};
 use crate::reads::{Opener, SharedReads};
 use crate::store::RedisStore;
@@ -60,6 +61,7 @@ pub struct RedisStoreBuilder {
     pool: Option<Pool>,
     cluster_nodes: Option<Vec<String>>,
     sentinel: Option<(Vec<String>, String)>,
+    feed_mode: FeedMode,
     configure_keyspace_events: bool,
     #[cfg(feature = "testing")]
     pub(crate) before_upsert_write: Option<flagstore::testing::UpsertHook>,
@@ -78,6 +80,7 @@ impl Default for RedisStoreBuilder {
             pool: None,
             cluster_nodes: None,
             sentinel: None,
+            feed_mode: FeedMode::Auto,
             configure_keyspace_events: false,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
@@ -218,6 +221,7 @@ impl RedisStoreBuilder {
                     ));
                 }
             },
+            RedisConfigKey::Feed => self.feed(value.parse()?),
             RedisConfigKey::Network(key) => Self {
                 network: self.network.with_config(BACKEND, key, value)?,
                 ..self
@@ -254,9 +258,29 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Which mechanism the store's [change feed](flagstore::PersistentDataStore::changes)
+    /// follows: [`FeedMode::Auto`] (the default) uses Redis client tracking where the server
+    /// offers it (Redis 6+, Valkey: no server setting needed, flushes seen) and keyspace
+    /// notifications otherwise. Also `feed=auto|tracking|keyspace` in a store URL.
+    ///
+    /// ```
+    /// use flagstore_redis::{FeedMode, RedisStore};
+    ///
+    /// let store = RedisStore::builder()
+    ///     .url("redis://localhost:6379")
+    ///     .feed(FeedMode::Tracking)
+    ///     .build()?;
+    /// # Ok::<(), flagstore::Error>(())
+    /// ```
+    pub fn feed(mut self, mode: FeedMode) -> Self {
+        self.feed_mode = mode;
+        self
+    }
+
     /// Lets the store's [change feed](flagstore::PersistentDataStore::changes) turn on the
-    /// keyspace notifications it needs (`CONFIG SET notify-keyspace-events`, adding `K`, `g`,
-    /// `$`, `h`, `x`, `e` to what is set), on every server it listens to. Off by default: the
+    /// keyspace notifications it needs when it follows them ([`FeedMode::Keyspace`], or `auto`
+    /// on a server without client tracking): `CONFIG SET notify-keyspace-events`, adding `K`,
+    /// `g`, `$`, `h`, `x`, `e` to what is set, on every server it listens to. Off by default: the
     /// feed then reports a missing setting as an error naming it, and retries. Where `CONFIG` is
     /// forbidden (many managed services), set it in the service's parameters instead.
     pub fn configure_keyspace_events(mut self, configure: bool) -> Self {
@@ -342,6 +366,7 @@ impl RedisStoreBuilder {
         Ok(RedisStore::new(
             topology,
             prefix,
+            self.feed_mode,
             self.configure_keyspace_events,
             #[cfg(feature = "testing")]
             self.before_upsert_write,

@@ -6,7 +6,7 @@ use flagstore::backend::{ConfigKey, NetworkConfigKey, UnknownKey, find_key};
 
 /// A [`RedisStoreBuilder`](crate::RedisStoreBuilder) option by name, for
 /// [`with_config`](crate::RedisStoreBuilder::with_config): `prefix`, `pool_size`,
-/// `connect_timeout`, `request_timeout`, `keyspace_events`. Credentials are not among them: they
+/// `connect_timeout`, `request_timeout`, `feed`, `keyspace_events`. Credentials are not among them: they
 /// come from the URL, the environment ([`from_env`](crate::RedisStoreBuilder::from_env)) or the
 /// builder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,6 +18,9 @@ pub enum RedisConfigKey {
     PoolSize,
     /// `connect_timeout`, `request_timeout`.
     Network(NetworkConfigKey),
+    /// `feed`: `auto`, `tracking` or `keyspace`, the [change feed's
+    /// mechanism](crate::RedisStoreBuilder::feed).
+    Feed,
     /// `keyspace_events`, whose one value `configure` lets the change feed
     /// [turn on the notifications it needs](crate::RedisStoreBuilder::configure_keyspace_events).
     KeyspaceEvents,
@@ -29,6 +32,7 @@ impl ConfigKey for RedisConfigKey {
         RedisConfigKey::PoolSize,
         RedisConfigKey::Network(NetworkConfigKey::ConnectTimeout),
         RedisConfigKey::Network(NetworkConfigKey::RequestTimeout),
+        RedisConfigKey::Feed,
         RedisConfigKey::KeyspaceEvents,
     ];
 
@@ -37,6 +41,7 @@ impl ConfigKey for RedisConfigKey {
             RedisConfigKey::Prefix => "prefix",
             RedisConfigKey::PoolSize => "pool_size",
             RedisConfigKey::Network(key) => key.as_str(),
+            RedisConfigKey::Feed => "feed",
             RedisConfigKey::KeyspaceEvents => "keyspace_events",
         }
     }

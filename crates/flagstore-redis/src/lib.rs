@@ -22,6 +22,7 @@ pub use builder::{
     DEFAULT_URL, RedisStoreBuilder,
 };
 pub use config::RedisConfigKey;
+pub use feed::FeedMode;
 pub use store::RedisStore;
 
 /// The pool crate this store is built on, so callers bringing their own pool get matching versions.

@@ -20,7 +20,7 @@ use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 
 use crate::builder::RedisStoreBuilder;
 use crate::error::{BACKEND, from_pool, from_redis};
-use crate::feed::Feed;
+use crate::feed::{Feed, FeedMode};
 use crate::reads::SharedReads;
 use crate::topology::{Conn, Topology};
 
@@ -83,6 +83,7 @@ impl RedisStore {
     pub(crate) fn new(
         topology: Topology,
         prefix: String,
+        feed_mode: FeedMode,
         configure_keyspace_events: bool,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
@@ -91,6 +92,7 @@ impl RedisStore {
             Arc::new(Feed::new(
                 Arc::clone(&topology),
                 prefix.clone(),
+                feed_mode,
                 configure_keyspace_events,
             ))
         });
@@ -350,6 +352,30 @@ impl PersistentDataStore for RedisStore {
                     .map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
             })
             .transpose()
+        })
+        .await
+    }
+
+    /// One `HMGET` of every key.
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let op = Operation::Get;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.bounded(op, Some((kind, None)), async {
+            let mut hmget = redis::cmd("HMGET");
+            hmget.arg(self.hash_key_ref(kind).as_ref()).arg(keys);
+            let values: Vec<Option<Vec<u8>>> = self.read(op, &hmget).await?;
+            keys.iter()
+                .zip(values)
+                .map(|(key, json)| {
+                    json.map(|json| {
+                        Item::from_json_bytes(*key, json)
+                            .map_err(|e| Error::invalid_item(BACKEND, op, kind, *key, e))
+                    })
+                    .transpose()
+                })
+                .collect()
         })
         .await
     }

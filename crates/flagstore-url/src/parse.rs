@@ -18,7 +18,7 @@ const URL: &str = "store-url";
 ///
 /// | form | options |
 /// |---|---|
-/// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path[?db=N]` | `prefix`, `pool_size`, `connect_timeout`, `request_timeout`, `keyspace_events=configure` |
+/// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path[?db=N]` | `prefix`, `pool_size`, `connect_timeout`, `request_timeout`, `feed=auto\|tracking\|keyspace`, `keyspace_events=configure` |
 /// | `redis+cluster://[user:password@]host:port,host:port` (`rediss+cluster://` for TLS); the prefix needs a hash tag, e.g. `?prefix={launchdarkly}` | the same |
 /// | `redis+sentinel://[user:password@]host:port,host:port/MASTER_NAME[/db]` (`rediss+sentinel://`: TLS to the primary) | the same |
 /// | `dynamodb://TABLE` | `endpoint`, `region`, `prefix`, `connect_timeout`, `request_timeout` |
@@ -334,6 +334,11 @@ mod tests {
                 pairs(&[("keyspace_events", "configure")]),
             ),
             (
+                "redis://h?feed=tracking",
+                redis("redis://h"),
+                pairs(&[("feed", "tracking")]),
+            ),
+            (
                 "dynamodb://flags?endpoint=http://127.0.0.1:8000&region=eu-west-1&prefix=p",
                 Target::DynamoDb {
                     table: "flags".into(),
@@ -411,7 +416,7 @@ mod tests {
             ),
             (
                 "redis://u:hunter2@h?prefix=a&db=3",
-                r#"redis: invalid configuration: unknown option "db" in "redis://u:***@h"; the options are prefix, pool_size, connect_timeout, request_timeout, keyspace_events"#,
+                r#"redis: invalid configuration: unknown option "db" in "redis://u:***@h"; the options are prefix, pool_size, connect_timeout, request_timeout, feed, keyspace_events"#,
             ),
             (
                 "redis://:s3cret@h?prefix=a&prefix=b",
@@ -440,6 +445,10 @@ mod tests {
             (
                 "redis://h?keyspace_events=yes",
                 r#"redis: invalid configuration: keyspace_events="yes": the only value is "configure" (let the change feed turn on the keyspace notifications it needs)"#,
+            ),
+            (
+                "redis://h?feed=push",
+                r#"redis: invalid configuration: feed="push": the feeds are auto, tracking and keyspace"#,
             ),
             (
                 "redis://h?pool_size=many",

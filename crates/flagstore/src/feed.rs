@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -80,7 +81,11 @@ pub struct ChangeFeed {
     run: Option<Run>,
     task: Option<AbortHandle>,
     senders: mpsc::WeakSender<FeedEvent>,
+    via: Via,
 }
+
+/// What the feed follows, as its backend last said when it connected.
+type Via = Arc<Mutex<Option<String>>>;
 
 /// Events a feed buffers while its reader is busy; a full buffer makes the feed wait.
 const BUFFERED_EVENTS: usize = 1024;
@@ -95,12 +100,29 @@ impl ChangeFeed {
     {
         let (tx, events) = mpsc::channel(BUFFERED_EVENTS);
         let senders = tx.downgrade();
+        let via = Via::default();
+        let sender = FeedSender {
+            tx,
+            via: Arc::clone(&via),
+        };
         ChangeFeed {
             events,
-            run: Some(Box::pin(run(FeedSender { tx }))),
+            run: Some(Box::pin(run(sender))),
             task: None,
             senders,
+            via,
         }
+    }
+
+    /// What the feed follows, in words, as its backend said when it last connected (for
+    /// example "Redis client tracking on 3 servers"): a feed that picks its mechanism when it
+    /// connects may pick another after a reconnection. `None` before it first connects, or if
+    /// the backend does not say.
+    pub fn via(&self) -> Option<String> {
+        self.via
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// A handle that outlives the feed and tells whether everything the backend runs for it has
@@ -158,9 +180,20 @@ impl FeedTracker {
 #[derive(Debug, Clone)]
 pub struct FeedSender {
     tx: mpsc::Sender<FeedEvent>,
+    via: Via,
 }
 
 impl FeedSender {
+    /// Sends [`FeedEvent::Connected`], recording what the feed now follows for
+    /// [`ChangeFeed::via`]; `false` if the reader has dropped the feed.
+    pub async fn connected(&self, via: impl Into<String>) -> bool {
+        *self
+            .via
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(via.into());
+        self.send(FeedEvent::Connected).await
+    }
+
     /// Sends `event`; `false` if the reader has dropped the feed, and the loop should end.
     pub async fn send(&self, event: FeedEvent) -> bool {
         self.tx.send(event).await.is_ok()

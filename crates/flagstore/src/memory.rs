@@ -13,6 +13,8 @@ use crate::error::Operation;
 use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 
 const BACKEND: &str = "memory";
+/// What the memory store's feed follows, for [`ChangeFeed::via`].
+const VIA: &str = "the memory database's own events";
 
 /// A process-local "database" that [`MemoryStore`]s read and write, one namespace per prefix.
 ///
@@ -316,12 +318,13 @@ impl PersistentDataStore for MemoryStore {
         let prefix = self.prefix.clone();
         let offline = self.db.lock().offline;
         Some(ChangeFeed::new(move |tx| async move {
-            let first = if offline {
-                FeedEvent::Lost(offline_error(Operation::Watch))
+            let sent = if offline {
+                tx.send(FeedEvent::Lost(offline_error(Operation::Watch)))
+                    .await
             } else {
-                FeedEvent::Connected
+                tx.connected(VIA).await
             };
-            if !tx.send(first).await {
+            if !sent {
                 return;
             }
             loop {
@@ -330,7 +333,12 @@ impl PersistentDataStore for MemoryStore {
                         FeedEvent::Changed(change)
                     }
                     Ok(DbEvent::Changed { .. }) => continue,
-                    Ok(DbEvent::Available(true)) => FeedEvent::Connected,
+                    Ok(DbEvent::Available(true)) => {
+                        if !tx.connected(VIA).await {
+                            return;
+                        }
+                        continue;
+                    }
                     Ok(DbEvent::Available(false)) => {
                         FeedEvent::Lost(offline_error(Operation::Watch))
                     }

@@ -96,6 +96,17 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
     /// [`get_all_checked`](Self::get_all_checked) to see which.
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>>;
 
+    /// What [`get`](Self::get) answers for each of `keys`, in their order, read together where
+    /// the backend can (Redis: one `HMGET`). The default calls `get` for each key. A live cache
+    /// re-validates the items it holds with one call after a change its feed could not name.
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
+            items.push(self.get(kind, key).await?);
+        }
+        Ok(items)
+    }
+
     /// Every value stored for `kind`: the readable items as [`get_all`](Self::get_all) returns
     /// them, and the unreadable ones with the reason for each, for callers that must not lose an
     /// item silently (a backup, a copy).
@@ -157,6 +168,9 @@ macro_rules! forward_store {
             }
             async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
                 (**self).get_all(kind).await
+            }
+            async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+                (**self).get_many(kind, keys).await
             }
             async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
                 (**self).get_all_checked(kind).await

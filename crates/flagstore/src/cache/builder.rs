@@ -109,7 +109,9 @@ impl CachingStoreBuilder {
     ///
     /// While the feed is down (and for a store without one: DynamoDB, SQLite), entries live for
     /// the normal [`cache_time`](Self::cache_time), so nothing older than that is served, and
-    /// [`StoreStatus::live`] says `false`. Any change re-reads every entry once.
+    /// [`StoreStatus::live`] says `false`. A change drops what it concerns: the one item where
+    /// the feed names it (Consul, DynamoDB), else the entries of its kind (a Redis hash), which
+    /// the next read re-validates together with one database read.
     ///
     /// Needs the TTL mode and a Tokio runtime: `build()` starts the feed on the current one.
     ///
@@ -119,7 +121,7 @@ impl CachingStoreBuilder {
     /// use flagstore::{CachingStore, Item, Kind, PersistentDataStore};
     ///
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// // Two processes sharing one database; with Redis, `RedisStore` (keyspace events on).
+    /// // Two processes sharing one database; with Redis, a `RedisStore`.
     /// let database = MemoryDatabase::new();
     /// let writer = database.store("prod");
     /// let reader = CachingStore::builder(database.store("prod"))
@@ -136,7 +138,7 @@ impl CachingStoreBuilder {
     /// writer.upsert(&Kind::FEATURES, Item::from_json("f", r#"{"key":"f","version":2}"#)?).await?;
     /// # for _ in 0..1000 {
     /// #     if reader.get(&Kind::FEATURES, "f").await?.map(|f| f.version()) == Some(2) { break }
-    /// #     tokio::task::yield_now().await;
+    /// #     tokio::time::sleep(Duration::from_millis(1)).await;
     /// # }
     /// // Within moments, not 10 minutes:
     /// assert_eq!(reader.get(&Kind::FEATURES, "f").await?.map(|f| f.version()), Some(2));

@@ -157,6 +157,22 @@ enum Inited {
     Yes,
 }
 
+/// What [`Inner::lookup`] found for a key: an entry, and whether it is the answer of the
+/// kind's whole-kind entry rather than the key's own.
+struct Found {
+    entry: Entry,
+    whole: bool,
+}
+
+impl Found {
+    fn own(entry: Entry) -> Found {
+        Found {
+            entry,
+            whole: false,
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a single assignment, take or merge; poison cannot leave a
     // torn value.
@@ -259,12 +275,13 @@ impl CachingStore {
 }
 
 impl Inner {
-    fn is_fresh(&self, entry: &Entry) -> bool {
+    /// Whether `entry`, of `kind`, may be served.
+    fn is_fresh(&self, kind: &Kind, entry: &Entry) -> bool {
         match (self.mode, &self.live) {
             (CacheMode::Ttl(ttl), None) => entry.loaded_at.elapsed() < ttl,
             (CacheMode::Ttl(ttl), Some(live)) => {
                 let ttl = if live.connected() { live.ttl } else { ttl };
-                entry.generation == live.generation() && entry.loaded_at.elapsed() < ttl
+                entry.generation == live.generation(kind) && entry.loaded_at.elapsed() < ttl
             }
             (CacheMode::Forever, _) => true,
             (CacheMode::Disabled, _) => false,
@@ -333,14 +350,20 @@ impl Inner {
         self.metrics.available(self.status.borrow().available);
     }
 
-    /// Live mode: how many changes the feed has reported; 0 otherwise.
-    fn generation(&self) -> u64 {
-        self.live.as_ref().map_or(0, Live::generation)
+    /// Live mode: the generation of `kind`'s entries (see [`live`]); 0 otherwise.
+    fn generation(&self, kind: &Kind) -> u64 {
+        self.live.as_ref().map_or(0, |live| live.generation(kind))
     }
 
-    /// An entry holding `value`, read now.
-    fn entry(&self, value: Cached) -> Entry {
-        Entry::new(value, self.generation())
+    /// An entry of `kind` holding `value`, read now.
+    fn entry(&self, kind: &Kind, value: Cached) -> Entry {
+        Entry::new(value, self.generation(kind))
+    }
+
+    /// Whether a stale entry is re-validated with its kind (live mode) rather than re-read
+    /// alone. Not with last-known-good, which compares each answer with what it replaces.
+    fn revalidates(&self) -> bool {
+        self.live.is_some() && !self.last_known_good
     }
 
     async fn flush(&self) {
@@ -363,30 +386,74 @@ impl Inner {
         L: FnOnce() -> F,
         F: Future<Output = Result<Cached>> + Send,
     {
+        let kind = key.kind();
         let mut previous = None;
-        if let Some(entry) = self.lookup(cache, key).await {
-            if self.is_fresh(&entry) {
+        if let Some(found) = self.lookup(cache, key).await {
+            if self.is_fresh(kind, &found.entry) {
                 self.stats.hits.add(1);
-                return Ok(entry.value);
+                return Ok(found.entry.value);
             }
-            previous = Some(entry.value);
+            previous = Some(found);
         }
         self.stats.misses.add(1);
         // Boxed: a miss's future state is kilobytes, which every hit would otherwise carry.
-        Box::pin(self.load(cache, key, previous, load)).await
+        Box::pin(async move {
+            if let (KeyRef::Item(kind, _), Some(found)) = (key, &previous)
+                && self.revalidates()
+            {
+                if found.whole {
+                    self.reload_kind(cache, kind).await;
+                } else {
+                    self.revalidate(cache, kind).await;
+                }
+                if let Some(now) = self.lookup(cache, key).await
+                    && self.is_fresh(kind, &now.entry)
+                {
+                    return Ok(now.entry.value);
+                }
+            }
+            let previous = previous.map(|found| found.entry.value);
+            self.load(cache, key, previous, load).await
+        })
+        .await
     }
 
-    /// What the cache holds for `key`, fresh or not: an item without an entry of its own is
-    /// answered by its kind's whole-kind entry.
-    async fn lookup(&self, cache: &Cache<CacheKey, Entry>, key: KeyRef<'_>) -> Option<Entry> {
-        if let Some(own) = cache.get(&key).await {
-            return Some(own);
-        }
-        let KeyRef::Item(kind, item_key) = key else {
-            return None;
+    /// Live mode: refreshes `kind`'s stale whole-kind entry with one read, which then answers
+    /// every item of the kind. Its failure caches nothing; the caller reads its own key.
+    async fn reload_kind(self: &Arc<Self>, cache: &Cache<CacheKey, Entry>, kind: &Kind) {
+        let load = || async move {
+            let read = self.timed(Operation::GetAll, self.store.get_all(kind));
+            read.await.map(Cached::all)
         };
+        let previous = cache.get(&KeyRef::All(kind)).await.map(|all| all.value);
+        let _ = self.load(cache, KeyRef::All(kind), previous, load).await;
+    }
+
+    /// What the cache holds for `key`, fresh or not. An item's own entry comes first while
+    /// fresh; otherwise its kind's fresh whole-kind entry answers (a whole-kind read is cached
+    /// only over item entries that agree with it, so it is never older), then whatever is held.
+    async fn lookup(&self, cache: &Cache<CacheKey, Entry>, key: KeyRef<'_>) -> Option<Found> {
+        let own = cache.get(&key).await;
+        let KeyRef::Item(kind, item_key) = key else {
+            return own.map(Found::own);
+        };
+        if let Some(fresh) = own.as_ref().filter(|own| self.is_fresh(kind, own)) {
+            return Some(Found::own(fresh.clone()));
+        }
         let all = cache.get(&KeyRef::All(kind)).await;
-        all.and_then(|all| all.for_item(item_key))
+        let whole = all
+            .and_then(|all| all.for_item(item_key))
+            .map(|entry| Found { entry, whole: true });
+        match (own, whole) {
+            (Some(own), whole)
+                if !whole
+                    .as_ref()
+                    .is_some_and(|w| self.is_fresh(kind, &w.entry)) =>
+            {
+                Some(Found::own(own))
+            }
+            (_, whole) => whole,
+        }
     }
 
     /// The miss (or stale entry) half of [`cached`](Self::cached): one database read however
@@ -411,13 +478,13 @@ impl Inner {
                 // Both taken before the read: a write or a reported change while it runs makes
                 // the result unfit to cache, or stale.
                 let stamp = self.writes.stamp();
-                let generation = self.generation();
+                let generation = self.generation(kind);
                 // A load that finished between this caller's miss and its joining has cached
                 // its value already: no second read for it.
-                if let Some(entry) = self.lookup(cache, key).await
-                    && self.is_fresh(&entry)
+                if let Some(found) = self.lookup(cache, key).await
+                    && self.is_fresh(kind, &found.entry)
                 {
-                    return Ok(entry.value);
+                    return Ok(found.entry.value);
                 }
                 let started = std::time::Instant::now();
                 let loaded = load().await;
@@ -500,7 +567,7 @@ impl Inner {
                     self.insert_item(cache, kind, item.clone()).await;
                 }
             }
-            let all = self.entry(Cached::all(items));
+            let all = self.entry(kind, Cached::all(items));
             cache.insert(CacheKey::All(kind.clone()), all).await;
         }
     }
@@ -512,7 +579,7 @@ impl Inner {
         self.item_entries.store(true, Ordering::Relaxed);
         let key = CacheKey::item(kind, item.key());
         cache
-            .insert(key, self.entry(Cached::Item(Some(item))))
+            .insert(key, self.entry(kind, Cached::Item(Some(item))))
             .await;
     }
 
@@ -524,7 +591,12 @@ impl Inner {
         kind: &Kind,
         key: &str,
     ) -> Option<u64> {
-        match self.lookup(cache, KeyRef::Item(kind, key)).await?.value {
+        match self
+            .lookup(cache, KeyRef::Item(kind, key))
+            .await?
+            .entry
+            .value
+        {
             Cached::Item(item) => item.map(|item| item.version()),
             Cached::All(_) => None,
         }
@@ -550,7 +622,7 @@ impl Inner {
         self.insert_item(cache, kind, item.clone()).await;
         let all_key = CacheKey::All(kind.clone());
         if let Some(Cached::All(all)) = cache.get(&all_key).await.map(|e| e.value) {
-            let all = self.entry(Cached::All(Arc::new(all.replaced(item))));
+            let all = self.entry(kind, Cached::All(Arc::new(all.replaced(item))));
             cache.insert(all_key, all).await;
         }
     }
@@ -675,6 +747,15 @@ impl PersistentDataStore for CachingStore {
             Cached::All(all) => Ok(all.items().to_vec()),
             Cached::Item(_) => unreachable_entry(kind, None),
         }
+    }
+
+    /// Each key through the cache, as [`get`](CachingStore::get) answers it.
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let mut items = Vec::with_capacity(keys.len());
+        for key in keys {
+            items.push(CachingStore::get(self, kind, key).await?);
+        }
+        Ok(items)
     }
 
     /// Always reads the database: callers want to know what it holds, unreadable values included.

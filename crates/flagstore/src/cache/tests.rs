@@ -20,6 +20,8 @@ pub(super) struct Double {
     reads: AtomicUsize,
     writes: AtomicUsize,
     pub(super) gate: RwLock<()>,
+    /// Whether its feed reports a changed item as a change to its kind, as Redis's must.
+    pub(super) kind_feed: std::sync::atomic::AtomicBool,
 }
 
 impl Double {
@@ -59,6 +61,12 @@ impl PersistentDataStore for Double {
         let _open = self.gate.read().await;
         self.inner.get_all(kind).await
     }
+    /// One read, as a backend that reads many keys in one request counts it.
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let _open = self.gate.read().await;
+        self.inner.get_many(kind, keys).await
+    }
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.upsert(kind, item).await
@@ -71,7 +79,24 @@ impl PersistentDataStore for Double {
         self.inner.is_available().await
     }
     fn changes(&self) -> Option<crate::changes::ChangeFeed> {
-        self.inner.changes()
+        use crate::changes::{Change, ChangeFeed, FeedEvent};
+        let mut feed = self.inner.changes()?;
+        if !self.kind_feed.load(Ordering::SeqCst) {
+            return Some(feed);
+        }
+        Some(ChangeFeed::new(move |tx| async move {
+            while let Some(event) = feed.next().await {
+                let event = match event {
+                    FeedEvent::Changed(Change::Item { kind, .. }) => {
+                        FeedEvent::Changed(Change::Kind(kind))
+                    }
+                    other => other,
+                };
+                if !tx.send(event).await {
+                    return;
+                }
+            }
+        }))
     }
 }
 

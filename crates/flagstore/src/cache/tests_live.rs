@@ -30,9 +30,14 @@ async fn connected(store: &CachingStore) {
         .expect("store dropped");
 }
 
+/// The changes the cache's feed task has taken in.
+fn seen_changes(store: &CachingStore) -> u64 {
+    store.inner.live.as_ref().map_or(0, Live::seen)
+}
+
 /// Waits until the cache's feed task has taken in at least one more change than `seen`.
 async fn changes_after(store: &CachingStore, seen: u64) {
-    while store.inner.generation() <= seen {
+    while seen_changes(store) <= seen {
         tokio::task::yield_now().await;
     }
 }
@@ -55,7 +60,7 @@ async fn entries_live_past_the_ttl_until_a_change_is_reported() {
     assert_eq!(store.get(&F, "f").await.unwrap().unwrap().version(), 1);
     assert_eq!(double.reads(), 1, "ten TTLs later, still cached");
 
-    let seen = store.inner.generation();
+    let seen = seen_changes(&store);
     writer.upsert(&F, item("f", 2)).await.unwrap();
     changes_after(&store, seen).await;
     assert_eq!(store.get(&F, "f").await.unwrap().unwrap().version(), 2);
@@ -88,7 +93,7 @@ async fn a_read_that_raced_a_change_is_not_kept() {
     while double.reads() == 0 {
         tokio::task::yield_now().await;
     }
-    let seen = store.inner.generation();
+    let seen = seen_changes(&store);
     writer.upsert(&F, item("f", 2)).await.unwrap();
     changes_after(&store, seen).await;
     drop(held);
@@ -239,4 +244,123 @@ async fn a_kind_emptied_is_kept_but_a_flag_removed_by_a_writer_is_not() {
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(store.get_all(&F).await.unwrap().len(), 2);
     assert!(store.status().last_known_good);
+}
+
+/// A reader of ten flags and a segment, live, after `writer` seeded them.
+async fn reader_of_ten(double: &Arc<Double>, writer: &MemoryStore) -> CachingStore {
+    let flags = (0..10).map(|i| item(&format!("f{i}"), 1)).collect();
+    writer
+        .init(&[
+            Collection::new(F, flags),
+            Collection::new(Kind::SEGMENTS, vec![item("s", 1)]),
+        ])
+        .await
+        .unwrap();
+    let store = live(double);
+    connected(&store).await;
+    for i in 0..10 {
+        store.get(&F, &format!("f{i}")).await.unwrap();
+    }
+    store.get(&Kind::SEGMENTS, "s").await.unwrap();
+    store
+}
+
+async fn read_all_ten(store: &CachingStore) -> Vec<u64> {
+    let mut versions = Vec::new();
+    for i in 0..10 {
+        let flag = store.get(&F, &format!("f{i}")).await.unwrap().unwrap();
+        versions.push(flag.version());
+    }
+    versions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_change_drops_only_that_item() {
+    let double = Double::new();
+    let writer = other_writer(&double);
+    let store = reader_of_ten(&double, &writer).await;
+    let reads = double.reads();
+
+    let seen = seen_changes(&store);
+    writer.upsert(&F, item("f3", 2)).await.unwrap();
+    changes_after(&store, seen).await;
+    let versions = read_all_ten(&store).await;
+    assert_eq!(versions[3], 2);
+    store.get(&Kind::SEGMENTS, "s").await.unwrap();
+    assert_eq!(
+        double.reads(),
+        reads + 1,
+        "only the changed flag is read again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_a_kind_revalidates_its_entries_in_one_read() {
+    let double = Double::new();
+    double
+        .kind_feed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let writer = other_writer(&double);
+    let store = reader_of_ten(&double, &writer).await;
+    let reads = double.reads();
+
+    let seen = seen_changes(&store);
+    writer.upsert(&F, item("f7", 2)).await.unwrap();
+    changes_after(&store, seen).await;
+    let versions = read_all_ten(&store).await;
+    assert_eq!(versions[7], 2);
+    assert!(
+        versions
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == if i == 7 { 2 } else { 1 })
+    );
+    assert_eq!(
+        double.reads(),
+        reads + 1,
+        "ten flags re-validated with one read"
+    );
+    store.get(&Kind::SEGMENTS, "s").await.unwrap();
+    assert_eq!(double.reads(), reads + 1, "segments did not change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_kind_entry_refreshes_with_one_read_and_answers_its_items() {
+    let double = Double::new();
+    double
+        .kind_feed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let writer = other_writer(&double);
+    let flags = (0..10).map(|i| item(&format!("f{i}"), 1)).collect();
+    writer.init(&[Collection::new(F, flags)]).await.unwrap();
+    let store = live(&double);
+    connected(&store).await;
+    assert_eq!(store.get_all(&F).await.unwrap().len(), 10);
+    let reads = double.reads();
+
+    let seen = seen_changes(&store);
+    writer.upsert(&F, item("f2", 5)).await.unwrap();
+    changes_after(&store, seen).await;
+    let versions = read_all_ten(&store).await;
+    assert_eq!(versions[2], 5);
+    assert_eq!(
+        double.reads(),
+        reads + 1,
+        "one whole-kind read answers all ten"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_reported_as_everything_asks_initialized_again() {
+    let double = Double::new();
+    let writer = other_writer(&double);
+    let store = reader_of_ten(&double, &writer).await;
+    assert!(store.is_initialized().await.unwrap());
+
+    // A wipe, reported as a flush is by Redis client tracking: the marker is read again.
+    let seen = seen_changes(&store);
+    double.inner.database().clear(double.inner.prefix());
+    changes_after(&store, seen).await;
+    assert!(!store.is_initialized().await.unwrap());
+    assert!(store.get(&F, "f1").await.unwrap().is_none());
 }

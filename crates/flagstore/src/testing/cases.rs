@@ -27,6 +27,7 @@ cases![
     init_without_items_still_initializes,
     another_instance_sees_the_marker,
     missing_keys_and_kinds_are_not_found,
+    get_many_answers_as_get_does,
     any_kind_name_works,
     upsert_writes_only_newer_versions,
     delete_writes_only_newer_versions,
@@ -193,6 +194,34 @@ pub async fn missing_keys_and_kinds_are_not_found(f: &dyn StoreFactory, prefix: 
     assert_eq!(get(&store, &Kind::FEATURES, "nope").await, None);
     assert_eq!(get(&store, &Kind::SEGMENTS, "f1").await, None);
     assert_eq!(sorted_all(&store, &Kind::new("unknown-kind")).await, vec![]);
+}
+
+/// `get_many` answers what `get` answers for each key, in the order asked: items, tombstones and
+/// "not found" alike, a key asked twice twice, nothing for no keys.
+pub async fn get_many_answers_as_get_does(f: &dyn StoreFactory, prefix: &str) {
+    let store = f.store(prefix, None).await;
+    let f1 = flag("f1", 3);
+    init(&store, &data_set(vec![f1.clone(), flag("f2", 1)], vec![])).await;
+    let tombstone = Item::tombstone("f2", 2);
+    assert!(
+        store
+            .upsert(&Kind::FEATURES, tombstone.clone())
+            .await
+            .unwrap()
+    );
+    let keys = ["nope", "f2", "f1", "f1"];
+    let many = store.get_many(&Kind::FEATURES, &keys).await.unwrap();
+    let expected = vec![None, Some(tombstone), Some(f1.clone()), Some(f1)];
+    assert_eq!(many, expected);
+    assert!(
+        store
+            .get_many(&Kind::FEATURES, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let other = store.get_many(&Kind::SEGMENTS, &["f1"]).await.unwrap();
+    assert_eq!(other, vec![None]);
 }
 
 /// Kinds are opaque names; keys may hold dots, dashes and underscores.

@@ -151,6 +151,11 @@ impl PersistentDataStore for GatedStore {
         Self::pass(&self.next_read, read).await
     }
 
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let read = self.inner.get_many(kind, keys).await;
+        Self::pass(&self.next_read, read).await
+    }
+
     async fn get_all_checked(&self, kind: &Kind) -> Result<crate::backend::StoredItems> {
         let read = self.inner.get_all_checked(kind).await;
         Self::pass(&self.next_read, read).await

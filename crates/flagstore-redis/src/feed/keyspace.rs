@@ -1,82 +1,36 @@
-//! The change feed: Redis keyspace notifications on the store's keys.
+//! Keyspace notifications on the store's keys.
 //!
 //! Redis announces every command that touches a key on `__keyspace@{db}__:{key}` when the
-//! server's `notify-keyspace-events` asks for it. A hash is one key, so the feed sees "some flag
-//! changed" ([`Change::Kind`]), not which one; the marker `{prefix}:$inited` changing means an
-//! `init` ([`Change::Everything`]). It sees every writer: other SDKs, the Relay Proxy, `flagstore
-//! load`, `redis-cli`. `FLUSHDB` and `FLUSHALL` are not announced by Redis; a server restart is
-//! (the feed's connection drops).
+//! server's `notify-keyspace-events` asks for it. It sees every writer: other SDKs, the Relay
+//! Proxy, `flagstore load`, `redis-cli`. `FLUSHDB` and `FLUSHALL` are not announced; a server
+//! restart is (the feed's connection drops).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use deadpool_redis::redis::{self, Client, Msg, Value};
-use flagstore::backend::FeedSender;
-use flagstore::backend::Reconnect;
-use flagstore::changes::{Change, ChangeFeed, FeedEvent};
+use flagstore::backend::{FeedSender, Reconnect};
+use flagstore::changes::FeedEvent;
 use flagstore::error::Operation;
-use flagstore::{Error, Kind, Result};
+use flagstore::{Error, Result};
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 
+use super::{Ended, Feed, HEARTBEAT, closed};
 use crate::error::BACKEND;
-use crate::topology::Topology;
 
 /// The event classes the feed needs besides `K` (keyspace): generic (`DEL`, `RENAME`,
 /// `EXPIRE`), string (`SET` of the marker), hash, expired and evicted. `A` stands for all classes.
 const NEEDED_CLASSES: &str = "g$hxe";
 
-/// How often the feed checks that its connections still answer. A dead server closes them at
-/// once; this catches a silent network partition.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// Everything a running feed needs; shared by every feed the store opens.
-pub(crate) struct Feed {
-    topology: Arc<Topology>,
-    prefix: String,
-    configure_events: bool,
-    /// Whether the "cannot check notify-keyspace-events" warning was logged already.
-    unchecked_reported: AtomicBool,
-}
-
 impl Feed {
-    pub(crate) fn new(topology: Arc<Topology>, prefix: String, configure_events: bool) -> Feed {
-        Feed {
-            topology,
-            prefix,
-            configure_events,
-            unchecked_reported: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn start(self: &Arc<Self>) -> ChangeFeed {
-        let feed = Arc::clone(self);
-        ChangeFeed::new(move |tx| async move { feed.run(tx).await })
-    }
-
-    async fn run(&self, tx: FeedSender) {
-        let mut backoff = Reconnect::new();
-        loop {
-            let lost = tokio::select! {
-                lost = self.follow(&tx, &mut backoff) => lost,
-                () = tx.closed() => return,
-            };
-            let Some(err) = lost else { return };
-            if !tx.send(FeedEvent::Lost(err)).await {
-                return;
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-    }
-
-    /// Connects, subscribes, and forwards notifications until a connection fails (the error) or
-    /// the reader is gone (`None`).
-    async fn follow(&self, tx: &FeedSender, backoff: &mut Reconnect) -> Option<Error> {
-        let clients = match self.topology.primaries(Operation::Watch).await {
-            Ok(clients) => clients,
-            Err(err) => return Some(err),
-        };
+    /// Subscribes on every server and forwards notifications until a connection fails or the
+    /// reader is gone.
+    pub(super) async fn follow_keyspace(
+        &self,
+        clients: &[Client],
+        tx: &FeedSender,
+        backoff: &mut Reconnect,
+    ) -> Ended {
         let pattern = format!(
             "__keyspace@{}__:{}:*",
             self.topology.db(),
@@ -85,9 +39,9 @@ impl Feed {
         let timeouts = self.topology.timeouts();
         let mut sinks = Vec::with_capacity(clients.len());
         let mut streams: Vec<BoxStream<'static, Option<Msg>>> = Vec::with_capacity(clients.len());
-        for client in &clients {
+        for client in clients {
             if let Err(err) = self.check_events(client).await {
-                return Some(err);
+                return Ended::Lost(err);
             }
             let subscribed = self
                 .bounded(timeouts.connect_and_answer(), async {
@@ -98,7 +52,7 @@ impl Feed {
                 .await;
             let (sink, messages) = match subscribed {
                 Ok(halves) => halves,
-                Err(err) => return Some(err),
+                Err(err) => return Ended::Lost(err),
             };
             sinks.push(sink);
             // A closed connection ends its stream: `None` marks that.
@@ -109,8 +63,12 @@ impl Feed {
                     .boxed(),
             );
         }
-        if !tx.send(FeedEvent::Connected).await {
-            return None;
+        let via = format!(
+            "Redis keyspace notifications on {}",
+            Feed::servers(clients.len())
+        );
+        if !tx.connected(via).await {
+            return Ended::ReaderGone;
         }
         backoff.reset();
         let mut messages = stream::select_all(streams);
@@ -120,25 +78,19 @@ impl Feed {
             tokio::select! {
                 message = messages.next() => {
                     let Some(Some(message)) = message else {
-                        return Some(Error::database(
-                            BACKEND,
-                            Operation::Watch,
-                            "the connection carrying keyspace notifications closed",
-                        ));
+                        return Ended::Lost(closed("keyspace notifications"));
                     };
-                    if let Some(change) = self.change(&message)
+                    if let Some(change) = self.keyspace_change(&message)
                         && !tx.send(FeedEvent::Changed(change)).await
                     {
-                        return None;
+                        return Ended::ReaderGone;
                     }
                 }
                 _ = heartbeat.tick() => {
                     for sink in &mut sinks {
-                        let pong = self.bounded(timeouts.request, async {
-                            sink.ping::<Value>().await
-                        });
+                        let pong = self.bounded(timeouts.request, sink.ping::<Value>());
                         if let Err(err) = pong.await {
-                            return Some(err);
+                            return Ended::Lost(err);
                         }
                     }
                 }
@@ -200,34 +152,10 @@ impl Feed {
     }
 
     /// What a notification means for this store, if anything.
-    fn change(&self, message: &Msg) -> Option<Change> {
+    fn keyspace_change(&self, message: &Msg) -> Option<flagstore::changes::Change> {
         let channel = message.get_channel_name();
-        let key = channel
-            .strip_prefix(&format!("__keyspace@{}__:", self.topology.db()))?
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(':')?;
-        change_for_key(key)
-    }
-
-    async fn bounded<T>(
-        &self,
-        budget: Duration,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T> {
-        self.topology.bounded(Operation::Watch, budget, call).await
-    }
-}
-
-/// The change a write to `{prefix}:{key}` is. Keys that hold no kind (Big Segments data,
-/// anything with a `:` in it) are not this store's data.
-fn change_for_key(key: &str) -> Option<Change> {
-    match key {
-        "$inited" => Some(Change::Everything),
-        "big_segments_synchronized_on" => None,
-        kind if kind.contains(':') || kind.is_empty() => None,
-        "features" => Some(Change::Kind(Kind::FEATURES)),
-        "segments" => Some(Change::Kind(Kind::SEGMENTS)),
-        kind => Some(Change::Kind(Kind::new(kind.to_owned()))),
+        let key = channel.strip_prefix(&format!("__keyspace@{}__:", self.topology.db()))?;
+        self.change_for(key.as_bytes())
     }
 }
 
@@ -258,17 +186,6 @@ pub(crate) fn glob_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_map_to_changes() {
-        assert_eq!(change_for_key("$inited"), Some(Change::Everything));
-        assert_eq!(
-            change_for_key("features"),
-            Some(Change::Kind(Kind::FEATURES))
-        );
-        assert_eq!(change_for_key("big_segment_include:abc"), None);
-        assert_eq!(change_for_key("big_segments_synchronized_on"), None);
-    }
 
     #[test]
     fn missing_event_letters() {
