@@ -12,6 +12,8 @@
 #   Python SDK       PyPI launchdarkly-server-sdk with redis, boto3 and python-consul, in a
 #                    virtualenv at $FLAGSTORE_VENV (default ~/.cache/flagstore/venv), for the
 #                    cross-SDK tests
+#   moto_server      PyPI moto[server] in the same virtualenv: a DynamoDB emulator that also
+#                    serves DynamoDB Streams (dynalite has no Streams API), for the change feed
 #
 # Runs as root (CI and the dev machines are root); elsewhere it uses sudo if present.
 set -euo pipefail
@@ -55,7 +57,8 @@ if ! command -v consul >/dev/null 2>&1; then
     fi
 fi
 need_venv=""
-if ! "$venv/bin/python" -c "import ldclient, redis, boto3, consul" >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c "import ldclient, redis, boto3, consul, moto" >/dev/null 2>&1 \
+    || [ ! -x "$venv/bin/moto_server" ]; then
     need_venv=1
     python3 -m venv --help >/dev/null 2>&1 || apt_packages+=(python3-venv)
 fi
@@ -69,7 +72,7 @@ if [ ${#apt_packages[@]} -gt 0 ] || [ -n "$need_dynalite" ] || [ -n "$need_venv"
         echo "  - apt-get install ${apt_packages[*]}"
     fi
     [ -z "$need_dynalite" ] || echo "  - npm install -g dynalite@4"
-    [ -z "$need_venv" ] || echo "  - a Python virtualenv at $venv with launchdarkly-server-sdk, redis, boto3, python-consul"
+    [ -z "$need_venv" ] || echo "  - a Python virtualenv at $venv with launchdarkly-server-sdk, redis, boto3, python-consul, moto[server]"
 fi
 
 # --- The changes.
@@ -90,10 +93,11 @@ fi
 if [ -n "$need_venv" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check \
-        "launchdarkly-server-sdk>=9,<10" "redis>=5" "boto3>=1.28" "python-consul==1.1.0"
+        "launchdarkly-server-sdk>=9,<10" "redis>=5" "boto3>=1.28" "python-consul==1.1.0" "moto[server]>=5,<6"
 fi
 
 echo "install-servers: python $("$venv/bin/python" -c 'import ldclient.version as v; print("launchdarkly-server-sdk", v.VERSION)')"
+echo "install-servers: moto $("$venv/bin/python" -c 'import moto; print(moto.__version__)')"
 echo "install-servers: consul $(consul version 2>/dev/null | head -1 | sed 's/^Consul //')"
 echo "install-servers: dynalite $(npm ls -g dynalite 2>/dev/null | sed -n 's/.*dynalite@//p' | head -1)"
 echo "install-servers: redis-server $(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p'), redis-sentinel $(command -v redis-sentinel >/dev/null && echo present)"

@@ -22,6 +22,7 @@ mod docker;
 pub mod dynamodb;
 mod fake_launchdarkly;
 mod fault_proxy;
+pub mod moto;
 mod process;
 pub mod python;
 pub mod redis;

@@ -1,6 +1,6 @@
 //! The change-feed conformance suite (`flagstore::testing::run_changes`) against every store
 //! that has a feed: memory, Redis (single node, Cluster, Sentinel; each with client tracking
-//! and with keyspace notifications) and Consul. Each runs on a server this test starts itself,
+//! and with keyspace notifications), Consul and DynamoDB (its stream, on moto). Each runs on a server this test starts itself,
 //! since the suite restarts it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,7 +12,9 @@ use flagstore::DynStore;
 use flagstore::memory::MemoryDatabase;
 use flagstore::testing::{FeedFactory, run_changes};
 use flagstore_consul::ConsulStore;
+use flagstore_dynamodb::DynamoDbStore;
 use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::moto::Moto;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
 use flagstore_integration_tests::redis_with_feed_mode;
 use flagstore_redis::FeedMode;
@@ -152,4 +154,43 @@ impl FeedFactory for LocalConsul {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_feed() {
     run_changes(&LocalConsul(Mutex::new(Consul::start_local_agent()))).await;
+}
+
+struct MotoDynamo(Mutex<Moto>);
+
+/// The table every prefix of the DynamoDB feed cases shares, as SDKs sharing a table do.
+const TABLE: &str = "flagstore-feeds";
+
+/// A store on moto; the table (with its stream) is made if missing.
+async fn moto_store(endpoint: &str, prefix: &str) -> Arc<DynamoDbStore> {
+    let store = DynamoDbStore::builder(TABLE)
+        .url(endpoint)
+        .region("us-east-1")
+        .static_credentials("test", "test")
+        .prefix(prefix)
+        .stream_poll_interval(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    flagstore_dynamodb::create_table(store.client().await, TABLE)
+        .await
+        .unwrap();
+    Arc::new(store)
+}
+
+#[async_trait]
+impl FeedFactory for MotoDynamo {
+    async fn store(&self, prefix: &str) -> DynStore {
+        let endpoint = self.0.lock().unwrap().endpoint().to_owned();
+        moto_store(&endpoint, prefix).await
+    }
+
+    async fn restart_server(&self, prefix: &str) {
+        blocking(|| self.0.lock().unwrap().restart_empty());
+        self.store(prefix).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_stream_feed() {
+    run_changes(&MotoDynamo(Mutex::new(Moto::start_local()))).await;
 }

@@ -1,5 +1,6 @@
 //! Live daemon mode on real servers: a reader caching for ten minutes sees every change, by any
-//! writer (the LaunchDarkly Python SDK's own stores included), within a second; it falls back to
+//! writer (the LaunchDarkly Python SDK's own stores included), within a second (DynamoDB's
+//! stream: two); it falls back to
 //! the normal cache time while its change feed is down, and keeps the last known good data when
 //! the database is wiped.
 
@@ -14,7 +15,9 @@ use flagstore::{
     StoreStatus,
 };
 use flagstore_consul::ConsulStore;
+use flagstore_dynamodb::DynamoDbStore;
 use flagstore_integration_tests::consul::Consul;
+use flagstore_integration_tests::moto::Moto;
 use flagstore_integration_tests::python::ld_compat;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
 use flagstore_integration_tests::{live_cache, redis_with_feed};
@@ -365,5 +368,74 @@ async fn auto_falls_back_to_keyspace_notifications_where_tracking_is_refused() {
             assert!(message.contains("refused client tracking"), "{message}");
         }
         other => panic!("expected the refusal, got {other:?}"),
+    }
+}
+
+/// DynamoDB (moto, which serves DynamoDB Streams): a live reader sees the Python SDK's write
+/// through the table's stream within 2 s, and only the changed flag is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_live_reader_sees_a_python_sdk_write_within_two_seconds() {
+    let moto = Moto::start();
+    let table = format!("live-{}", unique_run_id());
+    let store = Arc::new(
+        DynamoDbStore::builder(&table)
+            .url(moto.endpoint())
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .build()
+            .unwrap(),
+    );
+    flagstore_dynamodb::create_table(store.client().await, &table)
+        .await
+        .unwrap();
+    store
+        .init(&[Collection::new(F, vec![flag("f", 1), flag("g", 1)])])
+        .await
+        .unwrap();
+    let reader = live_cache(store.clone(), Duration::from_secs(15)).await;
+    assert_eq!(reader.get(&F, "f").await.unwrap().unwrap().version(), 1);
+    assert_eq!(reader.get(&F, "g").await.unwrap().unwrap().version(), 1);
+    let loads = reader.stats().await.load_successes;
+
+    let spec =
+        json!({"backend": "dynamodb", "endpoint": moto.endpoint(), "table": table, "prefix": ""})
+            .to_string();
+    let item = json!({"key": "f", "version": 2, "on": false}).to_string();
+    tokio::task::spawn_blocking(move || ld_compat(&["upsert", &spec, "features", &item]))
+        .await
+        .unwrap();
+    let took = seen_within(&reader, "f", 2, Duration::from_secs(2)).await;
+    eprintln!("dynamodb: seen {took:?} after the Python SDK's write returned");
+    assert_eq!(reader.get(&F, "g").await.unwrap().unwrap().version(), 1);
+    assert_eq!(
+        reader.stats().await.load_successes,
+        loads + 1,
+        "the stream names the flag: only it is read again"
+    );
+}
+
+/// A table without a stream (dynalite has no Streams API at all) is reported by name, with how
+/// to enable one, and a live reader stays on its normal cache time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dynamodb_table_without_a_stream_is_reported() {
+    let dynamo = flagstore_integration_tests::dynamodb::DynamoDb::start();
+    let table = format!("nostream-{}", unique_run_id());
+    let store = DynamoDbStore::builder(&table)
+        .url(dynamo.endpoint())
+        .region("us-east-1")
+        .static_credentials("test", "test")
+        .build()
+        .unwrap();
+    flagstore_dynamodb::create_table(store.client().await, &table)
+        .await
+        .unwrap();
+    let mut feed = store.changes().unwrap();
+    match feed.next().await {
+        Some(flagstore::changes::FeedEvent::Lost(err)) => {
+            let message = flagstore::error::one_line(&err);
+            assert!(message.contains("has no stream"), "{message}");
+            assert!(message.contains("StreamViewType=KEYS_ONLY"), "{message}");
+        }
+        other => panic!("expected the missing stream, got {other:?}"),
     }
 }

@@ -6,13 +6,14 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use flagstore::backend::{NetworkOptions, Secret, refuse_ignored};
 use flagstore::{Error, Result};
 
 use crate::config::DynamoDbConfigKey;
 use crate::error::BACKEND;
-use crate::store::{ClientSource, DynamoDbStore};
+use crate::feed::DEFAULT_STREAM_POLL_INTERVAL;
+use crate::store::{ClientSource, DynamoDbStore, Timing};
 
 /// The key prefix every LaunchDarkly SDK uses by default for DynamoDB: none.
 pub const DEFAULT_PREFIX: &str = "";
@@ -20,6 +21,8 @@ pub const DEFAULT_PREFIX: &str = "";
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time allowed for one request, retries by the SDK included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest [`stream_poll_interval`](DynamoDbStoreBuilder::stream_poll_interval).
+const MIN_STREAM_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How long `init` keeps retrying writes DynamoDB left unprocessed or throttled.
 pub const DEFAULT_BATCH_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -46,12 +49,14 @@ pub struct DynamoDbStoreBuilder {
     table: String,
     prefix: String,
     client: Option<Client>,
+    stream_client: Option<aws_sdk_dynamodbstreams::Client>,
     sdk_config: Option<SdkConfig>,
     endpoint: Option<String>,
     region: Option<String>,
     credentials: Option<(String, Secret)>,
     network: NetworkOptions,
     batch_deadline: Duration,
+    stream_poll_interval: Duration,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -62,12 +67,14 @@ impl DynamoDbStoreBuilder {
             table,
             prefix: DEFAULT_PREFIX.to_owned(),
             client: None,
+            stream_client: None,
             sdk_config: None,
             endpoint: None,
             region: None,
             credentials: None,
             network: NetworkOptions::new(),
             batch_deadline: DEFAULT_BATCH_DEADLINE,
+            stream_poll_interval: DEFAULT_STREAM_POLL_INTERVAL,
             #[cfg(feature = "testing")]
             before_upsert_write: None,
         }
@@ -116,6 +123,16 @@ impl DynamoDbStoreBuilder {
     /// rather than silently ignored.
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
+        self
+    }
+
+    /// With [`client`](Self::client): the DynamoDB Streams client the
+    /// [change feed](flagstore::PersistentDataStore::changes) reads the table's stream with. A
+    /// store given only a DynamoDB client cannot make one with the same settings (the SDK does
+    /// not hand them out), so its feed reports that this is missing. Without `client()`, both
+    /// clients are made from the same AWS configuration and this is not needed.
+    pub fn stream_client(mut self, client: aws_sdk_dynamodbstreams::Client) -> Self {
+        self.stream_client = Some(client);
         self
     }
 
@@ -198,6 +215,26 @@ impl DynamoDbStoreBuilder {
         })
     }
 
+    /// How often the [change feed](flagstore::PersistentDataStore::changes) reads each shard of
+    /// the table's stream: 1 s by default, at least 200 ms. DynamoDB Streams serves about five
+    /// reads per second per shard to all readers together, so with many live readers on one
+    /// table, raise it (eight readers: 2 s) or they are throttled and see changes later.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flagstore_dynamodb::DynamoDbStore;
+    ///
+    /// let store = DynamoDbStore::builder("flags")
+    ///     .region("eu-west-1")
+    ///     .stream_poll_interval(Duration::from_secs(2))
+    ///     .build()?;
+    /// # Ok::<(), flagstore::Error>(())
+    /// ```
+    pub fn stream_poll_interval(mut self, interval: Duration) -> Self {
+        self.stream_poll_interval = interval;
+        self
+    }
+
     /// How long `init` keeps retrying writes DynamoDB leaves unprocessed or throttles before it
     /// fails (it never drops them).
     pub fn batch_deadline(mut self, deadline: Duration) -> Self {
@@ -231,6 +268,15 @@ impl DynamoDbStoreBuilder {
             .network
             .get_request_timeout()
             .unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if self.stream_poll_interval < MIN_STREAM_POLL_INTERVAL {
+            return Err(Error::config(
+                BACKEND,
+                format!(
+                    "stream_poll_interval is {:?}; it must be at least {MIN_STREAM_POLL_INTERVAL:?} (DynamoDB Streams serves about five reads per second per shard)",
+                    self.stream_poll_interval
+                ),
+            ));
+        }
         if connect_timeout.is_zero() || request_timeout.is_zero() || self.batch_deadline.is_zero() {
             return Err(Error::config(
                 BACKEND,
@@ -257,6 +303,12 @@ impl DynamoDbStoreBuilder {
             .connect_timeout(connect_timeout)
             .operation_timeout(request_timeout)
             .build();
+        if self.stream_client.is_some() && self.client.is_none() {
+            return Err(Error::config(
+                BACKEND,
+                "stream_client() goes with client(); without it both clients come from the same AWS configuration",
+            ));
+        }
         let source = match (self.client, self.sdk_config) {
             (Some(_), Some(_)) => {
                 return Err(Error::config(
@@ -279,11 +331,10 @@ impl DynamoDbStoreBuilder {
                         ),
                     ],
                 )?;
-                ClientSource::ready(client)
+                ClientSource::ready(client, self.stream_client)
             }
             (None, Some(sdk)) => {
-                let mut config =
-                    aws_sdk_dynamodb::config::Builder::from(&sdk).timeout_config(timeouts);
+                let mut config = sdk.into_builder().timeout_config(timeouts);
                 if let Some(endpoint) = &self.endpoint {
                     config = config.endpoint_url(endpoint);
                 }
@@ -291,9 +342,11 @@ impl DynamoDbStoreBuilder {
                     config = config.region(Region::new(region.clone()));
                 }
                 if let Some((id, secret)) = &self.credentials {
-                    config = config.credentials_provider(static_credentials(id, secret));
+                    config = config.credentials_provider(SharedCredentialsProvider::new(
+                        static_credentials(id, secret),
+                    ));
                 }
-                ClientSource::ready(Client::from_conf(config.build()))
+                ClientSource::from_config(&config.build())
             }
             (None, None) => {
                 let mut loader =
@@ -315,8 +368,11 @@ impl DynamoDbStoreBuilder {
             self.table,
             self.prefix,
             self.endpoint,
-            request_timeout,
-            self.batch_deadline,
+            Timing {
+                request_timeout,
+                batch_deadline: self.batch_deadline,
+                stream_poll_interval: self.stream_poll_interval,
+            },
             #[cfg(feature = "testing")]
             self.before_upsert_write,
         ))

@@ -7,6 +7,7 @@ mod big_segments;
 mod builder;
 mod config;
 mod error;
+mod feed;
 mod schema;
 mod store;
 mod table;
@@ -27,3 +28,5 @@ pub use table::create_table;
 pub use aws_config;
 /// The DynamoDB client crate.
 pub use aws_sdk_dynamodb;
+/// The DynamoDB Streams client crate the change feed reads the table's stream with.
+pub use aws_sdk_dynamodbstreams;

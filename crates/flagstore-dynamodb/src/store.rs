@@ -3,13 +3,15 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::ConfigLoader;
+use aws_config::{ConfigLoader, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+use aws_sdk_dynamodbstreams::Client as StreamsClient;
 use flagstore::backend::StoredItems;
 use flagstore::backend::{replaced_kinds, write_stages};
 use flagstore::error::Operation;
@@ -20,6 +22,7 @@ use tokio::sync::OnceCell;
 use crate::batch::{Attempt, write_all};
 use crate::builder::DynamoDbStoreBuilder;
 use crate::error::{BACKEND, from_sdk, is_throttled};
+use crate::feed::StreamFeed;
 use crate::schema::{
     MAX_ITEM_SIZE, Namespaces, PARTITION_KEY, SORT_KEY, VERSION_ATTR, delete_request,
     estimated_size, item_attributes, item_from_record, key_attributes, put_request, stored_item,
@@ -31,30 +34,54 @@ const BATCH_SIZE: usize = 25;
 /// write): DynamoDB takes them in parallel, and a table's write capacity, not this, is the limit.
 const BATCHES_IN_FLIGHT: usize = 8;
 
-/// The client, or what is needed to make it on first use (loading AWS configuration is async and
-/// may read files or call metadata endpoints: not something `build()` should do).
+/// The clients, or what is needed to make them on first use (loading AWS configuration is async
+/// and may read files or call metadata endpoints: not something `build()` should do).
 pub(crate) struct ClientSource {
-    client: OnceCell<Client>,
+    clients: OnceCell<Clients>,
     loader: std::sync::Mutex<Option<ConfigLoader>>,
 }
 
+/// DynamoDB's client, and the DynamoDB Streams client the change feed uses (`None`: a caller's
+/// DynamoDB client came without one).
+struct Clients {
+    dynamo: Client,
+    streams: Option<StreamsClient>,
+}
+
+impl Clients {
+    fn from_config(config: &SdkConfig) -> Clients {
+        Clients {
+            dynamo: Client::new(config),
+            streams: Some(StreamsClient::new(config)),
+        }
+    }
+}
+
 impl ClientSource {
-    pub(crate) fn ready(client: Client) -> Self {
+    pub(crate) fn ready(dynamo: Client, streams: Option<StreamsClient>) -> Self {
         ClientSource {
-            client: OnceCell::new_with(Some(client)),
+            clients: OnceCell::new_with(Some(Clients { dynamo, streams })),
+            loader: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Both clients from one AWS configuration.
+    pub(crate) fn from_config(config: &SdkConfig) -> Self {
+        ClientSource {
+            clients: OnceCell::new_with(Some(Clients::from_config(config))),
             loader: std::sync::Mutex::new(None),
         }
     }
 
     pub(crate) fn lazy(loader: ConfigLoader) -> Self {
         ClientSource {
-            client: OnceCell::new(),
+            clients: OnceCell::new(),
             loader: std::sync::Mutex::new(Some(loader)),
         }
     }
 
-    async fn get(&self) -> &Client {
-        self.client
+    async fn clients(&self) -> &Clients {
+        self.clients
             .get_or_init(|| async {
                 let loader = self.loader.lock().unwrap_or_else(|p| p.into_inner()).take();
                 // The cell runs this once; without a loader (a caller's client) it is never reached.
@@ -66,10 +93,26 @@ impl ClientSource {
                             .await
                     }
                 };
-                Client::new(&config)
+                Clients::from_config(&config)
             })
             .await
     }
+
+    pub(crate) async fn get(&self) -> &Client {
+        &self.clients().await.dynamo
+    }
+
+    /// The DynamoDB Streams client, if the store has one.
+    pub(crate) async fn streams(&self) -> Option<&StreamsClient> {
+        self.clients().await.streams.as_ref()
+    }
+}
+
+/// The store's time limits, as the builder checked them.
+pub(crate) struct Timing {
+    pub(crate) request_timeout: Duration,
+    pub(crate) batch_deadline: Duration,
+    pub(crate) stream_poll_interval: Duration,
 }
 
 /// A [`PersistentDataStore`] in a DynamoDB table, readable and writable by every LaunchDarkly SDK
@@ -110,13 +153,14 @@ impl ClientSource {
 /// # Ok(()) }
 /// ```
 pub struct DynamoDbStore {
-    source: ClientSource,
+    source: Arc<ClientSource>,
     table: String,
     names: Namespaces,
     endpoint: Option<String>,
     request_timeout: Duration,
     batch_deadline: Duration,
     skipped: AtomicU64,
+    feed: Arc<StreamFeed>,
     #[cfg(feature = "testing")]
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
@@ -132,18 +176,27 @@ impl DynamoDbStore {
         table: String,
         prefix: String,
         endpoint: Option<String>,
-        request_timeout: Duration,
-        batch_deadline: Duration,
+        timing: Timing,
         #[cfg(feature = "testing")] before_upsert_write: Option<flagstore::testing::UpsertHook>,
     ) -> Self {
+        let source = Arc::new(source);
+        let names = Namespaces::new(prefix);
+        let feed = Arc::new(StreamFeed {
+            source: Arc::clone(&source),
+            table: table.clone(),
+            names: names.clone(),
+            request_timeout: timing.request_timeout,
+            poll_interval: timing.stream_poll_interval,
+        });
         DynamoDbStore {
             source,
             table,
-            names: Namespaces::new(prefix),
+            names,
             endpoint,
-            request_timeout,
-            batch_deadline,
+            request_timeout: timing.request_timeout,
+            batch_deadline: timing.batch_deadline,
             skipped: AtomicU64::new(0),
+            feed,
             #[cfg(feature = "testing")]
             before_upsert_write,
         }
@@ -505,6 +558,14 @@ impl PersistentDataStore for DynamoDbStore {
             .set_key(Some(key_attributes(&marker, &marker)))
             .send();
         Ok(self.call(op, request).await?.item().is_some())
+    }
+
+    /// The table's DynamoDB stream: one [`Change::Item`](flagstore::changes::Change::Item) per
+    /// record written or removed under this prefix, [`Change::Everything`](flagstore::changes::Change::Everything)
+    /// for the marker. The table needs a stream enabled (any view type); without one the feed
+    /// reports an error saying how to enable it, and retries.
+    fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
+        Some(self.feed.start())
     }
 
     async fn is_available(&self) -> bool {

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TableStatus,
 };
 use flagstore::error::Operation;
 use flagstore::{Error, Result};
@@ -15,8 +16,9 @@ use crate::schema::{PARTITION_KEY, SORT_KEY};
 const CREATE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Creates `table` with the schema the store and the LaunchDarkly SDKs expect (partition key
-/// `namespace`, sort key `key`, both strings; on-demand billing) and waits until it is active.
-/// A table that already exists is left as it is.
+/// `namespace`, sort key `key`, both strings; on-demand billing) and a `KEYS_ONLY` stream, which
+/// the store's [change feed](flagstore::PersistentDataStore::changes) reads (it costs nothing
+/// until read), and waits until it is active. A table that already exists is left as it is.
 ///
 /// Production tables are usually created by infrastructure code; this is for tests, local
 /// emulators and the `flagstore` CLI.
@@ -43,7 +45,14 @@ pub async fn create_table(client: &Client, table: &str) -> Result<()> {
         .attribute_definitions(
             attribute(PARTITION_KEY).map_err(|e| Error::database(BACKEND, op, e))?,
         )
-        .attribute_definitions(attribute(SORT_KEY).map_err(|e| Error::database(BACKEND, op, e))?);
+        .attribute_definitions(attribute(SORT_KEY).map_err(|e| Error::database(BACKEND, op, e))?)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::KeysOnly)
+                .build()
+                .map_err(|e| Error::database(BACKEND, op, e))?,
+        );
     match request.send().await {
         Ok(_) => {}
         Err(err)
