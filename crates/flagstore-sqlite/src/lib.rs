@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod feed;
 mod store;
 
 pub use config::SqliteConfigKey;

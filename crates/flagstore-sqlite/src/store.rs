@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::config::SqliteConfigKey;
 
-const BACKEND: &str = "sqlite";
+pub(crate) const BACKEND: &str = "sqlite";
 
 /// The prefix used when none is given, as in the other backends.
 pub const DEFAULT_PREFIX: &str = "launchdarkly";
@@ -29,7 +29,31 @@ const SCHEMA: &str = "
         PRIMARY KEY (prefix, kind, key)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS flagstore_inited (prefix TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS flagstore_changes (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        prefix TEXT    NOT NULL,
+        kind   TEXT    NOT NULL,
+        key    TEXT    NOT NULL
+    );
 ";
+
+/// Appends one row to the change log the feed reads (`kind` empty: the whole data set), and
+/// trims the log to its last [`feed::LOG_KEPT`] rows. Runs inside the write's transaction, so
+/// the row is committed exactly when the write is.
+fn log_change(
+    connection: &Connection,
+    prefix: &str,
+    kind: &str,
+    key: &str,
+) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("INSERT INTO flagstore_changes (prefix, kind, key) VALUES (?1, ?2, ?3)")?
+        .execute(params![prefix, kind, key])?;
+    connection
+        .prepare_cached("DELETE FROM flagstore_changes WHERE id <= last_insert_rowid() - ?1")?
+        .execute(params![crate::feed::LOG_KEPT])?;
+    Ok(())
+}
 
 /// Configures a [`SqliteStore`]; [`build`](Self::build) validates and does not touch the file.
 #[must_use = "a builder does nothing until build() is called"]
@@ -185,9 +209,9 @@ pub struct SqliteStore {
     before_upsert_write: Option<flagstore::testing::UpsertHook>,
 }
 
-struct Inner {
-    path: PathBuf,
-    prefix: String,
+pub(crate) struct Inner {
+    pub(crate) path: PathBuf,
+    pub(crate) prefix: String,
     busy_timeout: Duration,
     create_if_missing: bool,
     connection: Mutex<Option<Connection>>,
@@ -209,6 +233,22 @@ impl Inner {
     }
 
     /// Runs `work` on the connection (opened on first use), on a blocking thread.
+    /// A new connection of its own, unless the file is missing and must not be created.
+    pub(crate) fn open_existing(&self, op: Operation) -> Result<Connection> {
+        if !self.create_if_missing && !self.path.exists() {
+            return Err(self.missing(op));
+        }
+        self.open().map_err(|e| self.error(op, e))
+    }
+
+    fn missing(&self, op: Operation) -> Error {
+        Error::database(
+            BACKEND,
+            op,
+            format!("{} does not exist", self.path.display()),
+        )
+    }
+
     fn with<T>(
         &self,
         op: Operation,
@@ -217,14 +257,7 @@ impl Inner {
         let mut slot: MutexGuard<'_, Option<Connection>> =
             self.connection.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            if !self.create_if_missing && !self.path.exists() {
-                return Err(Error::database(
-                    BACKEND,
-                    op,
-                    format!("{} does not exist", self.path.display()),
-                ));
-            }
-            *slot = Some(self.open().map_err(|e| self.error(op, e))?);
+            *slot = Some(self.open_existing(op)?);
         }
         match slot.as_mut() {
             Some(connection) => work(connection, &self.prefix).map_err(|e| self.error(op, e)),
@@ -236,7 +269,7 @@ impl Inner {
         }
     }
 
-    fn error(&self, op: Operation, err: rusqlite::Error) -> Error {
+    pub(crate) fn error(&self, op: Operation, err: rusqlite::Error) -> Error {
         match err.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 Error::timeout(BACKEND, op, self.busy_timeout)
@@ -345,6 +378,7 @@ impl PersistentDataStore for SqliteStore {
                     }
                 }
                 tx.execute("INSERT OR IGNORE INTO flagstore_inited (prefix) VALUES (?1)", params![prefix])?;
+                log_change(&tx, prefix, "", "")?;
                 tx.commit()
             })
         })
@@ -410,12 +444,18 @@ impl PersistentDataStore for SqliteStore {
         let changed = self
             .blocking(op, move |inner| {
                 inner.with(op, |connection, prefix| {
-                    connection.execute(
+                    let tx = connection.transaction()?;
+                    let changed = tx.execute(
                         "INSERT INTO flagstore_items (prefix, kind, key, version, item) VALUES (?1, ?2, ?3, ?4, ?5)
                          ON CONFLICT (prefix, kind, key) DO UPDATE SET version = excluded.version, item = excluded.item
                          WHERE excluded.version > flagstore_items.version",
                         params![prefix, kind2.name(), item2.key(), version, item2.json()],
-                    )
+                    )?;
+                    if changed > 0 {
+                        log_change(&tx, prefix, kind2.name(), item2.key())?;
+                    }
+                    tx.commit()?;
+                    Ok(changed)
                 })
             })
             .await
@@ -438,6 +478,51 @@ impl PersistentDataStore for SqliteStore {
             })
         })
         .await
+    }
+
+    /// `PRAGMA data_version`, read every 100 ms on a connection of the feed's own, and the change
+    /// log every write through a `SqliteStore` appends to: one
+    /// [`Change::Item`](flagstore::changes::Change::Item) per upsert, everything per `init`, for
+    /// writes by any process on the file.
+    fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
+        Some(crate::feed::start(Arc::clone(&self.inner)))
+    }
+
+    /// One blocking task reading every key.
+    async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
+        let op = Operation::Get;
+        let kind2 = kind.clone();
+        let owned: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        let found = self
+            .blocking(op, move |inner| {
+                inner.with(op, |connection, prefix| {
+                    let mut query = connection.prepare_cached(
+                        "SELECT item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2 AND key = ?3",
+                    )?;
+                    owned
+                        .iter()
+                        .map(|key| {
+                            query
+                                .query_row(params![prefix, kind2.name(), key], |row| {
+                                    row.get::<_, String>(0)
+                                })
+                                .optional()
+                        })
+                        .collect::<rusqlite::Result<Vec<Option<String>>>>()
+                })
+            })
+            .await
+            .map_err(|e| e.on(kind, None))?;
+        keys.iter()
+            .zip(found)
+            .map(|(key, json)| {
+                json.map(|json| {
+                    Item::from_json(*key, json)
+                        .map_err(|e| Error::invalid_item(BACKEND, op, kind, *key, e))
+                })
+                .transpose()
+            })
+            .collect()
     }
 
     async fn is_available(&self) -> bool {

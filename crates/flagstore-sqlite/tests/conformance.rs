@@ -134,3 +134,64 @@ fn builder_errors_name_the_setting() {
         "sqlite: invalid configuration: busy_timeout must be positive"
     );
 }
+
+/// The change-feed suite: a "restart" replaces the file with an empty one, as a restore or a
+/// deploy shipping a new database does.
+struct SqliteFeed {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+#[async_trait]
+impl testing::FeedFactory for SqliteFeed {
+    async fn store(&self, prefix: &str) -> DynStore {
+        Arc::new(
+            SqliteStore::builder(&self.path)
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn restart_server(&self, _prefix: &str) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+        let fresh = SqliteStore::builder(&self.path).build().unwrap();
+        assert!(!fresh.is_initialized().await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("feed.db");
+    testing::run_changes(&SqliteFeed { _dir: dir, path }).await;
+}
+
+/// A commit that did not go through a store (a hand-made edit) logs nothing: the feed cannot
+/// say what changed, so it says everything may have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlogged_edit_is_reported_as_everything() {
+    use flagstore::changes::{Change, FeedEvent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edit.db");
+    let store = SqliteStore::builder(&path).prefix("p").build().unwrap();
+    store.init(&[]).await.unwrap();
+    let mut feed = store.changes().unwrap();
+    assert!(matches!(feed.next().await, Some(FeedEvent::Connected)));
+    assert!(feed.via().unwrap().contains("data_version"));
+
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute("DELETE FROM flagstore_inited WHERE prefix = 'p'", [])
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(2), feed.next()).await;
+    match next.unwrap() {
+        Some(FeedEvent::Changed(Change::Everything)) => {}
+        other => panic!("expected everything, got {other:?}"),
+    }
+}
