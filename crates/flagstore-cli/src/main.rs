@@ -123,8 +123,9 @@ enum Command {
     /// A Redis server must announce keyspace events (notify-keyspace-events K$ghxe or KA); add
     /// ?keyspace_events=configure to the store URL to let flagstore turn them on.
     Watch {
-        /// Print one JSON object per line: {"kind":…,"key":…,"version":N}, version null for an
-        /// item that vanished (or whose stored value is unreadable).
+        /// Print one JSON object per line: {"kind":…,"key":…,"version":N,"deleted":B}; deleted
+        /// is true for a tombstone (with its version) and for an item that vanished (version
+        /// null); version null with deleted false is an unreadable stored value.
         #[arg(long)]
         json: bool,
         /// Serve the change feed's metrics (Prometheus) on this address, e.g. 127.0.0.1:9090.

@@ -704,13 +704,12 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(store: &str, extra: &[&str]) -> Watcher {
+    /// Starts watching `store`; the watcher, and what it said on stderr it follows.
+    fn start(store: &str, extra: &[&str]) -> (Watcher, String) {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flagstore"))
-            .args(["--store", store, "watch", "--json"])
+        let mut child = common::flagstore_command(store)
+            .args(["watch", "--json"])
             .args(extra)
-            .env_remove("FLAGSTORE_URL")
-            .env_remove("REDIS_URL")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -735,7 +734,13 @@ impl Watcher {
             );
         }
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Watcher { child, lines }
+        let via = line
+            .split(" via ")
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        (Watcher { child, lines }, via)
     }
 
     fn next(&self) -> Value {
@@ -774,16 +779,21 @@ async fn watch_prints_each_change_by_any_writer() {
         )])
         .await
         .unwrap();
-    // The server announces no keyspace events until the URL option lets the feed turn them on.
+    // Keyspace notifications, which the server announces only once the URL option lets the feed
+    // turn them on; the default (client tracking) is watched in the SQLite and DynamoDB cases.
     let metrics = format!("127.0.0.1:{}", free_port());
-    let watcher = Watcher::start(
-        &format!("{}?prefix={prefix}&keyspace_events=configure", redis.url()),
+    let (watcher, via) = Watcher::start(
+        &format!(
+            "{}?prefix={prefix}&feed=keyspace&keyspace_events=configure",
+            redis.url()
+        ),
         &["--metrics", &metrics],
     );
+    assert!(via.contains("keyspace notifications"), "{via}");
     writer.upsert(&Kind::FEATURES, flag("f", 2)).await.unwrap();
     assert_eq!(
         watcher.next(),
-        json!({"kind": "features", "key": "f", "version": 2})
+        json!({"kind": "features", "key": "f", "version": 2, "deleted": false})
     );
     writer
         .upsert(&Kind::FEATURES, Item::tombstone("g", 2))
@@ -791,7 +801,7 @@ async fn watch_prints_each_change_by_any_writer() {
         .unwrap();
     assert_eq!(
         watcher.next(),
-        json!({"kind": "features", "key": "g", "version": 2})
+        json!({"kind": "features", "key": "g", "version": 2, "deleted": true})
     );
     // A re-init that drops g: f changed, g vanished (no version to show).
     writer
@@ -800,11 +810,11 @@ async fn watch_prints_each_change_by_any_writer() {
         .unwrap();
     assert_eq!(
         watcher.next(),
-        json!({"kind": "features", "key": "f", "version": 3})
+        json!({"kind": "features", "key": "f", "version": 3, "deleted": false})
     );
     assert_eq!(
         watcher.next(),
-        json!({"kind": "features", "key": "g", "version": null})
+        json!({"kind": "features", "key": "g", "version": null, "deleted": true})
     );
     // The feed's metrics, scraped from the running process.
     let (code, page) = flagstore_integration_tests::http_get(&metrics, "/metrics").unwrap();
@@ -841,16 +851,60 @@ fn status_says_whether_the_change_feed_connects() {
     ok(&flagstore(&sqlite, &["load", EXAMPLE]));
     let report: Value =
         serde_json::from_str(&ok(&flagstore(&sqlite, &["status", "--json"]))).unwrap();
-    assert_eq!(report["changeFeed"], Value::Null);
+    assert_eq!(report["changeFeed"], json!({"connected": true}));
 }
 
-#[test]
-fn watch_refuses_a_store_without_a_change_feed() {
+/// Every backend can be watched: SQLite and DynamoDB (moto, with its stream) name the item
+/// that changed, and a deletion reads as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_sqlite_and_dynamodb_and_says_how() {
+    use flagstore::{Item, Kind, PersistentDataStore};
+    let flag = |key: &str, version: u64| {
+        Item::from_json(key, json!({"key": key, "version": version}).to_string()).unwrap()
+    };
     let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_url(dir.path());
-    ok(&flagstore(&store, &["load", EXAMPLE]));
-    let message = failure(&flagstore(&store, &["watch"]));
-    assert!(message.contains("has no change feed"), "{message}");
+    let sqlite = sqlite_url(dir.path());
+    ok(&flagstore(&sqlite, &["load", EXAMPLE]));
+    let moto = flagstore_integration_tests::moto::Moto::start();
+    let table = format!("watch-{}", unique_run_id());
+    let dynamo = format!(
+        "dynamodb://{table}?endpoint={}&region=us-east-1",
+        moto.endpoint()
+    );
+    ok(&flagstore(&dynamo, &["load", "--create-table", EXAMPLE]));
+
+    let dynamo_writer: flagstore::DynStore = std::sync::Arc::new(
+        DynamoDbStore::builder(&table)
+            .url(moto.endpoint())
+            .region("us-east-1")
+            .static_credentials("test", "test")
+            .build()
+            .unwrap(),
+    );
+    let sqlite_writer = flagstore_url::open(&sqlite).unwrap();
+    for (store, writer, feed) in [
+        (&sqlite, sqlite_writer, "data_version"),
+        (&dynamo, dynamo_writer, "DynamoDB stream"),
+    ] {
+        let (watcher, via) = Watcher::start(store, &[]);
+        assert!(via.contains(feed), "{store}: {via}");
+        writer
+            .upsert(&Kind::FEATURES, flag("watched", 1))
+            .await
+            .unwrap();
+        assert_eq!(
+            watcher.next(),
+            json!({"kind": "features", "key": "watched", "version": 1, "deleted": false})
+        );
+        writer
+            .upsert(&Kind::FEATURES, Item::tombstone("watched", 2))
+            .await
+            .unwrap();
+        assert_eq!(
+            watcher.next(),
+            json!({"kind": "features", "key": "watched", "version": 2, "deleted": true})
+        );
+    }
 }
 
 /// `big-segments load`, `get` and the status line, the same on Redis and DynamoDB; a bad file
