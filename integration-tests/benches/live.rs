@@ -11,11 +11,14 @@
 //! eight services under steady traffic. Once a second another writer changes one of the flags
 //! (its only variation becomes the new version number), or at the interval given. For each change and each reader the
 //! bench records when that reader first evaluated the new value; database reads are Redis's own
-//! count (`INFO commandstats`: HGET, HGETALL, GET, EXISTS) over the phase.
+//! count (`INFO commandstats`: HGET, HMGET, HGETALL, GET, EXISTS) from one second after the
+//! readers start (their first reads fill the caches) to the end of the phase.
 //!
 //! - **TTL 15 s**: the SDK's cache (15 s) over a bare Redis store, the usual daemon-mode setup.
-//! - **live**: the SDK's cache off; a flagstore `CachingStore` with `invalidate_on_changes()`
-//!   and a 10-minute live cache time underneath.
+//! - **live, tracking**: the SDK's cache off; a flagstore `CachingStore` with
+//!   `invalidate_on_changes()` and a 10-minute live cache time underneath, its feed on Redis
+//!   client tracking (what `feed=auto` picks on Redis 6+).
+//! - **live, keyspace**: the same on keyspace notifications.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -30,8 +33,8 @@ use flagstore_launchdarkly::LaunchDarklyStore;
 use flagstore_launchdarkly::launchdarkly_server_sdk::{
     Client, ConfigBuilder, ContextBuilder, NullEventProcessorBuilder, PersistentDataStoreBuilder,
 };
-use flagstore_redis::RedisStore;
 use flagstore_redis::redis;
+use flagstore_redis::{FeedMode, RedisStore};
 
 const READERS: usize = 8;
 const FLAGS: usize = 10;
@@ -47,14 +50,22 @@ fn flag(i: usize, version: u64) -> Item {
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Ttl15,
-    Live,
+    Live(FeedMode),
 }
 
 impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Ttl15 => "TTL 15 s (SDK cache)",
-            Mode::Live => "live (flagstore, 10 min)",
+            Mode::Live(FeedMode::Keyspace) => "live, keyspace",
+            Mode::Live(_) => "live, tracking",
+        }
+    }
+
+    fn feed(self) -> FeedMode {
+        match self {
+            Mode::Ttl15 => FeedMode::Auto,
+            Mode::Live(feed) => feed,
         }
     }
 }
@@ -70,10 +81,11 @@ struct Phase {
     changes: usize,
 }
 
-fn redis_store(url: &str, prefix: &str) -> RedisStore {
+fn redis_store(url: &str, prefix: &str, feed: FeedMode) -> RedisStore {
     RedisStore::builder()
         .url(url)
         .prefix(prefix)
+        .feed(feed)
         .configure_keyspace_events(true)
         .build()
         .unwrap()
@@ -83,11 +95,11 @@ fn reader(mode: Mode, url: &str, prefix: &str, runtime: &tokio::runtime::Runtime
     let _entered = runtime.enter();
     let (store, sdk_cache): (DynStore, Option<Duration>) = match mode {
         Mode::Ttl15 => (
-            Arc::new(redis_store(url, prefix)),
+            Arc::new(redis_store(url, prefix, mode.feed())),
             Some(Duration::from_secs(15)),
         ),
-        Mode::Live => {
-            let store: DynStore = Arc::new(redis_store(url, prefix));
+        Mode::Live(feed) => {
+            let store: DynStore = Arc::new(redis_store(url, prefix, feed));
             let live = runtime.block_on(live_cache(store, Duration::from_secs(15)));
             (Arc::new(live), None)
         }
@@ -115,6 +127,7 @@ fn read_commands(conn: &mut redis::Connection) -> u64 {
         .filter(|l| {
             [
                 "cmdstat_hget:",
+                "cmdstat_hmget:",
                 "cmdstat_hgetall:",
                 "cmdstat_get:",
                 "cmdstat_exists:",
@@ -141,7 +154,7 @@ fn run(
     runtime: &tokio::runtime::Runtime,
 ) -> Phase {
     let prefix = format!("bench_live_{}", flagstore::testing::unique_run_id());
-    let writer = redis_store(url, &prefix);
+    let writer = redis_store(url, &prefix, FeedMode::Auto);
     let flags = (0..FLAGS).map(|i| flag(i, 1)).collect();
     runtime
         .block_on(writer.init(&[Collection::new(Kind::FEATURES, flags)]))
@@ -156,8 +169,6 @@ fn run(
     let seen: Arc<Sightings> =
         Arc::new((0..READERS).map(|_| std::sync::Mutex::default()).collect());
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let reads_before = read_commands(&mut conn);
-    let started = Instant::now();
 
     let threads: Vec<_> = clients
         .into_iter()
@@ -184,6 +195,10 @@ fn run(
         })
         .collect();
 
+    // The readers' first reads fill their caches; the phase counts from here.
+    std::thread::sleep(Duration::from_secs(1));
+    let reads_before = read_commands(&mut conn);
+    let started = Instant::now();
     let mut written: Vec<(u64, Instant)> = Vec::new();
     let mut version = 1;
     while started.elapsed() < Duration::from_secs(seconds) {
@@ -249,16 +264,28 @@ fn main() {
         "{READERS} daemon-mode readers x {FLAGS} flags, 1 evaluation/ms each; a change every {change_every:?}; {seconds} s per mode"
     );
     println!(
-        "{:<26} {:>10} {:>12} {:>11} {:>13} {:>13}",
-        "mode", "evals/s", "db reads/s", "changes", "delay p50", "delay p99"
+        "{:<22} {:>10} {:>12} {:>16} {:>11} {:>13} {:>13}",
+        "mode",
+        "evals/s",
+        "db reads/s",
+        "reads/change/rd",
+        "changes",
+        "delay p50",
+        "delay p99"
     );
-    for mode in [Mode::Ttl15, Mode::Live] {
+    let modes = [
+        Mode::Ttl15,
+        Mode::Live(FeedMode::Tracking),
+        Mode::Live(FeedMode::Keyspace),
+    ];
+    for mode in modes {
         let phase = run(mode, redis.url(), seconds, change_every, &runtime);
         println!(
-            "{:<26} {:>10.0} {:>12.1} {:>11} {:>13.1?} {:>13.1?}",
+            "{:<22} {:>10.0} {:>12.1} {:>16.2} {:>11} {:>13.1?} {:>13.1?}",
             mode.name(),
             phase.evaluations as f64 / phase.seconds,
             phase.reads as f64 / phase.seconds,
+            phase.reads as f64 / (phase.changes.max(1) * READERS) as f64,
             format!("{}/{}", phase.delays.len() / READERS, phase.changes),
             percentile(&phase.delays, 0.5),
             percentile(&phase.delays, 0.99),

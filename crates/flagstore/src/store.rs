@@ -97,12 +97,16 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>>;
 
     /// What [`get`](Self::get) answers for each of `keys`, in their order, read together where
-    /// the backend can (Redis: one `HMGET`). The default calls `get` for each key. A live cache
-    /// re-validates the items it holds with one call after a change its feed could not name.
+    /// the backend can (Redis: one `HMGET`; SQLite: one blocking task). The default makes the
+    /// `get`s 16 at a time. A live cache re-validates the items it holds with one call after a
+    /// change its feed could not name.
     async fn get_many(&self, kind: &Kind, keys: &[&str]) -> Result<Vec<Option<Item>>> {
         let mut items = Vec::with_capacity(keys.len());
-        for key in keys {
-            items.push(self.get(kind, key).await?);
+        for chunk in keys.chunks(16) {
+            let reads: Vec<_> = chunk.iter().map(|key| self.get(kind, key)).collect();
+            for item in futures::future::join_all(reads).await {
+                items.push(item?);
+            }
         }
         Ok(items)
     }

@@ -107,7 +107,7 @@ impl CachingStoreBuilder {
     /// whoever wrote it, within about a second, with a fraction of the database reads a short
     /// cache time costs.
     ///
-    /// While the feed is down (and for a store without one: DynamoDB, SQLite), entries live for
+    /// While the feed is down (and for a store without one), entries live for
     /// the normal [`cache_time`](Self::cache_time), so nothing older than that is served, and
     /// [`StoreStatus::live`] says `false`. A change drops what it concerns: the one item where
     /// the feed names it (Consul, DynamoDB), else the entries of its kind (a Redis hash), which

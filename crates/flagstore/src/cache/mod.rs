@@ -78,7 +78,7 @@ pub enum CacheMode {
 /// Two opt-in additions for readers of a database that other processes write (daemon mode):
 ///
 /// - **Live** ([`invalidate_on_changes`](CachingStoreBuilder::invalidate_on_changes), TTL mode,
-///   for stores with a [change feed](PersistentDataStore::changes): Redis, Consul): entries live
+///   for stores with a [change feed](PersistentDataStore::changes): all in this workspace): entries live
 ///   for the long [`live_cache_time`](CachingStoreBuilder::live_cache_time) and are dropped as
 ///   soon as the feed reports a change, whoever made it. While the feed is down, entries live for
 ///   the normal cache time, and [`StoreStatus::live`] is `false`.
