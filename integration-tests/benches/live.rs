@@ -265,13 +265,7 @@ fn main() {
     );
     println!(
         "{:<22} {:>10} {:>12} {:>16} {:>11} {:>13} {:>13}",
-        "mode",
-        "evals/s",
-        "db reads/s",
-        "reads/change/rd",
-        "changes",
-        "delay p50",
-        "delay p99"
+        "mode", "evals/s", "db reads/s", "reads/change/rd", "changes", "delay p50", "delay p99"
     );
     let modes = [
         Mode::Ttl15,

@@ -298,6 +298,14 @@ impl RawConsul {
             .0
     }
 
+    /// Deletes `key`, which must succeed.
+    pub async fn delete(&self, key: &str) {
+        let (status, _) = self
+            .send(flagstore_consul::reqwest::Method::DELETE, key, None)
+            .await;
+        assert_eq!(status, 200, "DELETE {key}");
+    }
+
     /// Writes `value` under `key`, which must succeed.
     pub async fn put(&self, key: &str, value: &str) {
         assert_eq!(

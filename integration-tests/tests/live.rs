@@ -439,3 +439,51 @@ async fn a_dynamodb_table_without_a_stream_is_reported() {
         other => panic!("expected the missing stream, got {other:?}"),
     }
 }
+
+/// Consul's index does not name the key, but each kind folder's own index says which kind
+/// moved: a flag write is a change of flags (segments stay cached), the marker everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consul_write_is_reported_as_a_change_of_its_kind() {
+    use flagstore::changes::{Change, FeedEvent};
+    let consul = Consul::start();
+    let prefix = format!("kinds_{}", unique_run_id());
+    let store = ConsulStore::builder()
+        .url(consul.address())
+        .prefix(&prefix)
+        .build()
+        .unwrap();
+    store
+        .init(&[
+            Collection::new(F, vec![flag("f", 1)]),
+            Collection::new(Kind::SEGMENTS, vec![flag("s", 1)]),
+        ])
+        .await
+        .unwrap();
+    let mut feed = store.changes().unwrap();
+    assert!(matches!(feed.next().await, Some(FeedEvent::Connected)));
+    let mut next = async || match tokio::time::timeout(Duration::from_secs(2), feed.next()).await {
+        Ok(Some(FeedEvent::Changed(change))) => change,
+        other => panic!("expected a change, got {other:?}"),
+    };
+    store.upsert(&F, flag("f", 2)).await.unwrap();
+    assert_eq!(next().await, Change::Kind(F));
+    store.upsert(&Kind::SEGMENTS, flag("s", 2)).await.unwrap();
+    assert_eq!(next().await, Change::Kind(Kind::SEGMENTS));
+    // An init that rewrites the flags and drops the segment: both kinds are reported (Consul
+    // leaves the marker, rewritten with the same value, as it was).
+    store
+        .init(&[Collection::new(F, vec![flag("f", 3)])])
+        .await
+        .unwrap();
+    let mut missing = vec![Change::Kind(F), Change::Kind(Kind::SEGMENTS)];
+    while !missing.is_empty() {
+        match next().await {
+            Change::Everything => break,
+            change => missing.retain(|m| *m != change),
+        }
+    }
+    // The marker removed: everything.
+    let raw = flagstore_integration_tests::consul::RawConsul::new(consul.address(), consul.token());
+    raw.delete(&format!("{prefix}/$inited")).await;
+    assert_eq!(next().await, Change::Everything);
+}

@@ -1,17 +1,19 @@
 //! The change feed: Consul blocking queries on the store's prefix.
 //!
 //! A blocking query on `{prefix}/?keys` answers as soon as anything under the prefix changes
-//! (written, deleted, whoever did it) or after the wait, with the same index. Only the key list
-//! travels, never the values; a change is reported as [`Change::Everything`], because the index
-//! does not say which key moved.
+//! (written, deleted, whoever did it) or after the wait, with the same index. Only key lists
+//! travel, never the values. Consul's index does not say which key moved, but each folder's own
+//! index does say whether it moved: after every change the feed lists `{prefix}/features/`,
+//! `{prefix}/segments/` and the marker at once (three small non-blocking queries), and reports
+//! [`Change::Kind`] for a kind folder that moved, [`Change::Everything`] for the marker (an
+//! `init`) or for a change anywhere else under the prefix.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use flagstore::Error;
-use flagstore::backend::FeedSender;
-use flagstore::backend::Reconnect;
+use flagstore::backend::{FeedSender, Reconnect};
 use flagstore::changes::{Change, ChangeFeed, FeedEvent};
+use flagstore::{Error, Kind};
 
 use crate::http::Http;
 
@@ -20,16 +22,37 @@ use crate::http::Http;
 /// timeout) fails, and the cache falls back to its normal TTL.
 const WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) fn start(http: Arc<Http>, prefix: &str) -> ChangeFeed {
-    let folder = format!("{prefix}/");
-    ChangeFeed::new(move |tx| async move { run(&http, &folder, &tx).await })
+/// One part of the prefix whose own index tells whether it moved.
+struct Folder {
+    path: String,
+    change: Change,
+    index: u64,
+    keys: usize,
 }
 
-async fn run(http: &Http, folder: &str, tx: &FeedSender) {
+impl Folder {
+    /// Reads the folder's index again; whether it moved. A folder with no keys answers with
+    /// Consul's whole index, which moves on any write anywhere: empty before and after is not
+    /// a change of it.
+    async fn moved(&mut self, http: &Http) -> Result<bool, Error> {
+        let (index, keys) = http.wait_for_keys(&self.path, 0, Duration::ZERO).await?;
+        let moved = index != self.index && !(keys == 0 && self.keys == 0);
+        self.index = index;
+        self.keys = keys;
+        Ok(moved)
+    }
+}
+
+pub(crate) fn start(http: Arc<Http>, prefix: &str) -> ChangeFeed {
+    let prefix = prefix.to_owned();
+    ChangeFeed::new(move |tx| async move { run(&http, &prefix, &tx).await })
+}
+
+async fn run(http: &Http, prefix: &str, tx: &FeedSender) {
     let mut backoff = Reconnect::new();
     loop {
         let lost = tokio::select! {
-            lost = follow(http, folder, tx, &mut backoff) => lost,
+            lost = follow(http, prefix, tx, &mut backoff) => lost,
             () = tx.closed() => return,
         };
         let Some(err) = lost else { return };
@@ -43,14 +66,31 @@ async fn run(http: &Http, folder: &str, tx: &FeedSender) {
 /// Follows the prefix's index until a query fails (the error) or the reader is gone (`None`).
 async fn follow(
     http: &Http,
-    folder: &str,
+    prefix: &str,
     tx: &FeedSender,
     backoff: &mut Reconnect,
 ) -> Option<Error> {
-    let mut index = match http.wait_for_keys(folder, 0, WAIT).await {
-        Ok(index) => index.max(1),
+    let folder = format!("{prefix}/");
+    let mut index = match http.wait_for_keys(&folder, 0, WAIT).await {
+        Ok((index, _)) => index.max(1),
         Err(err) => return Some(err),
     };
+    let part = |path: String, change: Change| Folder {
+        path,
+        change,
+        index: 0,
+        keys: 0,
+    };
+    let mut folders = [
+        part(format!("{prefix}/features/"), Change::Kind(Kind::FEATURES)),
+        part(format!("{prefix}/segments/"), Change::Kind(Kind::SEGMENTS)),
+        part(format!("{prefix}/$inited"), Change::Everything),
+    ];
+    for folder in &mut folders {
+        if let Err(err) = folder.moved(http).await {
+            return Some(err);
+        }
+    }
     if !tx
         .connected(format!("Consul blocking queries on {folder}"))
         .await
@@ -59,8 +99,8 @@ async fn follow(
     }
     backoff.reset();
     loop {
-        let next = match http.wait_for_keys(folder, index, WAIT).await {
-            Ok(next) => next,
+        let next = match http.wait_for_keys(&folder, index, WAIT).await {
+            Ok((next, _)) => next,
             Err(err) => return Some(err),
         };
         if next == index {
@@ -68,8 +108,23 @@ async fn follow(
         }
         // An index that went backwards (a restored snapshot, a new cluster) restarts the count.
         index = next.max(1);
-        if !tx.send(FeedEvent::Changed(Change::Everything)).await {
-            return None;
+        let mut changes = Vec::new();
+        for folder in &mut folders {
+            match folder.moved(http).await {
+                Ok(true) => changes.push(folder.change.clone()),
+                Ok(false) => {}
+                Err(err) => return Some(err),
+            }
+        }
+        // The marker, or something under the prefix beside the two kinds: anything may have
+        // changed.
+        if changes.is_empty() || changes.contains(&Change::Everything) {
+            changes = vec![Change::Everything];
+        }
+        for change in changes {
+            if !tx.send(FeedEvent::Changed(change)).await {
+                return None;
+            }
         }
     }
 }

@@ -152,13 +152,14 @@ impl Http {
     }
 
     /// A blocking query on the keys under `prefix`: answers once their index passes `index`,
-    /// or after about `wait` with the same index. The index Consul answered.
+    /// or after about `wait` with the same index (index 0: at once). The index Consul answered,
+    /// and how many keys there are.
     pub(crate) async fn wait_for_keys(
         &self,
         prefix: &str,
         index: u64,
         wait: Duration,
-    ) -> Result<u64> {
+    ) -> Result<(u64, usize)> {
         let op = Operation::Watch;
         let query = [
             ("keys", "true".to_owned()),
@@ -171,7 +172,18 @@ impl Http {
             .exchange(op, Method::GET, "kv", prefix, &query, None, budget)
             .await?;
         match (answer.status, index) {
-            (StatusCode::OK | StatusCode::NOT_FOUND, Some(index)) => Ok(index),
+            (StatusCode::NOT_FOUND, Some(index)) => Ok((index, 0)),
+            (StatusCode::OK, Some(index)) => {
+                let keys: Vec<serde::de::IgnoredAny> =
+                    serde_json::from_str(&answer.body).map_err(|e| {
+                        Error::database(
+                            BACKEND,
+                            op,
+                            format!("Consul's key list is not the expected JSON: {e}"),
+                        )
+                    })?;
+                Ok((index, keys.len()))
+            }
             (_, None) => Err(Error::database(
                 BACKEND,
                 op,

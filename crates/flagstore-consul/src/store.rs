@@ -346,9 +346,11 @@ impl PersistentDataStore for ConsulStore {
     }
 
     /// Blocking queries on the store's prefix: any write under it, by any writer, is reported
-    /// (as [`Change::Everything`](flagstore::changes::Change::Everything): Consul's index does not say
-    /// which key moved) within moments. Each query waits up to 10 s, so a silent network
-    /// partition is noticed within about 10 s plus the request timeout.
+    /// within moments, as a change of the kind whose folder moved
+    /// ([`Change::Kind`](flagstore::changes::Change::Kind): Consul's index does not say which key)
+    /// or, for the marker, as [`Change::Everything`](flagstore::changes::Change::Everything).
+    /// Each query waits up to 10 s, so a silent network partition is noticed within about 10 s
+    /// plus the request timeout.
     fn changes(&self) -> Option<flagstore::changes::ChangeFeed> {
         Some(crate::feed::start(Arc::clone(&self.http), &self.prefix))
     }
