@@ -470,7 +470,7 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
     let report = json!({
         "store": redact_url(url),
         "initialized": initialized,
-        "changeFeed": feed.map(|connected| json!({"connected": connected})),
+        "changeFeed": feed.as_ref().map(|via| json!({"connected": via.is_some(), "via": via})),
         "counts": counts,
         "sizeLimit": limit,
         "largest": largest.iter().map(|(kind, item, size)| json!({
@@ -514,29 +514,32 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
         println!("big segments: {}", big_segments::describe_text(big));
     }
     match feed {
-        Some(true) => println!("change feed:  connected"),
-        Some(false) => println!("change feed:  not connected (see the warning above)"),
-        None => println!("change feed:  none (this backend has no native one)"),
+        Some(Some(via)) => println!("change feed:  connected, via {via}"),
+        Some(None) => println!("change feed:  not connected (see the warning above)"),
+        None => println!("change feed:  none"),
     }
     println!("round trip:   {:.2} ms", round_trip.as_secs_f64() * 1e3);
     Ok(())
 }
 
-/// Whether the store's change feed connects (within 3 s); `None` for a store without one.
-async fn feed_connected(store: &DynStore) -> Option<bool> {
+/// Whether the store's change feed connects (within 3 s): what it follows if it does, `None`
+/// if not; `None` outside for a store without one.
+async fn feed_connected(store: &DynStore) -> Option<Option<String>> {
     let mut feed = store.changes()?;
     match tokio::time::timeout(FEED_CONNECT_WAIT, feed.next()).await {
-        Ok(Some(FeedEvent::Connected)) => Some(true),
+        Ok(Some(FeedEvent::Connected)) => Some(Some(
+            feed.via().unwrap_or_else(|| "its change feed".to_owned()),
+        )),
         Ok(Some(FeedEvent::Lost(err))) => {
             eprintln!(
                 "warning: the change feed does not connect: {}",
                 CliError::from(err)
             );
-            Some(false)
+            Some(None)
         }
         _ => {
             eprintln!("warning: the change feed did not connect within {FEED_CONNECT_WAIT:?}");
-            Some(false)
+            Some(None)
         }
     }
 }

@@ -843,15 +843,17 @@ fn status_says_whether_the_change_feed_connects() {
     ok(&flagstore(&store, &["load", EXAMPLE]));
     let report: Value =
         serde_json::from_str(&ok(&flagstore(&store, &["status", "--json"]))).unwrap();
-    assert_eq!(report["changeFeed"], json!({"connected": true}));
-    assert!(ok(&flagstore(&store, &["status"])).contains("change feed:  connected"));
+    assert_eq!(report["changeFeed"]["connected"], json!(true));
+    let via = report["changeFeed"]["via"].as_str().unwrap();
+    assert!(via.contains("Redis client tracking"), "{via}");
+    assert!(ok(&flagstore(&store, &["status"])).contains("change feed:  connected, via Redis"));
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = sqlite_url(dir.path());
     ok(&flagstore(&sqlite, &["load", EXAMPLE]));
     let report: Value =
         serde_json::from_str(&ok(&flagstore(&sqlite, &["status", "--json"]))).unwrap();
-    assert_eq!(report["changeFeed"], json!({"connected": true}));
+    assert_eq!(report["changeFeed"]["connected"], json!(true));
 }
 
 /// Every backend can be watched: SQLite and DynamoDB (moto, with its stream) name the item
