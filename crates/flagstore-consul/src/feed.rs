@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flagstore::backend::{FeedSender, Reconnect};
+use flagstore::backend::FeedSender;
 use flagstore::changes::{Change, ChangeFeed, FeedEvent};
 use flagstore::{Error, Kind};
 
@@ -44,32 +44,15 @@ impl Folder {
 }
 
 pub(crate) fn start(http: Arc<Http>, prefix: &str) -> ChangeFeed {
-    let prefix = prefix.to_owned();
-    ChangeFeed::new(move |tx| async move { run(&http, &prefix, &tx).await })
-}
-
-async fn run(http: &Http, prefix: &str, tx: &FeedSender) {
-    let mut backoff = Reconnect::new();
-    loop {
-        let lost = tokio::select! {
-            lost = follow(http, prefix, tx, &mut backoff) => lost,
-            () = tx.closed() => return,
-        };
-        let Some(err) = lost else { return };
-        if !tx.send(FeedEvent::Lost(err)).await {
-            return;
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+    let prefix: Arc<str> = prefix.into();
+    ChangeFeed::reconnecting(move |tx| {
+        let (http, prefix) = (Arc::clone(&http), Arc::clone(&prefix));
+        async move { follow(&http, &prefix, &tx).await }
+    })
 }
 
 /// Follows the prefix's index until a query fails (the error) or the reader is gone (`None`).
-async fn follow(
-    http: &Http,
-    prefix: &str,
-    tx: &FeedSender,
-    backoff: &mut Reconnect,
-) -> Option<Error> {
+async fn follow(http: &Http, prefix: &str, tx: &FeedSender) -> Option<Error> {
     let folder = format!("{prefix}/");
     let mut index = match http.wait_for_keys(&folder, 0, WAIT).await {
         Ok((index, _)) => index.max(1),
@@ -97,7 +80,6 @@ async fn follow(
     {
         return None;
     }
-    backoff.reset();
     loop {
         let next = match http.wait_for_keys(&folder, index, WAIT).await {
             Ok((next, _)) => next,

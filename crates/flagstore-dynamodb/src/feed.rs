@@ -58,27 +58,15 @@ struct Reading {
 impl StreamFeed {
     pub(crate) fn start(self: &Arc<Self>) -> ChangeFeed {
         let feed = Arc::clone(self);
-        ChangeFeed::new(move |tx| async move { feed.run(tx).await })
-    }
-
-    async fn run(&self, tx: FeedSender) {
-        let mut backoff = Reconnect::new();
-        loop {
-            let lost = tokio::select! {
-                lost = self.follow(&tx, &mut backoff) => lost,
-                () = tx.closed() => return,
-            };
-            let Some(err) = lost else { return };
-            if !tx.send(FeedEvent::Lost(err)).await {
-                return;
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
+        ChangeFeed::reconnecting(move |tx| {
+            let feed = Arc::clone(&feed);
+            async move { feed.follow(&tx).await }
+        })
     }
 
     /// Finds the stream, positions a reader at the end of every open shard, and forwards this
     /// prefix's records until a call fails (the error) or the reader is gone (`None`).
-    async fn follow(&self, tx: &FeedSender, backoff: &mut Reconnect) -> Option<Error> {
+    async fn follow(&self, tx: &FeedSender) -> Option<Error> {
         let dynamo = self.source.get().await;
         let arn = match self.stream_arn(dynamo).await {
             Ok(arn) => arn,
@@ -119,7 +107,6 @@ impl StreamFeed {
         if !tx.connected(via).await {
             return None;
         }
-        backoff.reset();
         let mut discovered = tokio::time::Instant::now();
         let mut throttled = Reconnect::new();
         loop {

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flagstore::backend::{FeedSender, Reconnect};
+use flagstore::backend::FeedSender;
 use flagstore::changes::{Change, ChangeFeed, FeedEvent};
 use flagstore::error::Operation;
 use flagstore::{Error, Kind};
@@ -51,27 +51,15 @@ fn file_id(_path: &std::path::Path) -> Option<FileId> {
 }
 
 pub(crate) fn start(inner: Arc<Inner>) -> ChangeFeed {
-    ChangeFeed::new(move |tx| async move { run(&inner, &tx).await })
-}
-
-async fn run(inner: &Arc<Inner>, tx: &FeedSender) {
-    let mut backoff = Reconnect::new();
-    loop {
-        let lost = tokio::select! {
-            lost = follow(inner, tx, &mut backoff) => lost,
-            () = tx.closed() => return,
-        };
-        let Some(err) = lost else { return };
-        if !tx.send(FeedEvent::Lost(err)).await {
-            return;
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
+    ChangeFeed::reconnecting(move |tx| {
+        let inner = Arc::clone(&inner);
+        async move { follow(&inner, &tx).await }
+    })
 }
 
 /// Opens the feed's connection and forwards changes until a read fails (the error) or the
 /// reader is gone (`None`).
-async fn follow(inner: &Arc<Inner>, tx: &FeedSender, backoff: &mut Reconnect) -> Option<Error> {
+async fn follow(inner: &Arc<Inner>, tx: &FeedSender) -> Option<Error> {
     let opened = blocking(inner, |inner| {
         let connection = inner.open_existing(Operation::Watch)?;
         let seen = Seen {
@@ -94,7 +82,6 @@ async fn follow(inner: &Arc<Inner>, tx: &FeedSender, backoff: &mut Reconnect) ->
     if !tx.connected(via).await {
         return None;
     }
-    backoff.reset();
     let mut ticks = tokio::time::interval(POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

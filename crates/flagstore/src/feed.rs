@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +105,7 @@ impl ChangeFeed {
         let sender = FeedSender {
             tx,
             via: Arc::clone(&via),
+            connected: Arc::default(),
         };
         ChangeFeed {
             events,
@@ -112,6 +114,52 @@ impl ChangeFeed {
             senders,
             via,
         }
+    }
+
+    /// A feed that runs `follow` again and again: each run connects (saying so with
+    /// [`FeedSender::connected`]) and forwards changes until its connection fails (the error,
+    /// sent as [`FeedEvent::Lost`]) or the reader is gone (`None`). Runs are spaced by a
+    /// [`Reconnect`] backoff, which starts over after a run that connected. The loop every
+    /// backend's feed in this workspace is.
+    ///
+    /// ```
+    /// use flagstore::changes::{Change, ChangeFeed, FeedEvent};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let mut feed = ChangeFeed::reconnecting(|tx| async move {
+    ///     if !tx.connected("a test feed").await {
+    ///         return None;
+    ///     }
+    ///     tx.send(FeedEvent::Changed(Change::Everything)).await;
+    ///     tx.closed().await;
+    ///     None
+    /// });
+    /// assert!(matches!(feed.next().await, Some(FeedEvent::Connected)));
+    /// assert_eq!(feed.via().as_deref(), Some("a test feed"));
+    /// # });
+    /// ```
+    pub fn reconnecting<F, Fut>(follow: F) -> ChangeFeed
+    where
+        F: Fn(FeedSender) -> Fut + Send + 'static,
+        Fut: Future<Output = Option<Error>> + Send + 'static,
+    {
+        ChangeFeed::new(move |tx| async move {
+            let mut backoff = Reconnect::new();
+            loop {
+                let lost = tokio::select! {
+                    lost = follow(tx.clone()) => lost,
+                    () = tx.closed() => return,
+                };
+                let Some(err) = lost else { return };
+                if tx.connected.swap(false, Ordering::AcqRel) {
+                    backoff.reset();
+                }
+                if !tx.send(FeedEvent::Lost(err)).await {
+                    return;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        })
     }
 
     /// What the feed follows, in words, as its backend said when it last connected (for
@@ -181,6 +229,8 @@ impl FeedTracker {
 pub struct FeedSender {
     tx: mpsc::Sender<FeedEvent>,
     via: Via,
+    /// Whether `connected` was called since [`ChangeFeed::reconnecting`] last looked.
+    connected: Arc<AtomicBool>,
 }
 
 impl FeedSender {
@@ -191,6 +241,7 @@ impl FeedSender {
             .via
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(via.into());
+        self.connected.store(true, Ordering::Release);
         self.send(FeedEvent::Connected).await
     }
 

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use deadpool_redis::redis::{self, Client, Msg, Value};
-use flagstore::backend::{FeedSender, Reconnect};
+use flagstore::backend::FeedSender;
 use flagstore::changes::FeedEvent;
 use flagstore::error::Operation;
 use flagstore::{Error, Result};
@@ -25,12 +25,7 @@ const NEEDED_CLASSES: &str = "g$hxe";
 impl Feed {
     /// Subscribes on every server and forwards notifications until a connection fails or the
     /// reader is gone.
-    pub(super) async fn follow_keyspace(
-        &self,
-        clients: &[Client],
-        tx: &FeedSender,
-        backoff: &mut Reconnect,
-    ) -> Ended {
+    pub(super) async fn follow_keyspace(&self, clients: &[Client], tx: &FeedSender) -> Ended {
         let pattern = format!(
             "__keyspace@{}__:{}:*",
             self.topology.db(),
@@ -70,7 +65,6 @@ impl Feed {
         if !tx.connected(via).await {
             return Ended::ReaderGone;
         }
-        backoff.reset();
         let mut messages = stream::select_all(streams);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, Value};
-use flagstore::backend::{FeedSender, Reconnect};
-use flagstore::changes::{Change, ChangeFeed, FeedEvent};
+use flagstore::backend::FeedSender;
+use flagstore::changes::{Change, ChangeFeed};
 use flagstore::error::Operation;
 use flagstore::{Error, Kind, Result};
 
@@ -145,42 +145,31 @@ impl Feed {
 
     pub(crate) fn start(self: &Arc<Self>) -> ChangeFeed {
         let feed = Arc::clone(self);
-        ChangeFeed::new(move |tx| async move { feed.run(tx).await })
-    }
-
-    async fn run(&self, tx: FeedSender) {
-        let mut backoff = Reconnect::new();
-        loop {
-            let ended = tokio::select! {
-                ended = self.follow(&tx, &mut backoff) => ended,
-                () = tx.closed() => return,
-            };
-            let err = match ended {
-                Ended::ReaderGone => return,
-                Ended::Lost(err) => err,
-                // Only `follow` in auto mode turns a refusal into keyspace notifications.
-                Ended::TrackingRefused(err) => err,
-            };
-            if !tx.send(FeedEvent::Lost(err)).await {
-                return;
+        ChangeFeed::reconnecting(move |tx| {
+            let feed = Arc::clone(&feed);
+            async move {
+                match feed.follow(&tx).await {
+                    Ended::ReaderGone => None,
+                    // Only `follow` in auto mode turns a refusal into keyspace notifications.
+                    Ended::Lost(err) | Ended::TrackingRefused(err) => Some(err),
+                }
             }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
+        })
     }
 
     /// One connected spell with the mechanism the mode picks.
-    async fn follow(&self, tx: &FeedSender, backoff: &mut Reconnect) -> Ended {
+    async fn follow(&self, tx: &FeedSender) -> Ended {
         let clients = match self.topology.primaries(Operation::Watch).await {
             Ok(clients) => clients,
             Err(err) => return Ended::Lost(err),
         };
         match self.mode {
-            FeedMode::Keyspace => self.follow_keyspace(&clients, tx, backoff).await,
-            FeedMode::Tracking => match self.follow_tracking(&clients, tx, backoff).await {
+            FeedMode::Keyspace => self.follow_keyspace(&clients, tx).await,
+            FeedMode::Tracking => match self.follow_tracking(&clients, tx).await {
                 Ended::TrackingRefused(err) => Ended::Lost(err),
                 ended => ended,
             },
-            FeedMode::Auto => match self.follow_tracking(&clients, tx, backoff).await {
+            FeedMode::Auto => match self.follow_tracking(&clients, tx).await {
                 Ended::TrackingRefused(err) => {
                     if !self.fallback_reported.swap(true, Ordering::AcqRel) {
                         tracing::info!(
@@ -188,7 +177,7 @@ impl Feed {
                             "the server refused client tracking; the change feed follows keyspace notifications instead"
                         );
                     }
-                    self.follow_keyspace(&clients, tx, backoff).await
+                    self.follow_keyspace(&clients, tx).await
                 }
                 ended => ended,
             },

@@ -12,7 +12,7 @@ use deadpool_redis::redis::{
     self, Client, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, RedisResult, Value,
 };
 use flagstore::Error;
-use flagstore::backend::{FeedSender, Reconnect};
+use flagstore::backend::FeedSender;
 use flagstore::changes::{Change, FeedEvent};
 use flagstore::error::Operation;
 use std::time::Duration;
@@ -24,12 +24,7 @@ use crate::error::{BACKEND, from_redis};
 impl Feed {
     /// Turns tracking on at every server and forwards invalidations until a connection fails,
     /// a server refuses tracking, or the reader is gone.
-    pub(super) async fn follow_tracking(
-        &self,
-        clients: &[Client],
-        tx: &FeedSender,
-        backoff: &mut Reconnect,
-    ) -> Ended {
+    pub(super) async fn follow_tracking(&self, clients: &[Client], tx: &FeedSender) -> Ended {
         let timeouts = self.topology.timeouts();
         // Unbounded, as the driver needs: invalidations are a few bytes each, and this loop
         // drains them as fast as the reader takes events.
@@ -74,7 +69,6 @@ impl Feed {
         if !tx.connected(via).await {
             return Ended::ReaderGone;
         }
-        backoff.reset();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
