@@ -59,6 +59,14 @@ impl Moto {
         &self.endpoint
     }
 
+    /// A store builder for `table` on this server (test credentials, `us-east-1`).
+    pub fn builder(&self, table: &str) -> flagstore_dynamodb::DynamoDbStoreBuilder {
+        flagstore_dynamodb::DynamoDbStore::builder(table)
+            .url(&self.endpoint)
+            .region("us-east-1")
+            .static_credentials("test", "test")
+    }
+
     /// Stops the server and starts it again, empty (moto keeps nothing): every table is gone.
     /// Only for a server this fixture started.
     pub fn restart_empty(&mut self) {

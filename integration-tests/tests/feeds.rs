@@ -12,7 +12,7 @@ use flagstore::DynStore;
 use flagstore::memory::MemoryDatabase;
 use flagstore::testing::{FeedFactory, run_changes};
 use flagstore_consul::ConsulStore;
-use flagstore_dynamodb::DynamoDbStore;
+use flagstore_dynamodb::{DynamoDbStore, DynamoDbStoreBuilder};
 use flagstore_integration_tests::consul::Consul;
 use flagstore_integration_tests::moto::Moto;
 use flagstore_integration_tests::redis::{Redis, RedisCluster, RedisSentinel};
@@ -162,11 +162,8 @@ struct MotoDynamo(Mutex<Moto>);
 const TABLE: &str = "flagstore-feeds";
 
 /// A store on moto; the table (with its stream) is made if missing.
-async fn moto_store(endpoint: &str, prefix: &str) -> Arc<DynamoDbStore> {
-    let store = DynamoDbStore::builder(TABLE)
-        .url(endpoint)
-        .region("us-east-1")
-        .static_credentials("test", "test")
+async fn moto_store(builder: DynamoDbStoreBuilder, prefix: &str) -> Arc<DynamoDbStore> {
+    let store = builder
         .prefix(prefix)
         .stream_poll_interval(std::time::Duration::from_millis(200))
         .build()
@@ -180,8 +177,8 @@ async fn moto_store(endpoint: &str, prefix: &str) -> Arc<DynamoDbStore> {
 #[async_trait]
 impl FeedFactory for MotoDynamo {
     async fn store(&self, prefix: &str) -> DynStore {
-        let endpoint = self.0.lock().unwrap().endpoint().to_owned();
-        moto_store(&endpoint, prefix).await
+        let builder = self.0.lock().unwrap().builder(TABLE);
+        moto_store(builder, prefix).await
     }
 
     async fn restart_server(&self, prefix: &str) {

@@ -377,14 +377,7 @@ async fn auto_falls_back_to_keyspace_notifications_where_tracking_is_refused() {
 async fn dynamodb_live_reader_sees_a_python_sdk_write_within_two_seconds() {
     let moto = Moto::start();
     let table = format!("live-{}", unique_run_id());
-    let store = Arc::new(
-        DynamoDbStore::builder(&table)
-            .url(moto.endpoint())
-            .region("us-east-1")
-            .static_credentials("test", "test")
-            .build()
-            .unwrap(),
-    );
+    let store = Arc::new(moto.builder(&table).build().unwrap());
     flagstore_dynamodb::create_table(store.client().await, &table)
         .await
         .unwrap();

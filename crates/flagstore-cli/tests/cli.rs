@@ -875,14 +875,8 @@ async fn watch_follows_sqlite_and_dynamodb_and_says_how() {
     );
     ok(&flagstore(&dynamo, &["load", "--create-table", EXAMPLE]));
 
-    let dynamo_writer: flagstore::DynStore = std::sync::Arc::new(
-        DynamoDbStore::builder(&table)
-            .url(moto.endpoint())
-            .region("us-east-1")
-            .static_credentials("test", "test")
-            .build()
-            .unwrap(),
-    );
+    let dynamo_writer: flagstore::DynStore =
+        std::sync::Arc::new(moto.builder(&table).build().unwrap());
     let sqlite_writer = flagstore_url::open(&sqlite).unwrap();
     for (store, writer, feed) in [
         (&sqlite, sqlite_writer, "data_version"),
