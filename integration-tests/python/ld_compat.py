@@ -10,7 +10,7 @@ cross-SDK tests in ../tests/cross_sdk.rs.
     ld_compat.py bigseg-write BACKEND_JSON DATA_JSON
                                               write Big Segments data in the layout the SDK test
                                               suites use, with raw redis/boto3 calls
-    ld_compat.py bigseg-eval  BACKEND_JSON FLAG KEYS_JSON
+    ld_compat.py bigseg-eval  BACKEND_JSON FLAG KEYS_JSON [STALE_AFTER_SECONDS]
                                               evaluate FLAG for each user key with Big Segments on
     ld_compat.py time-init BACKEND_JSON N ITERATIONS
                                               init N benchmark flags ITERATIONS times through the
@@ -136,13 +136,16 @@ def bigseg_write(spec, data_json):
         raise SystemExit(f"no Big Segments layout for {spec['backend']!r}")
 
 
-def bigseg_eval(spec, flag, keys_json):
+def bigseg_eval(spec, flag, keys_json, stale_after=None):
+    options = {"store": big_segment_store_for(spec)}
+    if stale_after is not None:
+        options["stale_after"] = float(stale_after)
     config = Config(
         "sdk-key-big-segments",
         use_ldd=True,
         feature_store=store_for(spec),
         send_events=False,
-        big_segments=BigSegmentsConfig(store=big_segment_store_for(spec)),
+        big_segments=BigSegmentsConfig(**options),
     )
     client = LDClient(config=config)
     results = []
@@ -243,7 +246,7 @@ def main():
     elif command == "bigseg-write":
         bigseg_write(spec, sys.argv[3])
     elif command == "bigseg-eval":
-        bigseg_eval(spec, sys.argv[3], sys.argv[4])
+        bigseg_eval(spec, sys.argv[3], sys.argv[4], *sys.argv[5:6])
     elif command == "time-init":
         time_init(spec, sys.argv[3], sys.argv[4])
     elif command == "upsert":

@@ -59,6 +59,23 @@ impl Backend {
         }
     }
 
+    /// The Big Segments store under `prefix` (Redis, DynamoDB; Consul has none).
+    pub fn big_segment_store(&self, prefix: &str) -> flagstore::big_segments::DynBigSegmentStore {
+        match self {
+            Backend::Redis(r) => Arc::new(
+                RedisStore::builder()
+                    .url(r.url())
+                    .prefix(prefix)
+                    .build()
+                    .unwrap(),
+            ),
+            Backend::DynamoDb(db, table) => {
+                Arc::new(dynamo_store(db.endpoint(), table, prefix, None))
+            }
+            Backend::Consul(_) => panic!("Consul holds no Big Segments"),
+        }
+    }
+
     /// The server's `host:port`, for a [`FaultProxy`](crate::FaultProxy) in front of it.
     pub fn server_address(&self) -> String {
         let url = url::Url::parse(match self {

@@ -1,6 +1,8 @@
 //! A fake LaunchDarkly for `flagstore sync` and the SDKs: plain HTTP on a free loopback port,
 //! serving the server-side streaming endpoint (`GET /all`, server-sent events) and the polling
-//! endpoint (`GET /sdk/latest-all`) from a data set the test controls, with scripted faults.
+//! endpoint (`GET /sdk/latest-all`) from a data set the test controls, with scripted faults;
+//! and the Big Segments endpoints: `GET /sdk/big-segments/revisions[?after=VERSION]` (the
+//! patches after that version in the chain the test sets up) and the `GET /big-segments` stream.
 //!
 //! Every request must carry `Authorization: <SDK key>` exactly; any other gets 401. Each stream
 //! opens with a `put` of the current data; [`patch`](FakeLaunchDarkly::patch) and
@@ -31,6 +33,10 @@ pub struct Requests {
     pub streams: usize,
     /// `GET /sdk/latest-all`, answered or failed.
     pub polls: usize,
+    /// `GET /sdk/big-segments/revisions`, answered or failed.
+    pub big_segment_polls: usize,
+    /// `GET /big-segments`, answered or failed.
+    pub big_segment_streams: usize,
 }
 
 type Chunk = Result<Frame<Bytes>, std::io::Error>;
@@ -41,6 +47,11 @@ struct State {
     streams: Vec<mpsc::UnboundedSender<Chunk>>,
     stream_faults: VecDeque<u16>,
     poll_faults: VecDeque<u16>,
+    /// The Big Segments patches, in chain order.
+    big_patches: Vec<Value>,
+    big_streams: Vec<mpsc::UnboundedSender<Chunk>>,
+    /// Answers the next Big Segments requests (either endpoint) with these statuses.
+    big_faults: VecDeque<u16>,
 }
 
 #[derive(Debug)]
@@ -174,6 +185,40 @@ impl FakeLaunchDarkly {
         self.state().poll_faults.extend(statuses);
     }
 
+    /// Appends Big Segments patches to the chain the revisions endpoint serves; open
+    /// `/big-segments` streams hear nothing of them.
+    pub fn add_big_segment_patches(&self, patches: &[Value]) {
+        self.state().big_patches.extend(patches.iter().cloned());
+    }
+
+    /// Appends patches to the chain and sends them, as one event, to every open
+    /// `/big-segments` stream.
+    pub fn stream_big_segment_patches(&self, patches: &[Value]) {
+        let mut state = self.state();
+        state.big_patches.extend(patches.iter().cloned());
+        let event = format!("event: patch\ndata: {}\n\n", Value::from(patches.to_vec()));
+        send_big(&mut state, &event);
+    }
+
+    /// Sends patches to every open `/big-segments` stream without adding them to the chain:
+    /// a patch out of order, say.
+    pub fn send_big_segment_patches_only(&self, patches: &[Value]) {
+        let event = format!("event: patch\ndata: {}\n\n", Value::from(patches.to_vec()));
+        send_big(&mut self.state(), &event);
+    }
+
+    /// Ends every open `/big-segments` stream, as a dropped connection does.
+    pub fn drop_big_segment_streams(&self) {
+        for stream in self.state().big_streams.drain(..) {
+            let _ = stream.send(Err(std::io::Error::other("dropped by the test")));
+        }
+    }
+
+    /// Answers the next Big Segments requests (revisions or stream) with these statuses.
+    pub fn fail_big_segments(&self, statuses: &[u16]) {
+        self.state().big_faults.extend(statuses);
+    }
+
     /// How many requests each endpoint has had so far.
     pub fn requests(&self) -> Requests {
         *self.shared.requests.borrow()
@@ -196,6 +241,7 @@ impl FakeLaunchDarkly {
 impl Drop for FakeLaunchDarkly {
     fn drop(&mut self) {
         self.state().streams.clear();
+        self.state().big_streams.clear();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -207,6 +253,82 @@ fn put_event(data: &Value) -> String {
         "event: put\ndata: {}\n\n",
         json!({"path": "/", "data": data})
     )
+}
+
+/// Sends to every open Big Segments stream, forgetting those that closed.
+fn send_big(state: &mut State, text: &str) {
+    let bytes = Bytes::from(text.to_owned());
+    state
+        .big_streams
+        .retain(|stream| stream.send(Ok(Frame::data(bytes.clone()))).is_ok());
+}
+
+/// The patches of `chain` after the one whose version is `after` (all without one; none if
+/// no patch has that version, as for a cursor the service does not know).
+fn patches_after(chain: &[Value], after: Option<&str>) -> Vec<Value> {
+    match after {
+        None => chain.to_vec(),
+        Some(after) => match chain.iter().position(|p| p["version"] == after) {
+            Some(at) => chain[at + 1..].to_vec(),
+            None => Vec::new(),
+        },
+    }
+}
+
+/// Answers the Big Segments endpoints.
+fn respond_big_segments(
+    shared: &Shared,
+    request: &Request<Incoming>,
+    stream: bool,
+) -> Response<BoxBody<Bytes, std::io::Error>> {
+    let count = || {
+        shared.requests.send_modify(|r| {
+            if stream {
+                r.big_segment_streams += 1;
+            } else {
+                r.big_segment_polls += 1;
+            }
+        });
+    };
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|key| key.as_bytes() == shared.sdk_key.as_bytes());
+    if !authorized {
+        count();
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    let mut state = shared.state.lock().unwrap();
+    if let Some(code) = state.big_faults.pop_front() {
+        count();
+        return status(StatusCode::from_u16(code).unwrap());
+    }
+    if !stream {
+        let after = request.uri().query().and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "after")
+                .map(|(_, value)| value.into_owned())
+        });
+        let body = Value::from(patches_after(&state.big_patches, after.as_deref())).to_string();
+        let mut response = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        count();
+        return response;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    state.big_streams.push(tx);
+    count();
+    let mut response = Response::new(BoxBody::new(Events(rx)));
+    response
+        .headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    response
 }
 
 /// Sends to every open stream, forgetting those that closed.
@@ -225,6 +347,8 @@ fn respond(
     let stream = match path {
         "/all" => true,
         "/sdk/latest-all" => false,
+        "/sdk/big-segments/revisions" => return respond_big_segments(shared, request, false),
+        "/big-segments" => return respond_big_segments(shared, request, true),
         _ => return status(StatusCode::NOT_FOUND),
     };
     // Counted once answered (a stream once it receives what is sent next), so that a test

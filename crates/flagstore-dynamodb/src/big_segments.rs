@@ -2,7 +2,8 @@
 //! writes, in the same table as the flags:
 //!
 //! - metadata: the record whose `namespace` and `key` are both `{prefix}:big_segments_metadata`,
-//!   with `synchronizedOn` (N, Unix milliseconds);
+//!   with `synchronizedOn` (N, Unix milliseconds) and `lastVersion` (S, the cursor: the version
+//!   of the last patch applied);
 //! - memberships: records in namespace `{prefix}:big_segments_user`, `key` = the context hash, with
 //!   string sets `included` and `excluded` (an empty set is left out: DynamoDB has none).
 //!
@@ -12,22 +13,57 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
-use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore};
+use flagstore::big_segments::{
+    BigSegmentMembership, BigSegmentMetadata, BigSegmentPatch, BigSegmentStore,
+};
 use flagstore::error::Operation;
 use flagstore::{Error, Result};
 
-use crate::error::BACKEND;
+use crate::error::{BACKEND, from_sdk};
 use crate::schema::{SORT_KEY, delete_request, key_attributes, put_request};
 use crate::store::DynamoDbStore;
 
 const OP: Operation = Operation::BigSegments;
 /// The synchronization time attribute of the metadata record.
 const SYNCHRONIZED_ON: &str = "synchronizedOn";
+/// The cursor attribute of the metadata record.
+const LAST_VERSION: &str = "lastVersion";
+/// Membership updates of one patch in flight at once.
+const UPDATES_IN_FLIGHT: usize = 8;
 /// The membership attributes.
 const INCLUDED: &str = "included";
 const EXCLUDED: &str = "excluded";
 
 impl DynamoDbStore {
+    /// Adds `segment_ref` to (or deletes it from) the string set `attribute` of the context's
+    /// membership record, creating the record if needed. Idempotent, so a patch interrupted
+    /// half-way is simply applied again.
+    async fn update_membership(
+        &self,
+        hash: &str,
+        attribute: &str,
+        segment_ref: &str,
+        add: bool,
+    ) -> Result<()> {
+        let namespace = self.names().big_segments_user();
+        let expression = if add {
+            "ADD #set :ref"
+        } else {
+            "DELETE #set :ref"
+        };
+        let request = self
+            .client()
+            .await
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key_attributes(&namespace, hash)))
+            .update_expression(expression)
+            .expression_attribute_names("#set", attribute)
+            .expression_attribute_values(":ref", AttributeValue::Ss(vec![segment_ref.to_owned()]))
+            .send();
+        self.call(OP, request).await.map(|_| ())
+    }
+
     async fn read_record(&self, namespace: &str, key: &str) -> Result<Option<Record>> {
         let request = self
             .client()
@@ -130,19 +166,18 @@ impl BigSegmentStore for DynamoDbStore {
         self.write_batches(OP, requests).await
     }
 
+    /// An update of `synchronizedOn` alone, so that the cursor beside it stays.
     async fn set_synchronized_on(&self, unix_millis: u64) -> Result<()> {
         let key = self.names().big_segments_metadata();
-        let mut item = key_attributes(&key, &key);
-        item.insert(
-            SYNCHRONIZED_ON.to_owned(),
-            AttributeValue::N(unix_millis.to_string()),
-        );
         let request = self
             .client()
             .await
-            .put_item()
+            .update_item()
             .table_name(self.table())
-            .set_item(Some(item))
+            .set_key(Some(key_attributes(&key, &key)))
+            .update_expression("SET #at = :at")
+            .expression_attribute_names("#at", SYNCHRONIZED_ON)
+            .expression_attribute_values(":at", AttributeValue::N(unix_millis.to_string()))
             .send();
         self.call(OP, request).await.map(|_| ())
     }
@@ -165,5 +200,91 @@ impl BigSegmentStore for DynamoDbStore {
             requests.push(delete_request(OP, &namespace, &key)?);
         }
         self.write_batches(OP, requests).await
+    }
+
+    async fn get_cursor(&self) -> Result<Option<String>> {
+        let key = self.names().big_segments_metadata();
+        let Some(record) = self.read_record(&key, &key).await? else {
+            return Ok(None);
+        };
+        match record.attributes.get(LAST_VERSION) {
+            None => Ok(None),
+            Some(AttributeValue::S(version)) => Ok(Some(version.clone())),
+            Some(_) => Err(record.malformed(LAST_VERSION, "a string (S)")),
+        }
+    }
+
+    /// Reads the cursor (consistently); if the patch follows it, adds and deletes the segment
+    /// ref in each context's sets (UpdateItem `ADD`/`DELETE`, 8 at a time: idempotent, so a
+    /// patch cut off half-way is applied again whole), then moves `lastVersion` on with a
+    /// condition that it is still the previous version. Not one transaction, as in the Relay
+    /// Proxy (a transaction holds 100 items; a patch may name thousands of contexts): a reader
+    /// may see part of a patch for a moment, never a cursor ahead of its memberships.
+    async fn apply_patch(&self, patch: &BigSegmentPatch) -> Result<bool> {
+        if !patch.follows(self.get_cursor().await?.as_deref()) {
+            return Ok(false);
+        }
+        let segment = patch.segment_ref.as_str();
+        let updates = [
+            (&patch.included_add, INCLUDED, true),
+            (&patch.included_remove, INCLUDED, false),
+            (&patch.excluded_add, EXCLUDED, true),
+            (&patch.excluded_remove, EXCLUDED, false),
+        ];
+        let all: Vec<(&str, &str, bool)> = updates
+            .iter()
+            .flat_map(|(hashes, attribute, add)| {
+                hashes
+                    .iter()
+                    .map(move |hash| (hash.as_str(), *attribute, *add))
+            })
+            .collect();
+        for chunk in all.chunks(UPDATES_IN_FLIGHT) {
+            let updates: Vec<_> = chunk
+                .iter()
+                .map(|(hash, attribute, add)| {
+                    self.update_membership(hash, attribute, segment, *add)
+                })
+                .collect();
+            for result in futures::future::join_all(updates).await {
+                result?;
+            }
+        }
+
+        let key = self.names().big_segments_metadata();
+        let condition = if patch.previous_version.is_empty() {
+            "attribute_not_exists(#cursor) or #cursor = :previous"
+        } else {
+            "#cursor = :previous"
+        };
+        let request = self
+            .client()
+            .await
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key_attributes(&key, &key)))
+            .update_expression("SET #cursor = :version")
+            .condition_expression(condition)
+            .expression_attribute_names("#cursor", LAST_VERSION)
+            .expression_attribute_values(
+                ":previous",
+                AttributeValue::S(patch.previous_version.clone()),
+            )
+            .expression_attribute_values(":version", AttributeValue::S(patch.version.clone()))
+            .send();
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(_)) => Ok(true),
+            // Another writer moved the cursor meanwhile: the memberships written are idempotent
+            // and the caller reads the chain again from the cursor stored now.
+            Ok(Err(err))
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Ok(Err(err)) => Err(from_sdk(OP, self.request_timeout, self.table(), err)),
+            Err(_) => Err(Error::timeout(BACKEND, OP, self.request_timeout)),
+        }
     }
 }

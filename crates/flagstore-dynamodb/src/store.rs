@@ -157,7 +157,7 @@ pub struct DynamoDbStore {
     table: String,
     names: Namespaces,
     endpoint: Option<String>,
-    request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     batch_deadline: Duration,
     skipped: AtomicU64,
     feed: Arc<StreamFeed>,

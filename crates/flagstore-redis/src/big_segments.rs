@@ -3,12 +3,18 @@
 //!
 //! - `{prefix}:big_segments_synchronized_on`: a string, the Unix time in milliseconds;
 //! - `{prefix}:big_segment_include:{contextHash}` and `{prefix}:big_segment_exclude:{contextHash}`:
-//!   sets of segment refs (`key.gN`).
+//!   sets of segment refs (`key.gN`);
+//! - `{prefix}:big_segments_cursor`: the version of the last patch applied, and
+//!   `{prefix}:big_segments_lock`, the key a patch's transaction watches, as the Relay Proxy's
+//!   synchronizer uses them.
 
 use async_trait::async_trait;
 use deadpool_redis::redis;
 use deadpool_redis::redis::aio::ConnectionLike;
-use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore};
+use flagstore::backend::{UPSERT_ATTEMPTS, contention_backoff};
+use flagstore::big_segments::{
+    BigSegmentMembership, BigSegmentMetadata, BigSegmentPatch, BigSegmentStore,
+};
 use flagstore::error::Operation;
 use flagstore::{Error, Result};
 
@@ -35,6 +41,65 @@ impl RedisStore {
     /// `{prefix}:big_segment_exclude:{context_hash}`.
     pub fn big_segment_exclude_key(&self, context_hash: &str) -> String {
         format!("{}:big_segment_exclude:{context_hash}", self.prefix())
+    }
+
+    /// `{prefix}:big_segments_cursor`.
+    pub fn big_segments_cursor_key(&self) -> String {
+        format!("{}:big_segments_cursor", self.prefix())
+    }
+
+    /// `{prefix}:big_segments_lock`.
+    pub fn big_segments_lock_key(&self) -> String {
+        format!("{}:big_segments_lock", self.prefix())
+    }
+
+    /// One attempt at a patch: `None` if another writer touched the lock meanwhile.
+    async fn try_apply(&self, patch: &BigSegmentPatch) -> Result<Option<bool>> {
+        let (lock, cursor_key) = (self.big_segments_lock_key(), self.big_segments_cursor_key());
+        let mut conn = self.connection(OP).await?;
+        redis::cmd("WATCH")
+            .arg(&lock)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(self.redis_err(OP))?;
+        let cursor: Option<String> = redis::cmd("GET")
+            .arg(&cursor_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(self.redis_err(OP))?;
+        if !patch.follows(cursor.as_deref()) {
+            redis::cmd("UNWATCH")
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(self.redis_err(OP))?;
+            return Ok(Some(false));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.set(&lock, "").ignore();
+        pipe.set(&cursor_key, &patch.version).ignore();
+        let segment = patch.segment_ref.as_str();
+        for hash in &patch.included_add {
+            pipe.sadd(self.big_segment_include_key(hash), segment)
+                .ignore();
+        }
+        for hash in &patch.included_remove {
+            pipe.srem(self.big_segment_include_key(hash), segment)
+                .ignore();
+        }
+        for hash in &patch.excluded_add {
+            pipe.sadd(self.big_segment_exclude_key(hash), segment)
+                .ignore();
+        }
+        for hash in &patch.excluded_remove {
+            pipe.srem(self.big_segment_exclude_key(hash), segment)
+                .ignore();
+        }
+        let committed: Option<()> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(self.redis_err(OP))?;
+        Ok(committed.map(|()| true))
     }
 
     /// Every key matching `pattern` on the servers holding the data.
@@ -185,6 +250,8 @@ impl BigSegmentStore for RedisStore {
                 .await?,
         );
         keys.push(self.big_segments_synchronized_on_key());
+        keys.push(self.big_segments_cursor_key());
+        keys.push(self.big_segments_lock_key());
         for chunk in keys.chunks(CHUNK) {
             self.bounded(OP, None, async {
                 let mut conn = self.connection(OP).await?;
@@ -197,5 +264,43 @@ impl BigSegmentStore for RedisStore {
             .await?;
         }
         Ok(())
+    }
+
+    async fn get_cursor(&self) -> Result<Option<String>> {
+        let key = self.big_segments_cursor_key();
+        self.bounded(OP, None, async {
+            let mut conn = self.connection(OP).await?;
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .map_err(self.redis_err(OP))
+        })
+        .await
+    }
+
+    /// As the Relay Proxy does: `WATCH {prefix}:big_segments_lock`, read the cursor, then one
+    /// MULTI/EXEC that sets the lock and the cursor and adds or removes the segment ref in each
+    /// context's set; retried if another writer got in between.
+    async fn apply_patch(&self, patch: &BigSegmentPatch) -> Result<bool> {
+        self.bounded(OP, None, async {
+            for attempt in 0..UPSERT_ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(contention_backoff(attempt - 1)).await;
+                }
+                if let Some(applied) = self.try_apply(patch).await? {
+                    return Ok(applied);
+                }
+            }
+            Err(Error::database(
+                BACKEND,
+                OP,
+                format!(
+                    "{} kept changing while a Big Segments patch was applied ({UPSERT_ATTEMPTS} attempts): is another synchronizer writing this prefix?",
+                    self.big_segments_lock_key()
+                ),
+            ))
+        })
+        .await
     }
 }

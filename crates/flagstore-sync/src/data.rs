@@ -103,6 +103,12 @@ impl DataSet {
         self.section(kind).into_iter().flat_map(BTreeMap::values)
     }
 
+    /// Whether a live segment is unbounded (a Big Segment, `"unbounded": true`): the data then
+    /// needs its memberships kept current too.
+    pub fn has_big_segments(&self) -> bool {
+        self.items(&Kind::SEGMENTS).any(is_big_segment)
+    }
+
     /// How many live (not deleted) items of `kind` the set holds.
     pub fn live_count(&self, kind: &Kind) -> usize {
         match Self::slot(kind) {
@@ -336,4 +342,15 @@ mod tests {
         assert_eq!(data.live_count(&Kind::FEATURES), 0);
         assert!(!data.upsert(&Kind::new("other"), item(9)));
     }
+}
+
+/// Whether `segment` is live and unbounded.
+pub(crate) fn is_big_segment(segment: &Item) -> bool {
+    #[derive(Deserialize)]
+    struct Unbounded {
+        #[serde(default)]
+        unbounded: bool,
+    }
+    !segment.is_deleted()
+        && serde_json::from_str::<Unbounded>(segment.json()).is_ok_and(|s| s.unbounded)
 }

@@ -7,6 +7,8 @@ use flagstore::backend::Reconnect;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::big_segments::BigSegmentsSync;
+use crate::data::is_big_segment;
 use crate::metrics;
 use crate::protocol::{self, Message};
 use crate::source::{Failure, Source};
@@ -39,6 +41,10 @@ pub(crate) struct Feed {
     pub(crate) status: watch::Sender<Status>,
     /// When data last arrived (a put, a poll, a change).
     pub(crate) last_data: Option<Instant>,
+    /// The Big Segments synchronizer, until the data first holds an unbounded segment: then
+    /// it starts, and runs until `stop`.
+    pub(crate) big_segments: Option<BigSegmentsSync>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Feed {
@@ -183,7 +189,12 @@ impl Feed {
                     return;
                 }
                 metrics::updated(&self.name, &data, now);
+                let big = data.has_big_segments();
                 *memory = Some(data);
+                drop(memory);
+                if big {
+                    self.start_big_segments();
+                }
                 Write::Init
             }
             Message::Upsert(kind, item) => {
@@ -203,6 +214,10 @@ impl Feed {
                     return;
                 }
                 metrics::updated(&self.name, data, now);
+                drop(memory);
+                if kind == flagstore::Kind::SEGMENTS && is_big_segment(&item) {
+                    self.start_big_segments();
+                }
                 Write::Upsert(kind, item)
             }
             Message::Ignored(what) => {
@@ -218,6 +233,18 @@ impl Feed {
             // A writer ends only after the feed: sending cannot fail while this runs.
             let _ = writer.send(write.clone());
         }
+    }
+
+    /// Starts keeping Big Segments current, the first time the data holds one.
+    fn start_big_segments(&mut self) {
+        let Some(sync) = self.big_segments.take() else {
+            return;
+        };
+        tracing::info!(
+            "{}: the data holds Big Segments; keeping them current",
+            self.name
+        );
+        tokio::spawn(sync.run(self.stop.clone()));
     }
 
     fn set_state(&self, state: ConnectionState, error: Option<LastError>) {

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+mod big_segments;
 mod config;
 mod data;
 mod environment;
@@ -22,8 +23,8 @@ pub use error::SyncError;
 pub use http::{RenderMetrics, serve_http};
 pub use sdk_key::SdkKey;
 pub use status::{
-    ConnectionState, ConnectionStatus, DataStoreState, DataStoreStatus, EnvironmentStatus,
-    ErrorKind, LastError, Status,
+    BigSegmentStatus, ConnectionState, ConnectionStatus, DataStoreState, DataStoreStatus,
+    EnvironmentStatus, ErrorKind, LastError, Status,
 };
 pub use synchronizer::{
     DEFAULT_BASE_URI, DEFAULT_STREAM_URI, Environment, OnceReport, SyncHandle, Synchronizer,

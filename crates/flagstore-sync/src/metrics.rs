@@ -46,3 +46,20 @@ pub(crate) fn store_valid(env: &str, store: usize, valid: bool) {
     metrics::gauge!("flagstore_sync_store_valid", "env" => env.to_owned(), "store" => store.to_string())
         .set(if valid { 1.0 } else { 0.0 });
 }
+
+/// `flagstore_big_segments_synchronized_on_timestamp_seconds{env}`: when the stores were last
+/// marked synchronized.
+pub(crate) fn big_segments_synchronized(env: &str, at_millis: u64) {
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = at_millis as f64 / 1000.0;
+    metrics::gauge!("flagstore_big_segments_synchronized_on_timestamp_seconds", "env" => env.to_owned())
+        .set(seconds);
+}
+
+/// `flagstore_big_segments_patches_total{env, outcome}`: `applied`, or `skipped` (off the
+/// chain: read again from the cursor).
+pub(crate) fn big_segment_patch(env: &str, applied: bool) {
+    let outcome = if applied { "applied" } else { "skipped" };
+    metrics::counter!("flagstore_big_segments_patches_total", "env" => env.to_owned(), "outcome" => outcome)
+        .increment(1);
+}

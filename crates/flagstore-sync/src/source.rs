@@ -97,7 +97,36 @@ impl Source {
 
     /// Opens the stream of changes; its first event is the whole data set.
     pub(crate) async fn stream(&self) -> Result<Stream, Failure> {
-        let url = format!("{}/all", self.stream_uri);
+        self.open_stream("/all").await
+    }
+
+    /// Opens the Big Segments stream: each event's data is a list of patches.
+    pub(crate) async fn big_segments_stream(&self) -> Result<Stream, Failure> {
+        self.open_stream("/big-segments").await
+    }
+
+    /// The Big Segments patches after `cursor` (all of them without one), from the revisions
+    /// endpoint, as its JSON text.
+    pub(crate) async fn big_segment_revisions(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<String, Failure> {
+        let mut url = reqwest::Url::parse(&format!("{}/sdk/big-segments/revisions", self.base_uri))
+            .map_err(|e| Failure::Invalid(format!("the base URI: {e}")))?;
+        if let Some(cursor) = cursor {
+            url.query_pairs_mut().append_pair("after", cursor);
+        }
+        let mut response = self.get(url.as_str(), "application/json").await?;
+        let mut body = Vec::new();
+        while let Some(chunk) = chunk(&mut response, self.read_timeout).await? {
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body)
+            .map_err(|_| Failure::Invalid("the Big Segments revisions are not UTF-8".to_owned()))
+    }
+
+    async fn open_stream(&self, path: &str) -> Result<Stream, Failure> {
+        let url = format!("{}{path}", self.stream_uri);
         let response = self.get(&url, "text/event-stream").await?;
         Ok(Stream {
             read_timeout: self.read_timeout,

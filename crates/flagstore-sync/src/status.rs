@@ -112,6 +112,26 @@ pub struct DataStoreStatus {
     pub last_error: Option<LastError>,
 }
 
+/// An environment's Big Segments, once its data holds an unbounded segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BigSegmentStatus {
+    /// Whether the last write to the stores (a patch, the synchronization time) worked.
+    pub available: bool,
+    /// When the stores were last marked synchronized, in Unix milliseconds.
+    pub last_synchronized_on: Option<u64>,
+}
+
+impl BigSegmentStatus {
+    /// Whether the SDKs reading the stores may see the data as stale at `now` (Unix
+    /// milliseconds): never synchronized, or longer ago than their default threshold
+    /// ([`DEFAULT_STALE_AFTER`](flagstore::big_segments::DEFAULT_STALE_AFTER), 2 minutes).
+    pub fn potentially_stale(&self, now: u64) -> bool {
+        let threshold = flagstore::big_segments::DEFAULT_STALE_AFTER.as_millis();
+        self.last_synchronized_on
+            .is_none_or(|at| u128::from(now.saturating_sub(at)) > threshold)
+    }
+}
+
 /// One environment: its connection and its stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvironmentStatus {
@@ -125,13 +145,19 @@ pub struct EnvironmentStatus {
     pub stores: Vec<DataStoreStatus>,
     /// When the data last changed, in Unix milliseconds.
     pub last_update: Option<u64>,
+    /// Its Big Segments, once its data holds an unbounded segment.
+    pub big_segments: Option<BigSegmentStatus>,
 }
 
 impl EnvironmentStatus {
-    /// Whether the connection is VALID and every store holds the data.
+    /// Whether the connection is VALID, every store holds the data, and Big Segments (if the
+    /// environment has them) are available and fresh.
     pub fn is_healthy(&self) -> bool {
         self.connection.state == ConnectionState::Valid
             && self.stores.iter().all(|s| s.state == DataStoreState::Valid)
+            && self
+                .big_segments
+                .is_none_or(|big| big.available && !big.potentially_stale(now_millis()))
     }
 
     /// The state of the environment's stores taken together: INTERRUPTED if any is.
@@ -204,14 +230,22 @@ fn environment_json(env: &EnvironmentStatus) -> Value {
     if let Some(since) = env.stores.iter().map(|s| s.state_since).max() {
         data_store["stateSince"] = json!(since);
     }
-    json!({
+    let mut out = json!({
         "sdkKey": env.sdk_key,
         "status": if env.connection.state == ConnectionState::Valid { "connected" } else { "disconnected" },
         "connectionStatus": connection,
         "dataStoreStatus": data_store,
         "dataStores": stores,
         "lastUpdate": env.last_update,
-    })
+    });
+    if let Some(big) = env.big_segments {
+        out["bigSegmentStatus"] = json!({
+            "available": big.available,
+            "potentiallyStale": big.potentially_stale(now_millis()),
+            "lastSynchronizedOn": big.last_synchronized_on,
+        });
+    }
+    out
 }
 
 fn store_json(store: &DataStoreStatus) -> Value {
@@ -269,6 +303,7 @@ mod tests {
             },
             stores: vec![store.clone()],
             last_update: Some(9),
+            big_segments: None,
         };
         let status = Status {
             environments: vec![env.clone()],
@@ -315,5 +350,46 @@ mod tests {
         );
         assert_eq!(env["dataStoreStatus"]["state"], "INTERRUPTED");
         assert_eq!(env["dataStoreStatus"]["stateSince"], 11);
+    }
+}
+
+#[cfg(test)]
+mod big_segment_tests {
+    use super::*;
+
+    #[test]
+    fn big_segments_show_when_present_and_count_in_health() {
+        let mut env = EnvironmentStatus {
+            name: "production".into(),
+            sdk_key: "sdk-****1234".into(),
+            connection: ConnectionStatus {
+                state: ConnectionState::Valid,
+                state_since: 1,
+                last_error: None,
+            },
+            stores: Vec::new(),
+            last_update: None,
+            big_segments: None,
+        };
+        assert!(environment_json(&env).get("bigSegmentStatus").is_none());
+        let now = now_millis();
+        env.big_segments = Some(BigSegmentStatus {
+            available: true,
+            last_synchronized_on: Some(now),
+        });
+        assert!(env.is_healthy());
+        assert_eq!(
+            environment_json(&env)["bigSegmentStatus"],
+            json!({"available": true, "potentiallyStale": false, "lastSynchronizedOn": now})
+        );
+        env.big_segments = Some(BigSegmentStatus {
+            available: true,
+            last_synchronized_on: Some(now - 121_000),
+        });
+        assert!(!env.is_healthy(), "stale");
+        assert_eq!(
+            environment_json(&env)["bigSegmentStatus"]["potentiallyStale"],
+            true
+        );
     }
 }

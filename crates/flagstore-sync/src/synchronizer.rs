@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flagstore::backend::Reconnect;
+use flagstore::big_segments::DynBigSegmentStore;
 use flagstore::{DynStore, Kind};
+
+use crate::big_segments::BigSegmentsSync;
 use flagstore_url::StoreUrl;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -43,6 +46,7 @@ pub struct Environment {
     name: String,
     key: SdkKey,
     stores: Vec<Target>,
+    big_segment_stores: Vec<DynBigSegmentStore>,
 }
 
 #[derive(Clone)]
@@ -67,6 +71,7 @@ impl Environment {
             name: name.into(),
             key: sdk_key,
             stores: Vec::new(),
+            big_segment_stores: Vec::new(),
         }
     }
 
@@ -81,6 +86,16 @@ impl Environment {
     #[must_use = "store_instance returns the environment with the store added"]
     pub fn store_instance(mut self, store: DynStore) -> Self {
         self.stores.push(Target::Store(store));
+        self
+    }
+
+    /// Adds a Big Segments store already opened, kept current once the environment's data holds
+    /// an unbounded segment. A store added by URL (Redis, DynamoDB) gets its Big Segments kept
+    /// current without this; this is for stores added with
+    /// [`store_instance`](Self::store_instance).
+    #[must_use = "big_segment_store_instance returns the environment with the store added"]
+    pub fn big_segment_store_instance(mut self, store: DynBigSegmentStore) -> Self {
+        self.big_segment_stores.push(store);
         self
     }
 
@@ -244,6 +259,7 @@ impl SynchronizerBuilder {
                 },
                 name: env.name,
                 stores,
+                big_segment_stores: env.big_segment_stores,
             });
         }
         Ok(Synchronizer {
@@ -281,6 +297,9 @@ fn endpoint(what: &str, uri: &str) -> Result<String, SyncError> {
 #[derive(Debug, Clone)]
 struct OpenStore {
     store: DynStore,
+    /// The same database's Big Segments (Redis, DynamoDB), kept current once the data holds
+    /// an unbounded segment.
+    big_segments: Option<DynBigSegmentStore>,
     database: String,
     server: Option<String>,
     prefix: Option<String>,
@@ -292,12 +311,14 @@ impl OpenStore {
         Ok(match target {
             Target::Url(url) => OpenStore {
                 store: url.open()?,
+                big_segments: url.open_big_segments().ok(),
                 database: url.backend().to_owned(),
                 server: url.server(),
                 prefix: url.prefix().map(str::to_owned),
                 table: url.table().map(str::to_owned),
             },
             Target::Store(store) => OpenStore {
+                big_segments: None,
                 database: store.to_string(),
                 store,
                 server: None,
@@ -325,6 +346,8 @@ struct OpenEnvironment {
     name: String,
     source: Source,
     stores: Vec<OpenStore>,
+    /// Big Segments stores given as instances, beside those of `stores`.
+    big_segment_stores: Vec<DynBigSegmentStore>,
 }
 
 /// Keeps stores fed from LaunchDarkly: per environment, the whole data set on each (re)connect
@@ -385,6 +408,7 @@ impl Synchronizer {
                     },
                     stores: env.stores.iter().map(OpenStore::status).collect(),
                     last_update: None,
+                    big_segments: None,
                 })
                 .collect(),
         };
@@ -394,6 +418,20 @@ impl Synchronizer {
         let mut writers = JoinSet::new();
         for (index, env) in self.environments.into_iter().enumerate() {
             let memory = Arc::new(Mutex::new(None));
+            let big_stores: Vec<DynBigSegmentStore> = env
+                .stores
+                .iter()
+                .filter_map(|store| store.big_segments.clone())
+                .chain(env.big_segment_stores.iter().cloned())
+                .collect();
+            let big_segments = (!big_stores.is_empty()).then(|| BigSegmentsSync {
+                name: env.name.clone(),
+                index,
+                source: env.source.clone(),
+                stores: big_stores,
+                status: status.clone(),
+                first_retry: self.first_retry,
+            });
             let mut senders = Vec::new();
             for (store_index, store) in env.stores.into_iter().enumerate() {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -423,6 +461,8 @@ impl Synchronizer {
                 writers: senders,
                 status: status.clone(),
                 last_data: None,
+                big_segments,
+                stop: stopped.clone(),
             };
             feeds.spawn(feed.run(stopped.clone()));
         }

@@ -149,6 +149,61 @@ impl BigSegmentMembership {
     }
 }
 
+/// One change to a Big Segment's memberships, as LaunchDarkly's Big Segments endpoints send it
+/// (`/sdk/big-segments/revisions` and the `/big-segments` stream): the context keys already
+/// hashed ([`context_hash`]), the segment named by its [`segment_ref`]. Patches form a chain:
+/// each applies on top of the one whose `version` is its `previous_version`, which
+/// [`BigSegmentStore::apply_patch`] checks against the stored cursor.
+///
+/// ```
+/// use flagstore::big_segments::{BigSegmentPatch, context_hash};
+///
+/// let mut patch = BigSegmentPatch::new("beta.g1", "", "v1");
+/// patch.included_add.push(context_hash("alice"));
+/// assert_eq!(patch.segment_ref, "beta.g1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BigSegmentPatch {
+    /// The segment, as `{key}.g{generation}` (LaunchDarkly's `segmentId`).
+    pub segment_ref: String,
+    /// The cursor this patch applies on top of; empty for the first of a fresh synchronization.
+    pub previous_version: String,
+    /// The cursor once it is applied.
+    pub version: String,
+    /// Context hashes the segment now includes.
+    pub included_add: Vec<String>,
+    /// Context hashes the segment no longer includes.
+    pub included_remove: Vec<String>,
+    /// Context hashes the segment now excludes.
+    pub excluded_add: Vec<String>,
+    /// Context hashes the segment no longer excludes.
+    pub excluded_remove: Vec<String>,
+}
+
+impl BigSegmentPatch {
+    /// A patch of `segment_ref` from `previous_version` to `version` that changes nothing yet.
+    pub fn new(
+        segment_ref: impl Into<String>,
+        previous_version: impl Into<String>,
+        version: impl Into<String>,
+    ) -> Self {
+        BigSegmentPatch {
+            segment_ref: segment_ref.into(),
+            previous_version: previous_version.into(),
+            version: version.into(),
+            ..BigSegmentPatch::default()
+        }
+    }
+
+    /// Whether it applies on top of `cursor` (the stored one, `None` before the first patch):
+    /// when its previous version is the cursor, or when nothing is stored yet, as the Relay
+    /// Proxy decides.
+    pub fn follows(&self, cursor: Option<&str>) -> bool {
+        cursor.is_none_or(|cursor| cursor == self.previous_version)
+    }
+}
+
 /// A database holding Big Segments data in the layout the LaunchDarkly SDKs read and the Relay
 /// Proxy writes. Redis and DynamoDB implement it on their stores, with the same prefix as the
 /// flag data.
@@ -171,9 +226,18 @@ pub trait BigSegmentStore: Debug + Display + Send + Sync + 'static {
     /// Records the synchronization time (Unix milliseconds).
     async fn set_synchronized_on(&self, unix_millis: u64) -> Result<()>;
 
-    /// Removes all Big Segments data under this store's prefix: every membership and the
-    /// synchronization time. The flag data is untouched.
+    /// Removes all Big Segments data under this store's prefix: every membership, the
+    /// synchronization time and the cursor. The flag data is untouched.
     async fn clear_big_segments(&self) -> Result<()>;
+
+    /// The cursor: the `version` of the last [`BigSegmentPatch`] applied (the Relay Proxy's
+    /// `big_segments_cursor`, DynamoDB's `lastVersion`); `None` before the first.
+    async fn get_cursor(&self) -> Result<Option<String>>;
+
+    /// Applies `patch` if it [follows](BigSegmentPatch::follows) the stored cursor, moving the
+    /// cursor to its version together with the memberships; `Ok(false)`, changing nothing, if
+    /// it does not (a gap: the caller reads the chain again from the stored cursor).
+    async fn apply_patch(&self, patch: &BigSegmentPatch) -> Result<bool>;
 }
 
 macro_rules! forward_big_segments {
@@ -201,6 +265,12 @@ macro_rules! forward_big_segments {
             }
             async fn clear_big_segments(&self) -> Result<()> {
                 (**self).clear_big_segments().await
+            }
+            async fn get_cursor(&self) -> Result<Option<String>> {
+                (**self).get_cursor().await
+            }
+            async fn apply_patch(&self, patch: &BigSegmentPatch) -> Result<bool> {
+                (**self).apply_patch(patch).await
             }
         }
     };

@@ -7,13 +7,13 @@
 //! use async_trait::async_trait;
 //! use flagstore::testing::{BigSegmentStoreFactory, run_big_segments};
 //! use flagstore::big_segments::DynBigSegmentStore;
-//! # use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentStore};
+//! # use flagstore::big_segments::{BigSegmentMembership, BigSegmentMetadata, BigSegmentPatch, BigSegmentStore};
 //! # use flagstore::Result;
 //! # use std::collections::HashMap;
 //! # use std::sync::{Arc, Mutex};
 //! # /// A toy in-process store, for this example only.
 //! # #[derive(Debug, Default)]
-//! # struct Toy(Mutex<(Option<u64>, HashMap<String, BigSegmentMembership>)>);
+//! # struct Toy(Mutex<(Option<u64>, HashMap<String, BigSegmentMembership>, Option<String>)>);
 //! # impl std::fmt::Display for Toy {
 //! #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("toy") }
 //! # }
@@ -40,6 +40,29 @@
 //! #         *self.0.lock().unwrap() = Default::default();
 //! #         Ok(())
 //! #     }
+//! #     async fn get_cursor(&self) -> Result<Option<String>> {
+//! #         Ok(self.0.lock().unwrap().2.clone())
+//! #     }
+//! #     async fn apply_patch(&self, patch: &BigSegmentPatch) -> Result<bool> {
+//! #         let mut state = self.0.lock().unwrap();
+//! #         if !patch.follows(state.2.as_deref()) { return Ok(false); }
+//! #         let r = &patch.segment_ref;
+//! #         for (hashes, included, add) in [(&patch.included_add, true, true), (&patch.included_remove, true, false),
+//! #                                         (&patch.excluded_add, false, true), (&patch.excluded_remove, false, false)] {
+//! #             for hash in hashes {
+//! #                 let old = state.1.remove(hash).unwrap_or_default();
+//! #                 let (mut inc, mut exc): (Vec<String>, Vec<String>) =
+//! #                     (old.included().map(str::to_owned).collect(), old.excluded().map(str::to_owned).collect());
+//! #                 let set = if included { &mut inc } else { &mut exc };
+//! #                 set.retain(|x| x != r);
+//! #                 if add { set.push(r.clone()); }
+//! #                 let new = BigSegmentMembership::new(inc, exc);
+//! #                 if !new.is_empty() { state.1.insert(hash.clone(), new); }
+//! #             }
+//! #         }
+//! #         state.2 = Some(patch.version.clone());
+//! #         Ok(true)
+//! #     }
 //! # }
 //!
 //! struct Toys(Mutex<HashMap<String, Arc<Toy>>>);
@@ -62,7 +85,9 @@ use std::pin::Pin;
 use async_trait::async_trait;
 
 use super::unique_run_id;
-use crate::big_segments::{BigSegmentMembership, DynBigSegmentStore, context_hash};
+use crate::big_segments::{
+    BigSegmentMembership, BigSegmentPatch, DynBigSegmentStore, context_hash,
+};
 
 /// Makes Big Segments stores of one backend for the suite.
 #[async_trait]
@@ -92,6 +117,9 @@ cases![
     prefixes_are_independent,
     many_contexts_in_one_call,
     clear_removes_memberships_and_metadata,
+    patches_apply_in_a_chain_and_move_the_cursor,
+    a_patch_off_the_chain_changes_nothing,
+    the_sync_time_and_the_cursor_are_independent,
 ];
 
 /// Runs every case, each on a fresh prefix, clearing it after.
@@ -261,4 +289,100 @@ pub async fn clear_removes_memberships_and_metadata(
     for hash in &hashes {
         assert_eq!(store.get_membership(hash).await.unwrap(), None);
     }
+}
+
+fn patch(segment: &str, previous: &str, version: &str) -> BigSegmentPatch {
+    BigSegmentPatch::new(segment, previous, version)
+}
+
+/// Patches apply one after another: each adds and removes what it says, in the included and
+/// excluded sets, and moves the cursor to its version.
+pub async fn patches_apply_in_a_chain_and_move_the_cursor(
+    factory: &dyn BigSegmentStoreFactory,
+    prefix: &str,
+) {
+    let store = factory.store(prefix).await;
+    let (alice, bob) = (context_hash("alice"), context_hash("bob"));
+    assert_eq!(store.get_cursor().await.unwrap(), None, "{store}");
+
+    let mut first = patch("beta.g1", "", "v1");
+    first.included_add = vec![alice.clone(), bob.clone()];
+    first.excluded_add = vec![context_hash("carol")];
+    assert!(store.apply_patch(&first).await.unwrap(), "{store}");
+    assert_eq!(store.get_cursor().await.unwrap().as_deref(), Some("v1"));
+
+    let mut second = patch("beta.g1", "v1", "v2");
+    second.included_remove = vec![bob.clone()];
+    second.excluded_add = vec![bob.clone()];
+    assert!(store.apply_patch(&second).await.unwrap());
+    let mut third = patch("staff.g2", "v2", "v3");
+    third.included_add = vec![alice.clone()];
+    assert!(store.apply_patch(&third).await.unwrap());
+    assert_eq!(store.get_cursor().await.unwrap().as_deref(), Some("v3"));
+
+    let alice_now = store.get_membership(&alice).await.unwrap().unwrap();
+    assert_eq!(alice_now.check("beta.g1"), Some(true));
+    assert_eq!(alice_now.check("staff.g2"), Some(true));
+    let bob_now = store.get_membership(&bob).await.unwrap().unwrap();
+    assert_eq!(bob_now.check("beta.g1"), Some(false));
+    let carol = store
+        .get_membership(&context_hash("carol"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(carol.check("beta.g1"), Some(false));
+}
+
+/// A patch whose previous version is not the stored cursor (a gap) changes nothing and says so.
+pub async fn a_patch_off_the_chain_changes_nothing(
+    factory: &dyn BigSegmentStoreFactory,
+    prefix: &str,
+) {
+    let store = factory.store(prefix).await;
+    let alice = context_hash("alice");
+    assert!(
+        store
+            .apply_patch(&patch("beta.g1", "", "v1"))
+            .await
+            .unwrap()
+    );
+    let mut gap = patch("beta.g1", "v5", "v6");
+    gap.included_add = vec![alice.clone()];
+    assert!(!store.apply_patch(&gap).await.unwrap(), "{store}");
+    assert_eq!(store.get_cursor().await.unwrap().as_deref(), Some("v1"));
+    assert_eq!(store.get_membership(&alice).await.unwrap(), None);
+}
+
+/// Writing the synchronization time keeps the cursor, and the other way round.
+pub async fn the_sync_time_and_the_cursor_are_independent(
+    factory: &dyn BigSegmentStoreFactory,
+    prefix: &str,
+) {
+    let store = factory.store(prefix).await;
+    assert!(
+        store
+            .apply_patch(&patch("beta.g1", "", "v1"))
+            .await
+            .unwrap()
+    );
+    store.set_synchronized_on(1_700_000_000_000).await.unwrap();
+    assert_eq!(store.get_cursor().await.unwrap().as_deref(), Some("v1"));
+    assert!(
+        store
+            .apply_patch(&patch("beta.g1", "v1", "v2"))
+            .await
+            .unwrap()
+    );
+    let metadata = store.get_metadata().await.unwrap();
+    assert_eq!(
+        metadata.last_synchronized,
+        Some(1_700_000_000_000),
+        "{store}"
+    );
+    store.clear_big_segments().await.unwrap();
+    assert_eq!(
+        store.get_cursor().await.unwrap(),
+        None,
+        "clear removes the cursor"
+    );
 }
