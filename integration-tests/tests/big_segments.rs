@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use flagstore::big_segments::{
-    BigSegmentMembership, BigSegmentStore, DynBigSegmentStore, context_hash,
+    BigSegmentMembership, BigSegmentPatch, BigSegmentStore, DynBigSegmentStore, context_hash,
 };
 use flagstore::testing::{BigSegmentStoreFactory, run_big_segments, unique_run_id};
 use flagstore::{Collection, Item, Kind, PersistentDataStore};
@@ -145,6 +145,21 @@ async fn redis_layout_is_the_sdks() {
         .unwrap();
     assert_eq!(synchronized, "1700000000123");
 
+    // A patch moves the Relay Proxy's cursor key and adds to the SDKs' sets.
+    let mut patch = BigSegmentPatch::new("d.g4", "", "v1");
+    patch.included_add.push(hash.clone());
+    assert!(store.apply_patch(&patch).await.unwrap());
+    let cursor: String = raw
+        .get(format!("{prefix}:big_segments_cursor"))
+        .await
+        .unwrap();
+    assert_eq!(cursor, "v1");
+    let included: bool = raw
+        .sismember(format!("{prefix}:big_segment_include:{hash}"), "d.g4")
+        .await
+        .unwrap();
+    assert!(included);
+
     // Another writer's garbage in the metadata is an error naming the key, never "never synced".
     let _: () = raw
         .set(
@@ -199,7 +214,7 @@ async fn dynamodb_layout_is_the_sdks() {
                 .cloned()
                 .expect("record present")
         };
-        let membership = get(qualify("big_segments_user"), hash).await;
+        let membership = get(qualify("big_segments_user"), hash.clone()).await;
         assert_eq!(
             membership["included"],
             AttributeValue::Ss(vec!["a.g1".into()])
@@ -209,7 +224,15 @@ async fn dynamodb_layout_is_the_sdks() {
             AttributeValue::Ss(vec!["c.g3".into()])
         );
         let metadata = qualify("big_segments_metadata");
+        let record = get(metadata.clone(), metadata.clone()).await;
+        assert_eq!(record["synchronizedOn"], AttributeValue::N("42".into()));
+
+        // A patch: the Relay Proxy's `lastVersion` beside `synchronizedOn`, which it keeps.
+        let mut patch = BigSegmentPatch::new("d.g4", "", "v1");
+        patch.excluded_add.push(hash.clone());
+        assert!(store.apply_patch(&patch).await.unwrap());
         let record = get(metadata.clone(), metadata).await;
+        assert_eq!(record["lastVersion"], AttributeValue::S("v1".into()));
         assert_eq!(record["synchronizedOn"], AttributeValue::N("42".into()));
     }
 }

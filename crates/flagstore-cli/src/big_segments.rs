@@ -184,6 +184,23 @@ pub(crate) fn describe_text(described: &Value) -> String {
     }
 }
 
+/// The data's freshness and the synchronizer's cursor.
+pub(crate) async fn status(store: &DynBigSegmentStore, json_output: bool) -> Result<(), CliError> {
+    let mut described = describe(&store.get_metadata().await?);
+    let cursor = store.get_cursor().await?;
+    if json_output {
+        described["cursor"] = json!(cursor);
+        println!("{described}");
+        return Ok(());
+    }
+    println!("big segments:  {}", describe_text(&described));
+    match cursor {
+        Some(cursor) => println!("cursor:        {cursor} (the last patch applied)"),
+        None => println!("cursor:        none (never synchronized from LaunchDarkly)"),
+    }
+    Ok(())
+}
+
 /// One context's memberships and the data's freshness.
 pub(crate) async fn get(
     store: &DynBigSegmentStore,

@@ -139,6 +139,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
                 BigSegmentsCommand::Get { context_key, json } => {
                     big_segments::get(&store, &context_key, json).await
                 }
+                BigSegmentsCommand::Status { json } => big_segments::status(&store, json).await,
             }
         }
         Command::Demo => demo(store, scratch.as_deref()).await,

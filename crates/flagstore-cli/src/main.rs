@@ -160,6 +160,13 @@ enum BigSegmentsCommand {
         /// The membership file, or - to read standard input.
         file: String,
     },
+    /// Show how fresh the Big Segments data is and the synchronizer's cursor (the version of
+    /// the last patch applied, as `flagstore sync` and the Relay Proxy keep it).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which big segments include and exclude a context, and how fresh the data is.
     Get {
         /// The context's key (its hash is what the store is keyed by).

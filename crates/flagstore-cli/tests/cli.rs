@@ -930,6 +930,16 @@ fn check_big_segments(store: &str) {
     let carol = ok(&flagstore(store, &["big-segments", "get", "carol"]));
     assert!(carol.contains("excluded from: beta.g2"), "{carol}");
     assert!(carol.contains("up to date"), "{carol}");
+    // A file load is no synchronization from LaunchDarkly: fresh, but no cursor.
+    let status: Value = serde_json::from_str(&ok(&flagstore(
+        store,
+        &["big-segments", "status", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(status["stale"], json!(false));
+    assert_eq!(status["cursor"], Value::Null);
+    let text = ok(&flagstore(store, &["big-segments", "status"]));
+    assert!(text.contains("cursor:        none"), "{text}");
 
     // A bad file (a number among the keys) is refused with its line, and nothing changes.
     let bad = "{\n\"beta.g2\": {\"included\": [\"dave\", 7]}\n}";

@@ -252,11 +252,8 @@ impl BigSegmentStore for DynamoDbStore {
         }
 
         let key = self.names().big_segments_metadata();
-        let condition = if patch.previous_version.is_empty() {
-            "attribute_not_exists(#cursor) or #cursor = :previous"
-        } else {
-            "#cursor = :previous"
-        };
+        // As `BigSegmentPatch::follows` reads it: no cursor yet, or the previous version.
+        let condition = "attribute_not_exists(#cursor) or #cursor = :previous";
         let request = self
             .client()
             .await

@@ -272,6 +272,17 @@ fn items(section: &str, raw: Option<Section<'_>>) -> Result<BTreeMap<String, Ite
         .collect()
 }
 
+/// Whether `segment` is live and unbounded.
+pub(crate) fn is_big_segment(segment: &Item) -> bool {
+    #[derive(Deserialize)]
+    struct Unbounded {
+        #[serde(default)]
+        unbounded: bool,
+    }
+    !segment.is_deleted()
+        && serde_json::from_str::<Unbounded>(segment.json()).is_ok_and(|s| s.unbounded)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -342,15 +353,4 @@ mod tests {
         assert_eq!(data.live_count(&Kind::FEATURES), 0);
         assert!(!data.upsert(&Kind::new("other"), item(9)));
     }
-}
-
-/// Whether `segment` is live and unbounded.
-pub(crate) fn is_big_segment(segment: &Item) -> bool {
-    #[derive(Deserialize)]
-    struct Unbounded {
-        #[serde(default)]
-        unbounded: bool,
-    }
-    !segment.is_deleted()
-        && serde_json::from_str::<Unbounded>(segment.json()).is_ok_and(|s| s.unbounded)
 }
