@@ -290,11 +290,7 @@ fn respond_big_segments(
             }
         });
     };
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .is_some_and(|key| key.as_bytes() == shared.sdk_key.as_bytes());
-    if !authorized {
+    if !authorized(shared, request) {
         count();
         return status(StatusCode::UNAUTHORIZED);
     }
@@ -310,21 +306,37 @@ fn respond_big_segments(
                 .map(|(_, value)| value.into_owned())
         });
         let body = Value::from(patches_after(&state.big_patches, after.as_deref())).to_string();
-        let mut response = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed(),
-        );
-        response
-            .headers_mut()
-            .insert("content-type", "application/json".parse().unwrap());
         count();
-        return response;
+        return json_response(body);
     }
     let (tx, rx) = mpsc::unbounded_channel();
     state.big_streams.push(tx);
     count();
-    let mut response = Response::new(BoxBody::new(Events(rx)));
+    events_response(rx)
+}
+
+/// Whether the request carries the SDK key.
+fn authorized(shared: &Shared, request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get("authorization")
+        .is_some_and(|key| key.as_bytes() == shared.sdk_key.as_bytes())
+}
+
+fn json_response(body: String) -> Response<BoxBody<Bytes, std::io::Error>> {
+    let body = Full::new(Bytes::from(body));
+    let mut response = Response::new(body.map_err(|never| match never {}).boxed());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+/// A stream's response: whatever arrives on `events`.
+fn events_response(
+    events: mpsc::UnboundedReceiver<Chunk>,
+) -> Response<BoxBody<Bytes, std::io::Error>> {
+    let mut response = Response::new(BoxBody::new(Events(events)));
     response
         .headers_mut()
         .insert("content-type", "text/event-stream".parse().unwrap());
@@ -362,11 +374,7 @@ fn respond(
             }
         });
     };
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .is_some_and(|key| key.as_bytes() == shared.sdk_key.as_bytes());
-    if !authorized {
+    if !authorized(shared, request) {
         count();
         return status(StatusCode::UNAUTHORIZED);
     }
@@ -381,24 +389,16 @@ fn respond(
         return status(StatusCode::from_u16(code).unwrap());
     }
     if !stream {
-        let body = Full::new(Bytes::from(state.data.to_string()));
-        let mut response = Response::new(body.map_err(|never| match never {}).boxed());
-        response
-            .headers_mut()
-            .insert("content-type", "application/json".parse().unwrap());
+        let body = state.data.to_string();
         count();
-        return response;
+        return json_response(body);
     }
     let (tx, rx) = mpsc::unbounded_channel();
     tx.send(Ok(Frame::data(Bytes::from(put_event(&state.data)))))
         .unwrap();
     state.streams.push(tx);
     count();
-    let mut response = Response::new(BoxBody::new(Events(rx)));
-    response
-        .headers_mut()
-        .insert("content-type", "text/event-stream".parse().unwrap());
-    response
+    events_response(rx)
 }
 
 fn status(code: StatusCode) -> Response<BoxBody<Bytes, std::io::Error>> {

@@ -19,7 +19,7 @@ use flagstore::big_segments::{
 use flagstore::error::Operation;
 use flagstore::{Error, Result};
 
-use crate::error::{BACKEND, from_sdk};
+use crate::error::{BACKEND, written};
 use crate::schema::{SORT_KEY, delete_request, key_attributes, put_request};
 use crate::store::DynamoDbStore;
 
@@ -225,25 +225,13 @@ impl BigSegmentStore for DynamoDbStore {
             return Ok(false);
         }
         let segment = patch.segment_ref.as_str();
-        let updates = [
-            (&patch.included_add, INCLUDED, true),
-            (&patch.included_remove, INCLUDED, false),
-            (&patch.excluded_add, EXCLUDED, true),
-            (&patch.excluded_remove, EXCLUDED, false),
-        ];
-        let all: Vec<(&str, &str, bool)> = updates
-            .iter()
-            .flat_map(|(hashes, attribute, add)| {
-                hashes
-                    .iter()
-                    .map(move |hash| (hash.as_str(), *attribute, *add))
-            })
-            .collect();
+        let all: Vec<_> = patch.changes().collect();
         for chunk in all.chunks(UPDATES_IN_FLIGHT) {
             let updates: Vec<_> = chunk
                 .iter()
-                .map(|(hash, attribute, add)| {
-                    self.update_membership(hash, attribute, segment, *add)
+                .map(|change| {
+                    let attribute = if change.included { INCLUDED } else { EXCLUDED };
+                    self.update_membership(change.context_hash, attribute, segment, change.add)
                 })
                 .collect();
             for result in futures::future::join_all(updates).await {
@@ -269,19 +257,8 @@ impl BigSegmentStore for DynamoDbStore {
             )
             .expression_attribute_values(":version", AttributeValue::S(patch.version.clone()))
             .send();
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(Ok(_)) => Ok(true),
-            // Another writer moved the cursor meanwhile: the memberships written are idempotent
-            // and the caller reads the chain again from the cursor stored now.
-            Ok(Err(err))
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Ok(Err(err)) => Err(from_sdk(OP, self.request_timeout, self.table(), err)),
-            Err(_) => Err(Error::timeout(BACKEND, OP, self.request_timeout)),
-        }
+        // Refused for its condition: another writer moved the cursor meanwhile; the memberships
+        // written are idempotent and the caller reads the chain again from the cursor now.
+        written(self.call(OP, request).await)
     }
 }

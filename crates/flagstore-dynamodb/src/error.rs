@@ -120,3 +120,20 @@ where
 pub(crate) fn is_throttled<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.code().is_some_and(|code| THROTTLED.contains(&code))
 }
+
+/// A conditional write's outcome: `Ok(false)` when DynamoDB refused it for its condition
+/// (`ConditionalCheckFailedException`), any other error as it is.
+pub(crate) fn written<T>(result: flagstore::Result<T>) -> flagstore::Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if is_condition_failed(&err) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+fn is_condition_failed(err: &Error) -> bool {
+    std::error::Error::source(err)
+        .and_then(|cause| cause.downcast_ref::<DynamoDbError>())
+        .and_then(DynamoDbError::code)
+        == Some("ConditionalCheckFailedException")
+}

@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 
 use crate::batch::{Attempt, write_all};
 use crate::builder::DynamoDbStoreBuilder;
-use crate::error::{BACKEND, from_sdk, is_throttled};
+use crate::error::{BACKEND, from_sdk, is_throttled, written};
 use crate::feed::StreamFeed;
 use crate::schema::{
     MAX_ITEM_SIZE, Namespaces, PARTITION_KEY, SORT_KEY, VERSION_ATTR, delete_request,
@@ -529,22 +529,7 @@ impl PersistentDataStore for DynamoDbStore {
             .expression_attribute_values(":version", AttributeValue::N(item.version().to_string()))
             .expression_attribute_values(":number", AttributeValue::S("N".to_owned()))
             .send();
-        match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(err))
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Ok(Err(err)) => {
-                Err(from_sdk(op, self.request_timeout, &self.table, err).on(kind, Some(item.key())))
-            }
-            Err(_) => {
-                Err(Error::timeout(BACKEND, op, self.request_timeout).on(kind, Some(item.key())))
-            }
-        }
+        written(self.call(op, request).await).map_err(|e| e.on(kind, Some(item.key())))
     }
 
     async fn is_initialized(&self) -> Result<bool> {

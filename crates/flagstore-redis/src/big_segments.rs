@@ -53,6 +53,19 @@ impl RedisStore {
         format!("{}:big_segments_lock", self.prefix())
     }
 
+    /// The string under `key`, if any.
+    async fn get_string(&self, key: &str) -> Result<Option<String>> {
+        self.bounded(OP, None, async {
+            let mut conn = self.connection(OP).await?;
+            redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .map_err(self.redis_err(OP))
+        })
+        .await
+    }
+
     /// One attempt at a patch: `None` if another writer touched the lock meanwhile.
     async fn try_apply(&self, patch: &BigSegmentPatch) -> Result<Option<bool>> {
         let (lock, cursor_key) = (self.big_segments_lock_key(), self.big_segments_cursor_key());
@@ -79,21 +92,17 @@ impl RedisStore {
         pipe.set(&lock, "").ignore();
         pipe.set(&cursor_key, &patch.version).ignore();
         let segment = patch.segment_ref.as_str();
-        for hash in &patch.included_add {
-            pipe.sadd(self.big_segment_include_key(hash), segment)
-                .ignore();
-        }
-        for hash in &patch.included_remove {
-            pipe.srem(self.big_segment_include_key(hash), segment)
-                .ignore();
-        }
-        for hash in &patch.excluded_add {
-            pipe.sadd(self.big_segment_exclude_key(hash), segment)
-                .ignore();
-        }
-        for hash in &patch.excluded_remove {
-            pipe.srem(self.big_segment_exclude_key(hash), segment)
-                .ignore();
+        for change in patch.changes() {
+            let key = if change.included {
+                self.big_segment_include_key(change.context_hash)
+            } else {
+                self.big_segment_exclude_key(change.context_hash)
+            };
+            if change.add {
+                pipe.sadd(key, segment).ignore();
+            } else {
+                pipe.srem(key, segment).ignore();
+            }
         }
         let committed: Option<()> = pipe
             .query_async(&mut conn)
@@ -147,16 +156,7 @@ impl RedisStore {
 impl BigSegmentStore for RedisStore {
     async fn get_metadata(&self) -> Result<BigSegmentMetadata> {
         let key = self.big_segments_synchronized_on_key();
-        let value: Option<String> = self
-            .bounded(OP, None, async {
-                let mut conn = self.connection(OP).await?;
-                redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(self.redis_err(OP))
-            })
-            .await?;
+        let value = self.get_string(&key).await?;
         match value {
             None => Ok(BigSegmentMetadata::default()),
             Some(text) => text
@@ -267,16 +267,7 @@ impl BigSegmentStore for RedisStore {
     }
 
     async fn get_cursor(&self) -> Result<Option<String>> {
-        let key = self.big_segments_cursor_key();
-        self.bounded(OP, None, async {
-            let mut conn = self.connection(OP).await?;
-            redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .map_err(self.redis_err(OP))
-        })
-        .await
+        self.get_string(&self.big_segments_cursor_key()).await
     }
 
     /// As the Relay Proxy does: `WATCH {prefix}:big_segments_lock`, read the cursor, then one

@@ -196,12 +196,42 @@ impl BigSegmentPatch {
         }
     }
 
+    /// Every membership change, in the order the lists come: included added, included
+    /// removed, excluded added, excluded removed.
+    pub fn changes(&self) -> impl Iterator<Item = MembershipChange<'_>> {
+        let lists = [
+            (&self.included_add, true, true),
+            (&self.included_remove, true, false),
+            (&self.excluded_add, false, true),
+            (&self.excluded_remove, false, false),
+        ];
+        lists.into_iter().flat_map(|(hashes, included, add)| {
+            hashes.iter().map(move |hash| MembershipChange {
+                context_hash: hash,
+                included,
+                add,
+            })
+        })
+    }
+
     /// Whether it applies on top of `cursor` (the stored one, `None` before the first patch):
     /// when its previous version is the cursor, or when nothing is stored yet, as the Relay
     /// Proxy decides.
     pub fn follows(&self, cursor: Option<&str>) -> bool {
         cursor.is_none_or(|cursor| cursor == self.previous_version)
     }
+}
+
+/// One change of a [`BigSegmentPatch`]: the segment ref added to (or removed from) one
+/// context's included (or excluded) set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipChange<'a> {
+    /// The context's hash.
+    pub context_hash: &'a str,
+    /// The included set (else the excluded one).
+    pub included: bool,
+    /// Added (else removed).
+    pub add: bool,
 }
 
 /// A database holding Big Segments data in the layout the LaunchDarkly SDKs read and the Relay
