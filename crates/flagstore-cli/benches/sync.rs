@@ -67,37 +67,6 @@ fn timed(command: &mut Command) -> Duration {
     started.elapsed()
 }
 
-/// Runs `command` to its end under Python's `getrusage`: its peak resident memory.
-fn peak_of(command: &Command) -> u64 {
-    let mut python = Command::new("python3");
-    python.args([
-        "-c",
-        "import resource, subprocess, sys\n\
-         code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n\
-         assert code == 0, code\n\
-         print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
-    ]);
-    python.arg(command.get_program()).args(command.get_args());
-    for (name, value) in command.get_envs() {
-        match value {
-            Some(value) => python.env(name, value),
-            None => python.env_remove(name),
-        };
-    }
-    let output = python.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let kb: u64 = String::from_utf8(output.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     #[allow(
         clippy::cast_possible_truncation,
@@ -144,7 +113,7 @@ fn main() {
     let mut load = common::flagstore_command(&load_store);
     load.args(["load", file.to_str().unwrap()]);
     let load_time = timed(&mut load);
-    let load_peak = peak_of(&load);
+    let (_, load_peak) = common::measured(&load);
 
     // What the fake server spends rendering its put (on the bench's side, inside the daemon's
     // start-to-healthy time).
