@@ -157,20 +157,13 @@ enum Inited {
     Yes,
 }
 
-/// What [`Inner::lookup`] found for a key: an entry, and whether it is the answer of the
-/// kind's whole-kind entry rather than the key's own.
+/// What [`Inner::lookup`] found for a key: an entry, whether it is the answer of the kind's
+/// whole-kind entry rather than the key's own, and whether it may be served (judged once, as
+/// it was found).
 struct Found {
     entry: Entry,
     whole: bool,
-}
-
-impl Found {
-    fn own(entry: Entry) -> Found {
-        Found {
-            entry,
-            whole: false,
-        }
-    }
+    fresh: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -386,10 +379,9 @@ impl Inner {
         L: FnOnce() -> F,
         F: Future<Output = Result<Cached>> + Send,
     {
-        let kind = key.kind();
         let mut previous = None;
         if let Some(found) = self.lookup(cache, key).await {
-            if self.is_fresh(kind, &found.entry) {
+            if found.fresh {
                 self.stats.hits.add(1);
                 return Ok(found.entry.value);
             }
@@ -407,7 +399,7 @@ impl Inner {
                     self.revalidate(cache, kind).await;
                 }
                 if let Some(now) = self.lookup(cache, key).await
-                    && self.is_fresh(kind, &now.entry)
+                    && now.fresh
                 {
                     return Ok(now.entry.value);
                 }
@@ -433,26 +425,27 @@ impl Inner {
     /// fresh; otherwise its kind's fresh whole-kind entry answers (a whole-kind read is cached
     /// only over item entries that agree with it, so it is never older), then whatever is held.
     async fn lookup(&self, cache: &Cache<CacheKey, Entry>, key: KeyRef<'_>) -> Option<Found> {
-        let own = cache.get(&key).await;
-        let KeyRef::Item(kind, item_key) = key else {
-            return own.map(Found::own);
+        let kind = key.kind();
+        let found = |entry: Entry, whole: bool| Found {
+            fresh: self.is_fresh(kind, &entry),
+            entry,
+            whole,
         };
-        if let Some(fresh) = own.as_ref().filter(|own| self.is_fresh(kind, own)) {
-            return Some(Found::own(fresh.clone()));
+        let own = cache.get(&key).await.map(|entry| found(entry, false));
+        let KeyRef::Item(_, item_key) = key else {
+            return own;
+        };
+        if own.as_ref().is_some_and(|own| own.fresh) {
+            return own;
         }
         let all = cache.get(&KeyRef::All(kind)).await;
         let whole = all
             .and_then(|all| all.for_item(item_key))
-            .map(|entry| Found { entry, whole: true });
+            .map(|entry| found(entry, true));
         match (own, whole) {
-            (Some(own), whole)
-                if !whole
-                    .as_ref()
-                    .is_some_and(|w| self.is_fresh(kind, &w.entry)) =>
-            {
-                Some(Found::own(own))
-            }
-            (_, whole) => whole,
+            (_, Some(whole)) if whole.fresh => Some(whole),
+            (Some(own), _) => Some(own),
+            (None, whole) => whole,
         }
     }
 
@@ -482,7 +475,7 @@ impl Inner {
                 // A load that finished between this caller's miss and its joining has cached
                 // its value already: no second read for it.
                 if let Some(found) = self.lookup(cache, key).await
-                    && self.is_fresh(kind, &found.entry)
+                    && found.fresh
                 {
                     return Ok(found.entry.value);
                 }
