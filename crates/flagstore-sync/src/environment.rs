@@ -44,13 +44,15 @@ pub(crate) struct Feed {
     /// The Big Segments synchronizer, until the data first holds an unbounded segment: then
     /// it starts, and runs until `stop`.
     pub(crate) big_segments: Option<BigSegmentsSync>,
+    /// Says when to stop: this feed, and the Big Segments synchronizer it starts.
     pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl Feed {
     /// Runs until the environment is OFF or `stop` says so; then its writers finish what is
     /// queued.
-    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(mut self) {
+        let mut stop = self.stop.clone();
         metrics::state(&self.name, ConnectionState::Initializing);
         if *stop.borrow() {
             return;
@@ -189,7 +191,8 @@ impl Feed {
                     return;
                 }
                 metrics::updated(&self.name, &data, now);
-                let big = data.has_big_segments();
+                // Only looked for until the synchronizer has started: a put may be large.
+                let big = self.big_segments.is_some() && data.has_big_segments();
                 *memory = Some(data);
                 drop(memory);
                 if big {
@@ -215,7 +218,10 @@ impl Feed {
                 }
                 metrics::updated(&self.name, data, now);
                 drop(memory);
-                if kind == flagstore::Kind::SEGMENTS && is_big_segment(&item) {
+                if self.big_segments.is_some()
+                    && kind == flagstore::Kind::SEGMENTS
+                    && is_big_segment(&item)
+                {
                     self.start_big_segments();
                 }
                 Write::Upsert(kind, item)

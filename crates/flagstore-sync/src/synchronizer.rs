@@ -464,7 +464,7 @@ impl Synchronizer {
                 big_segments,
                 stop: stopped.clone(),
             };
-            feeds.spawn(feed.run(stopped.clone()));
+            feeds.spawn(feed.run());
         }
         SyncHandle {
             status,
