@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use flagstore::big_segments::{
     BigSegmentMembership, BigSegmentMetadata, BigSegmentPatch, BigSegmentStore,
@@ -64,6 +65,22 @@ impl DynamoDbStore {
         self.call(OP, request).await.map(|_| ())
     }
 
+    /// The metadata record (`synchronizedOn`, `lastVersion`), if there is one.
+    async fn metadata_record(&self) -> Result<Option<Record>> {
+        let key = self.names().big_segments_metadata();
+        self.read_record(&key, &key).await
+    }
+
+    /// An UpdateItem of the metadata record, for one attribute to be set on it.
+    async fn metadata_update(&self) -> UpdateItemFluentBuilder {
+        let key = self.names().big_segments_metadata();
+        self.client()
+            .await
+            .update_item()
+            .table_name(self.table())
+            .set_key(Some(key_attributes(&key, &key)))
+    }
+
     async fn read_record(&self, namespace: &str, key: &str) -> Result<Option<Record>> {
         let request = self
             .client()
@@ -111,8 +128,7 @@ impl Record {
 #[async_trait]
 impl BigSegmentStore for DynamoDbStore {
     async fn get_metadata(&self) -> Result<BigSegmentMetadata> {
-        let key = self.names().big_segments_metadata();
-        let Some(record) = self.read_record(&key, &key).await? else {
+        let Some(record) = self.metadata_record().await? else {
             return Ok(BigSegmentMetadata::default());
         };
         match record.attributes.get(SYNCHRONIZED_ON) {
@@ -168,13 +184,9 @@ impl BigSegmentStore for DynamoDbStore {
 
     /// An update of `synchronizedOn` alone, so that the cursor beside it stays.
     async fn set_synchronized_on(&self, unix_millis: u64) -> Result<()> {
-        let key = self.names().big_segments_metadata();
         let request = self
-            .client()
+            .metadata_update()
             .await
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key_attributes(&key, &key)))
             .update_expression("SET #at = :at")
             .expression_attribute_names("#at", SYNCHRONIZED_ON)
             .expression_attribute_values(":at", AttributeValue::N(unix_millis.to_string()))
@@ -203,8 +215,7 @@ impl BigSegmentStore for DynamoDbStore {
     }
 
     async fn get_cursor(&self) -> Result<Option<String>> {
-        let key = self.names().big_segments_metadata();
-        let Some(record) = self.read_record(&key, &key).await? else {
+        let Some(record) = self.metadata_record().await? else {
             return Ok(None);
         };
         match record.attributes.get(LAST_VERSION) {
@@ -239,15 +250,11 @@ impl BigSegmentStore for DynamoDbStore {
             }
         }
 
-        let key = self.names().big_segments_metadata();
         // As `BigSegmentPatch::follows` reads it: no cursor yet, or the previous version.
         let condition = "attribute_not_exists(#cursor) or #cursor = :previous";
         let request = self
-            .client()
+            .metadata_update()
             .await
-            .update_item()
-            .table_name(self.table())
-            .set_key(Some(key_attributes(&key, &key)))
             .update_expression("SET #cursor = :version")
             .condition_expression(condition)
             .expression_attribute_names("#cursor", LAST_VERSION)

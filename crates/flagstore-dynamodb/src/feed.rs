@@ -49,12 +49,6 @@ pub(crate) struct StreamFeed {
     pub(crate) poll_interval: Duration,
 }
 
-/// A shard being read, and where.
-struct Reading {
-    id: String,
-    iterator: String,
-}
-
 impl StreamFeed {
     pub(crate) fn start(self: &Arc<Self>) -> ChangeFeed {
         let feed = Arc::clone(self);
@@ -83,6 +77,7 @@ impl StreamFeed {
             Err(err) => return Some(err),
         };
         let mut known: HashSet<String> = HashSet::new();
+        // An iterator per shard being read: where it is read next.
         let mut reading = Vec::new();
         for shard in shards {
             let id = shard.shard_id().unwrap_or_default().to_owned();
@@ -94,10 +89,7 @@ impl StreamFeed {
                     .iterator(streams, &arn, &id, ShardIteratorType::Latest)
                     .await
                 {
-                    Ok(iterator) => reading.push(Reading {
-                        id: id.clone(),
-                        iterator,
-                    }),
+                    Ok(iterator) => reading.push(iterator),
                     Err(err) => return Some(err),
                 }
             }
@@ -112,8 +104,8 @@ impl StreamFeed {
         loop {
             let mut closed = false;
             let mut still = Vec::with_capacity(reading.len());
-            for shard in reading {
-                let request = streams.get_records().shard_iterator(&shard.iterator);
+            for iterator in reading {
+                let request = streams.get_records().shard_iterator(&iterator);
                 let answer = tokio::time::timeout(self.request_timeout, request.send()).await;
                 let output = match answer {
                     Err(_) => {
@@ -125,7 +117,7 @@ impl StreamFeed {
                     }
                     Ok(Err(err)) if err.code().is_some_and(|c| THROTTLED.contains(&c)) => {
                         tokio::time::sleep(throttled.next_delay()).await;
-                        still.push(shard);
+                        still.push(iterator);
                         continue;
                     }
                     Ok(Err(err)) => return Some(stream_error(err)),
@@ -140,10 +132,7 @@ impl StreamFeed {
                     }
                 }
                 match output.next_shard_iterator() {
-                    Some(next) => still.push(Reading {
-                        id: shard.id,
-                        iterator: next.to_owned(),
-                    }),
+                    Some(next) => still.push(next.to_owned()),
                     // A closed shard, read to its end: its children carry on.
                     None => closed = true,
                 }
@@ -163,10 +152,7 @@ impl StreamFeed {
                     // Opened after the feed connected: every record in it is new.
                     let from = ShardIteratorType::TrimHorizon;
                     match self.iterator(streams, &arn, &id, from).await {
-                        Ok(iterator) => reading.push(Reading {
-                            id: id.clone(),
-                            iterator,
-                        }),
+                        Ok(iterator) => reading.push(iterator),
                         Err(err) => return Some(err),
                     }
                     known.insert(id);
