@@ -347,11 +347,7 @@ impl PersistentDataStore for RedisStore {
             let mut hget = redis::cmd("HGET");
             hget.arg(self.hash_key_ref(kind).as_ref()).arg(key);
             let json: Option<Vec<u8>> = self.read(op, &hget).await?;
-            json.map(|json| {
-                Item::from_json_bytes(key, json)
-                    .map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
-            })
-            .transpose()
+            stored_item(op, kind, key, json)
         })
         .await
     }
@@ -368,13 +364,7 @@ impl PersistentDataStore for RedisStore {
             let values: Vec<Option<Vec<u8>>> = self.read(op, &hmget).await?;
             keys.iter()
                 .zip(values)
-                .map(|(key, json)| {
-                    json.map(|json| {
-                        Item::from_json_bytes(*key, json)
-                            .map_err(|e| Error::invalid_item(BACKEND, op, kind, *key, e))
-                    })
-                    .transpose()
-                })
+                .map(|(key, json)| stored_item(op, kind, key, json))
                 .collect()
         })
         .await
@@ -435,6 +425,19 @@ impl PersistentDataStore for RedisStore {
     fn changes(&self) -> Option<ChangeFeed> {
         self.feed.as_ref().map(Feed::start)
     }
+}
+
+/// The item a read found under `key`, if any; a value that is not one is an error naming it.
+fn stored_item(
+    op: Operation,
+    kind: &Kind,
+    key: &str,
+    json: Option<Vec<u8>>,
+) -> Result<Option<Item>> {
+    json.map(|json| {
+        Item::from_json_bytes(key, json).map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
+    })
+    .transpose()
 }
 
 /// Discards the shared connection if a read is dropped before it finishes (its operation ran out

@@ -282,6 +282,23 @@ impl Inner {
     }
 }
 
+/// One item's stored JSON, by prefix, kind and key.
+const SELECT_ITEM: &str =
+    "SELECT item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2 AND key = ?3";
+
+/// The item a read found under `key`, if any; a value that is not one is an error naming it.
+fn stored_item(
+    op: Operation,
+    kind: &Kind,
+    key: &str,
+    json: Option<String>,
+) -> Result<Option<Item>> {
+    json.map(|json| {
+        Item::from_json(key, json).map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
+    })
+    .transpose()
+}
+
 fn to_sql_version(op: Operation, kind: &Kind, item: &Item) -> Result<i64> {
     i64::try_from(item.version()).map_err(|_| {
         let out_of_range = ItemError::version_out_of_range(item.version(), i64::MAX.unsigned_abs());
@@ -392,20 +409,15 @@ impl PersistentDataStore for SqliteStore {
             .blocking(op, move |inner| {
                 inner.with(op, |connection, prefix| {
                     connection
-                        .query_row(
-                            "SELECT item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2 AND key = ?3",
-                            params![prefix, kind2.name(), key2],
-                            |row| row.get::<_, String>(0),
-                        )
+                        .query_row(SELECT_ITEM, params![prefix, kind2.name(), key2], |row| {
+                            row.get::<_, String>(0)
+                        })
                         .optional()
                 })
             })
             .await
             .map_err(|e| e.on(kind, Some(key)))?;
-        json.map(|json| {
-            Item::from_json(key, json).map_err(|e| Error::invalid_item(BACKEND, op, kind, key, e))
-        })
-        .transpose()
+        stored_item(op, kind, key, json)
     }
 
     async fn get_all(&self, kind: &Kind) -> Result<Vec<Item>> {
@@ -496,9 +508,7 @@ impl PersistentDataStore for SqliteStore {
         let found = self
             .blocking(op, move |inner| {
                 inner.with(op, |connection, prefix| {
-                    let mut query = connection.prepare_cached(
-                        "SELECT item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2 AND key = ?3",
-                    )?;
+                    let mut query = connection.prepare_cached(SELECT_ITEM)?;
                     owned
                         .iter()
                         .map(|key| {
@@ -515,13 +525,7 @@ impl PersistentDataStore for SqliteStore {
             .map_err(|e| e.on(kind, None))?;
         keys.iter()
             .zip(found)
-            .map(|(key, json)| {
-                json.map(|json| {
-                    Item::from_json(*key, json)
-                        .map_err(|e| Error::invalid_item(BACKEND, op, kind, *key, e))
-                })
-                .transpose()
-            })
+            .map(|(key, json)| stored_item(op, kind, key, json))
             .collect()
     }
 
