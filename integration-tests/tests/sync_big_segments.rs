@@ -223,3 +223,27 @@ async fn big_segments_start_only_when_needed_and_stop_on_a_refused_key() {
     assert!(!sync.status().is_healthy());
     sync.shutdown().await;
 }
+
+/// A Big Segments stream gone silent (no event, no heartbeat) for the read timeout is reopened,
+/// rather than kept while the sync time is refreshed as if it were alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_big_segments_stream_is_reopened() {
+    let backend = Backend::redis();
+    let prefix = format!("bigsync{}", unique_run_id());
+    let fake = FakeLaunchDarkly::start(SDK_KEY, data(true));
+    let env = Environment::new("test", SdkKey::new(SDK_KEY).unwrap())
+        .store_instance(backend.store(&prefix))
+        .big_segment_store_instance(backend.big_segment_store(&prefix));
+    let sync = Synchronizer::builder()
+        .stream_uri(fake.uri())
+        .base_uri(fake.uri())
+        .initial_reconnect_delay(Duration::from_millis(50))
+        .read_timeout(Duration::from_millis(500))
+        .environment(env)
+        .build()
+        .unwrap()
+        .start();
+    // The fake's Big Segments stream sends nothing unless told to.
+    fake.wait_for_requests(|r| r.big_segment_streams >= 3).await;
+    sync.shutdown().await;
+}

@@ -11,7 +11,9 @@ use flagstore::backend::Reconnect;
 use flagstore::big_segments::{BigSegmentPatch, DynBigSegmentStore};
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::environment::HEALTHY_STREAM;
 use crate::source::{Failure, Source};
 use crate::sse::Line;
 use crate::status::{BigSegmentStatus, Status, now_millis};
@@ -58,7 +60,13 @@ impl BigSegmentsSync {
     async fn sync_forever(&self) {
         let mut backoff = Reconnect::starting_at(self.first_retry);
         loop {
-            match self.sync().await {
+            let mut streaming_since = None;
+            let ended = self.sync(&mut streaming_since).await;
+            // As the flag stream: a stream that held for a while earns the shortest delay again.
+            if streaming_since.is_some_and(|since: Instant| since.elapsed() >= HEALTHY_STREAM) {
+                backoff.reset();
+            }
+            match ended {
                 Ended::Gap => {
                     tracing::warn!(
                         "{}: a Big Segments patch did not follow the stored cursor; reading the changes again from it",
@@ -84,8 +92,11 @@ impl BigSegmentsSync {
     }
 
     /// Catches up, opens the stream, catches up once more (what changed while it opened), marks
-    /// the stores synchronized, then applies the stream and refreshes the time until it ends.
-    async fn sync(&self) -> Ended {
+    /// the stores synchronized (noting when in `streaming_since`), then applies the stream and
+    /// refreshes the time until it ends. The time is refreshed only while the stream is heard
+    /// from (an event or a heartbeat within the read timeout): a stream gone silent must not
+    /// keep the data looking fresh.
+    async fn sync(&self, streaming_since: &mut Option<Instant>) -> Ended {
         if let Err(ended) = self.catch_up().await {
             return ended;
         }
@@ -99,16 +110,19 @@ impl BigSegmentsSync {
         if let Err(failure) = self.synchronized().await {
             return failure.into();
         }
+        *streaming_since = Some(Instant::now());
+        let mut heard = Instant::now();
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.tick().await;
         loop {
             tokio::select! {
                 line = stream.next() => {
-                    let event = match line {
-                        Ok(Line::Event(event)) => event,
-                        Ok(_) => continue,
+                    let line = match line {
+                        Ok(line) => line,
                         Err(failure) => return failure.into(),
                     };
+                    heard = Instant::now();
+                    let Line::Event(event) = line else { continue };
                     let patches = match parse(&event.data) {
                         Ok(patches) => patches,
                         Err(failure) => return failure.into(),
@@ -123,6 +137,15 @@ impl BigSegmentsSync {
                     if let Err(failure) = self.synchronized().await {
                         return failure.into();
                     }
+                }
+                // Each refresh interrupts the read, which restarts the read's own timeout: the
+                // silence is measured here instead.
+                () = tokio::time::sleep_until(heard + self.source.read_timeout) => {
+                    return Failure::Network(format!(
+                        "nothing received on the Big Segments stream for {:?} (not even a heartbeat)",
+                        self.source.read_timeout
+                    ))
+                    .into();
                 }
                 _ = refresh.tick() => {
                     if let Err(failure) = self.synchronized().await {

@@ -27,7 +27,7 @@ pub(crate) enum Mode {
 
 /// A stream that held this long counts as healthy: the next failure retries from the shortest
 /// delay again.
-const HEALTHY_STREAM: Duration = Duration::from_secs(60);
+pub(crate) const HEALTHY_STREAM: Duration = Duration::from_secs(60);
 
 pub(crate) struct Feed {
     pub(crate) name: String,
