@@ -165,10 +165,8 @@ impl Feed {
         };
         match self.mode {
             FeedMode::Keyspace => self.follow_keyspace(&clients, tx).await,
-            FeedMode::Tracking => match self.follow_tracking(&clients, tx).await {
-                Ended::TrackingRefused(err) => Ended::Lost(err),
-                ended => ended,
-            },
+            // A refusal ends the spell like any failure: `start` reports it as lost.
+            FeedMode::Tracking => self.follow_tracking(&clients, tx).await,
             FeedMode::Auto => match self.follow_tracking(&clients, tx).await {
                 Ended::TrackingRefused(err) => {
                     if !self.fallback_reported.swap(true, Ordering::AcqRel) {
