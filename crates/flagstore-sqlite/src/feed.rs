@@ -17,7 +17,7 @@ use flagstore::error::Operation;
 use flagstore::{Error, Kind};
 use rusqlite::{Connection, params};
 
-use crate::store::{BACKEND, Inner};
+use crate::store::{BACKEND, Inner, blocking};
 
 /// How often `data_version` is read.
 const POLL: Duration = Duration::from_millis(100);
@@ -60,7 +60,7 @@ pub(crate) fn start(inner: Arc<Inner>) -> ChangeFeed {
 /// Opens the feed's connection and forwards changes until a read fails (the error) or the
 /// reader is gone (`None`).
 async fn follow(inner: &Arc<Inner>, tx: &FeedSender) -> Option<Error> {
-    let opened = blocking(inner, |inner| {
+    let opened = blocking(inner, Operation::Watch, |inner| {
         let connection = inner.open_existing(Operation::Watch)?;
         let seen = Seen {
             data_version: data_version(&connection)
@@ -86,7 +86,7 @@ async fn follow(inner: &Arc<Inner>, tx: &FeedSender) -> Option<Error> {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let polled = blocking(inner, move |inner| {
+        let polled = blocking(inner, Operation::Watch, move |inner| {
             if file_id(&inner.path) != seen.file {
                 return Err(Error::database(
                     BACKEND,
@@ -113,23 +113,6 @@ async fn follow(inner: &Arc<Inner>, tx: &FeedSender) -> Option<Error> {
             }
         }
     }
-}
-
-/// Runs `work` on a blocking thread.
-async fn blocking<T: Send + 'static>(
-    inner: &Arc<Inner>,
-    work: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    let inner = Arc::clone(inner);
-    tokio::task::spawn_blocking(move || work(&inner))
-        .await
-        .map_err(|e| {
-            Error::database(
-                BACKEND,
-                Operation::Watch,
-                format!("the change feed's thread failed: {e}"),
-            )
-        })?
 }
 
 /// What changed under the prefix since `seen`, moving it on.

@@ -299,6 +299,18 @@ fn stored_item(
     .transpose()
 }
 
+/// Runs `work` on a blocking thread: every use of a connection, the store's and its feed's.
+pub(crate) async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    op: Operation,
+    work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let inner = Arc::clone(inner);
+    tokio::task::spawn_blocking(move || work(&inner))
+        .await
+        .map_err(|e| Error::database(BACKEND, op, format!("the database thread failed: {e}")))?
+}
+
 fn to_sql_version(op: Operation, kind: &Kind, item: &Item) -> Result<i64> {
     i64::try_from(item.version()).map_err(|_| {
         let out_of_range = ItemError::version_out_of_range(item.version(), i64::MAX.unsigned_abs());
@@ -339,10 +351,7 @@ impl SqliteStore {
         op: Operation,
         work: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || work(&inner))
-            .await
-            .map_err(|e| Error::database(BACKEND, op, format!("the database thread failed: {e}")))?
+        blocking(&self.inner, op, work).await
     }
 }
 
