@@ -11,7 +11,7 @@ use flagstore::big_segments::{DynBigSegmentStore, context_hash};
 use flagstore::testing::unique_run_id;
 use flagstore_integration_tests::python::ld_compat;
 use flagstore_integration_tests::{Backend, FakeLaunchDarkly};
-use flagstore_sync::{Environment, SdkKey, Status, SyncHandle, Synchronizer};
+use flagstore_sync::{Environment, SdkKey, Status, SyncHandle, Synchronizer, SynchronizerBuilder};
 use serde_json::{Value, json};
 
 const SDK_KEY: &str = "sdk-fake-big-0123-4567-89ab-cdef0123";
@@ -52,7 +52,9 @@ fn patch(
     })
 }
 
-fn start(fake: &FakeLaunchDarkly, backend: &Backend, prefix: &str) -> SyncHandle {
+/// A synchronizer for `fake` feeding `backend` under `prefix`, its Big Segments included,
+/// with quick retries.
+fn synchronizer(fake: &FakeLaunchDarkly, backend: &Backend, prefix: &str) -> SynchronizerBuilder {
     let env = Environment::new("test", SdkKey::new(SDK_KEY).unwrap())
         .store_instance(backend.store(prefix))
         .big_segment_store_instance(backend.big_segment_store(prefix));
@@ -61,9 +63,10 @@ fn start(fake: &FakeLaunchDarkly, backend: &Backend, prefix: &str) -> SyncHandle
         .base_uri(fake.uri())
         .initial_reconnect_delay(Duration::from_millis(50))
         .environment(env)
-        .build()
-        .unwrap()
-        .start()
+}
+
+fn start(fake: &FakeLaunchDarkly, backend: &Backend, prefix: &str) -> SyncHandle {
+    synchronizer(fake, backend, prefix).build().unwrap().start()
 }
 
 async fn status_until(handle: &SyncHandle, what: &str, wanted: impl Fn(&Status) -> bool) -> Status {
@@ -231,15 +234,8 @@ async fn a_silent_big_segments_stream_is_reopened() {
     let backend = Backend::redis();
     let prefix = format!("bigsync{}", unique_run_id());
     let fake = FakeLaunchDarkly::start(SDK_KEY, data(true));
-    let env = Environment::new("test", SdkKey::new(SDK_KEY).unwrap())
-        .store_instance(backend.store(&prefix))
-        .big_segment_store_instance(backend.big_segment_store(&prefix));
-    let sync = Synchronizer::builder()
-        .stream_uri(fake.uri())
-        .base_uri(fake.uri())
-        .initial_reconnect_delay(Duration::from_millis(50))
+    let sync = synchronizer(&fake, &backend, &prefix)
         .read_timeout(Duration::from_millis(500))
-        .environment(env)
         .build()
         .unwrap()
         .start();
