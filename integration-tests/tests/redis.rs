@@ -575,10 +575,11 @@ async fn a_caller_supplied_pool_is_used_as_it_is() {
     );
 }
 
-/// A connection keeps its write buffer's capacity for life: after an init of megabytes it is
-/// closed rather than pooled, and the next write simply opens another.
+/// An init goes in pieces of about 1 MB, so a connection that wrote megabytes goes back to the
+/// pool; a connection keeps its write buffer's capacity for life, so one that had to send a
+/// single item of more is closed rather than pooled, and the next write simply opens another.
 #[tokio::test]
-async fn a_large_init_closes_its_connection_and_writes_go_on() {
+async fn an_init_goes_in_pieces_and_only_an_outsized_one_closes_its_connection() {
     let redis = Redis::start();
     let prefix = format!("large_init_{}", testing::unique_run_id());
     let store = RedisStore::builder()
@@ -603,10 +604,31 @@ async fn a_large_init_closes_its_connection_and_writes_go_on() {
         })
         .collect();
     store
-        .init(&[Collection::new(Kind::FEATURES, large)])
+        .init(&[Collection::new(Kind::FEATURES, large.clone())])
         .await
         .unwrap();
-    assert_eq!(open(), 0, "a 2 MB init's connection is closed");
+    assert_eq!(open(), 1, "a 2 MB init's connection goes back to the pool");
+    let mut held = store.get_all(&Kind::FEATURES).await.unwrap();
+    held.sort_by(|a, b| a.key().cmp(b.key()));
+    let mut written = large;
+    written.sort_by(|a, b| a.key().cmp(b.key()));
+    assert!(held == written, "every piece of the init was written");
+
+    let outsized = format!(
+        r#"{{"key":"huge","version":1,"x":"{}"}}"#,
+        "y".repeat(1_500_000)
+    );
+    let mut items: Vec<Item> = written.clone();
+    items.push(Item::from_json("huge", outsized).unwrap());
+    store
+        .init(&[Collection::new(Kind::FEATURES, items)])
+        .await
+        .unwrap();
+    assert_eq!(
+        open(),
+        0,
+        "an init that sent a 1.5 MB piece closes its connection"
+    );
 
     assert!(store.upsert(&Kind::FEATURES, flag("f7", 2)).await.unwrap());
     assert_eq!(
@@ -618,6 +640,58 @@ async fn a_large_init_closes_its_connection_and_writes_go_on() {
             .version(),
         2
     );
-    assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), 1_000);
+    assert_eq!(store.get_all(&Kind::FEATURES).await.unwrap().len(), 1_001);
     assert_eq!(open(), 1);
+}
+
+/// An init sent in pieces is still one transaction: a reader polling while it is written sees
+/// the old data set or the new one, never an empty or half-written hash.
+#[tokio::test]
+async fn readers_see_an_init_in_pieces_whole_or_not_at_all() {
+    let redis = Redis::start();
+    let prefix = format!("pieces_{}", testing::unique_run_id());
+    let store = RedisStore::builder()
+        .url(redis.url())
+        .prefix(&prefix)
+        .build()
+        .unwrap();
+    let old: Vec<Item> = (0..10).map(|i| flag(&format!("old{i}"), 1)).collect();
+    store
+        .init(&[Collection::new(Kind::FEATURES, old)])
+        .await
+        .unwrap();
+    let padding = "x".repeat(1_000);
+    let new: Vec<Item> = (0..6_000)
+        .map(|i| {
+            let json = format!(r#"{{"key":"n{i}","version":1,"description":"{padding}"}}"#);
+            Item::from_json(format!("n{i}"), json).unwrap()
+        })
+        .collect();
+    let hash = store.hash_key(&Kind::FEATURES);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (mut conn, done, hash) = (raw(&redis.url()).await, done.clone(), hash.clone());
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let len: usize = conn.hlen(&hash).await.unwrap();
+                seen.insert(len);
+            }
+            seen
+        })
+    };
+    store
+        .init(&[Collection::new(Kind::FEATURES, new)])
+        .await
+        .unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.iter().all(|len| [10, 6_000].contains(len)),
+        "a reader saw {seen:?} items"
+    );
+    assert!(
+        seen.contains(&10),
+        "the reader ran while the init was written"
+    );
 }

@@ -1,15 +1,16 @@
 //! The subcommands.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use flagstore::backend::UnreadableItem;
 use flagstore::backend::redact_url;
 use flagstore::changes::FeedEvent;
 use flagstore::{Collection, DynStore, Item, Kind, PersistentDataStore, sort_for_init};
 use flagstore_sync::DataSet;
+use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -48,15 +49,7 @@ pub(crate) async fn run(store: Option<String>, command: Command) -> Result<(), C
     tracing::debug!("opened {store}");
     match command {
         Command::Load { file, .. } => load(&opened, &file).await,
-        Command::Dump { skip_invalid } => {
-            require_initialized(&store).await?;
-            let (flags, segments) = (
-                read_kind(&store, &Kind::FEATURES, Unreadable::Fail { skip_invalid }).await?,
-                read_kind(&store, &Kind::SEGMENTS, Unreadable::Fail { skip_invalid }).await?,
-            );
-            println!("{}", DataSet::render(&flags, &segments)?);
-            Ok(())
-        }
+        Command::Dump { skip_invalid } => dump(&store, skip_invalid).await,
         Command::Ls { kind, json } => ls(&store, kind.as_deref(), json).await,
         Command::Get { kind, key } => {
             let kind = parse_kind(&kind);
@@ -195,17 +188,24 @@ fn described(kind: &Kind, bad: &UnreadableItem) -> String {
     format!("{kind}/{} ({})", bad.key, bad.error)
 }
 
-/// Every readable item of `kind`, naming each unreadable one on stderr.
-async fn read_kind(
+/// Reads every stored value of `kind` a page at a time, handing each readable item to `each`
+/// and naming each unreadable one on stderr (failing for those, after the last page, unless
+/// `unreadable` says go on). Returns how many were unreadable.
+async fn each_item(
     store: &DynStore,
     kind: &Kind,
     unreadable: Unreadable,
-) -> Result<Vec<Item>, CliError> {
-    let stored = store.get_all_checked(kind).await?;
-    if stored.unreadable.is_empty() {
-        return Ok(stored.items);
+    mut each: impl FnMut(Item),
+) -> Result<usize, CliError> {
+    let mut bad = Vec::new();
+    let mut pages = store.pages(kind);
+    while let Some(page) = pages.try_next().await? {
+        page.items.into_iter().for_each(&mut each);
+        bad.extend(page.unreadable.iter().map(|item| described(kind, item)));
     }
-    let named = stored.unreadable.iter().map(|bad| described(kind, bad));
+    if bad.is_empty() {
+        return Ok(0);
+    }
     if let Unreadable::Fail {
         skip_invalid: false,
     } = unreadable
@@ -213,13 +213,24 @@ async fn read_kind(
         return Err(CliError::new(format!(
             "unreadable stored items: {}; nothing was written. Fix them, or pass --skip-invalid \
              to go on without them",
-            named.collect::<Vec<_>>().join(", ")
+            bad.join(", ")
         )));
     }
-    for bad in named {
-        eprintln!("warning: skipped the unreadable stored item {bad}");
+    for item in &bad {
+        eprintln!("warning: skipped the unreadable stored item {item}");
     }
-    Ok(stored.items)
+    Ok(bad.len())
+}
+
+/// Every readable item of `kind`, naming each unreadable one on stderr.
+async fn read_kind(
+    store: &DynStore,
+    kind: &Kind,
+    unreadable: Unreadable,
+) -> Result<Vec<Item>, CliError> {
+    let mut items = Vec::new();
+    each_item(store, kind, unreadable, |item| items.push(item)).await?;
+    Ok(items)
 }
 
 /// Refuses, before anything is written, a data set holding items over the target's size limit.
@@ -258,30 +269,36 @@ fn check_sizes(data: &[Collection], limit: Option<&ItemLimit>) -> Result<(), Cli
 async fn verify(store: &DynStore, data: &[Collection]) -> Result<(), CliError> {
     let mut differences = Vec::new();
     for kind in flagstore::backend::replaced_kinds(data) {
-        let wanted: BTreeMap<&str, u64> = data
+        let mut wanted: HashMap<&str, (u64, bool)> = data
             .iter()
             .filter(|c| &c.kind == kind)
-            .flat_map(|c| c.items.iter().map(|i| (i.key(), i.version())))
+            .flat_map(|c| c.items.iter().map(|i| (i.key(), (i.version(), false))))
             .collect();
-        let stored = store.get_all_checked(kind).await?;
-        let held: BTreeMap<&str, u64> = stored
-            .items
-            .iter()
-            .map(|i| (i.key(), i.version()))
-            .chain(stored.unreadable.iter().map(|u| (u.key.as_str(), u64::MAX)))
-            .collect();
-        for (key, version) in &wanted {
-            match held.get(key) {
-                Some(v) if v == version => {}
-                Some(_) => differences.push(format!("{kind}/{key} has another version")),
-                None => differences.push(format!("{kind}/{key} is missing")),
+        let mut unexpected = |key: &str, version: Option<u64>| match wanted.get_mut(key) {
+            Some((wanted, seen)) => {
+                *seen = true;
+                if version != Some(*wanted) {
+                    differences.push(format!("{kind}/{key} has another version"));
+                }
+            }
+            None => differences.push(format!("{kind}/{key} should not be there")),
+        };
+        let mut pages = store.pages(kind);
+        while let Some(page) = pages.try_next().await? {
+            for item in &page.items {
+                unexpected(item.key(), Some(item.version()));
+            }
+            for bad in &page.unreadable {
+                unexpected(&bad.key, None);
             }
         }
-        differences.extend(
-            held.keys()
-                .filter(|key| !wanted.contains_key(*key))
-                .map(|key| format!("{kind}/{key} should not be there")),
-        );
+        let mut missing: Vec<_> = wanted
+            .iter()
+            .filter(|(_, (_, seen))| !seen)
+            .map(|(key, _)| format!("{kind}/{key} is missing"))
+            .collect();
+        missing.sort();
+        differences.extend(missing);
     }
     if differences.is_empty() {
         return Ok(());
@@ -350,11 +367,37 @@ fn parse_data(text: &str) -> Result<Vec<Collection>, flagstore_sync::DataError> 
     DataSet::parse_strict(text).map(|data| data.to_collections())
 }
 
+/// The data file `file` (standard input for `-`), read as it is parsed: each item's JSON is
+/// held once, in the item, and never the whole file beside it.
+fn read_data(file: &str) -> Result<Vec<Collection>, CliError> {
+    let data = if file == "-" {
+        DataSet::read_strict(std::io::stdin().lock())
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| CliError::new(format!("could not read {file}: {e}")))?;
+        DataSet::read_strict(std::io::BufReader::with_capacity(1 << 16, opened))
+    };
+    data.map(|data| data.to_collections())
+        .map_err(|e| CliError::new(format!("{file}: {e}")))
+}
+
 async fn load(opened: &Opened, file: &str) -> Result<(), CliError> {
-    let text = read_input(file)?;
-    let data = parse_data(&text).map_err(|e| CliError::new(format!("{file}: {e}")))?;
+    let data = read_data(file)?;
     check_sizes(&data, opened.limit.as_ref())?;
     write_all(&opened.store, &data, "loaded").await
+}
+
+/// The store's flags and segments as a data file on standard output, written item by item.
+async fn dump(store: &DynStore, skip_invalid: bool) -> Result<(), CliError> {
+    require_initialized(store).await?;
+    let unreadable = Unreadable::Fail { skip_invalid };
+    let flags = read_kind(store, &Kind::FEATURES, unreadable).await?;
+    let segments = read_kind(store, &Kind::SEGMENTS, unreadable).await?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    DataSet::write(&mut out, &flags, &segments)?;
+    out.write_all(b"\n")
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::new(format!("could not write the data: {e}")))
 }
 
 async fn ls(store: &DynStore, kind: Option<&str>, json: bool) -> Result<(), CliError> {
@@ -362,30 +405,37 @@ async fn ls(store: &DynStore, kind: Option<&str>, json: bool) -> Result<(), CliE
         Some(kind) => vec![parse_kind(kind)],
         None => vec![Kind::FEATURES, Kind::SEGMENTS],
     };
-    let mut rows = Vec::new();
-    for kind in kinds {
-        let mut items = read_kind(store, &kind, Unreadable::Warn).await?;
-        items.sort_by(|a, b| a.key().cmp(b.key()));
-        rows.extend(items.into_iter().map(|item| (kind.clone(), item)));
-    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let failed = |e: std::io::Error| CliError::new(format!("could not write the listing: {e}"));
     if json {
-        let list: Vec<Value> = rows
-            .iter()
-            .map(|(kind, i)| json!({"kind": kind.name(), "key": i.key(), "version": i.version(), "deleted": i.is_deleted()}))
-            .collect();
-        println!("{}", Value::Array(list));
-    } else {
-        for (kind, item) in rows {
-            let deleted = if item.is_deleted() { "  (deleted)" } else { "" };
-            println!(
-                "{:<10} {:<40} v{}{deleted}",
-                kind.name(),
-                item.key(),
-                item.version()
-            );
+        out.write_all(b"[").map_err(failed)?;
+    }
+    let mut first = true;
+    for kind in kinds {
+        // Keys and versions only: the items themselves go as each page is read.
+        let mut rows: Vec<(Box<str>, u64, bool)> = Vec::new();
+        each_item(store, &kind, Unreadable::Warn, |item| {
+            rows.push((item.key().into(), item.version(), item.is_deleted()));
+        })
+        .await?;
+        rows.sort_unstable();
+        for (key, version, deleted) in rows {
+            if json {
+                let row = json!({"kind": kind.name(), "key": key, "version": version, "deleted": deleted});
+                let comma = if first { "" } else { "," };
+                write!(out, "{comma}{row}").map_err(failed)?;
+            } else {
+                let deleted = if deleted { "  (deleted)" } else { "" };
+                writeln!(out, "{:<10} {key:<40} v{version}{deleted}", kind.name())
+                    .map_err(failed)?;
+            }
+            first = false;
         }
     }
-    Ok(())
+    if json {
+        out.write_all(b"]\n").map_err(failed)?;
+    }
+    out.flush().map_err(failed)
 }
 
 async fn copy(
@@ -432,28 +482,30 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
         Err(err) => return Err(err.into()),
     };
     let mut counts = serde_json::Map::new();
-    let mut largest: Vec<(Kind, Item, usize)> = Vec::new();
+    // The five largest items so far, as (kind, key, size): every item is looked at once, as
+    // its page is read, and none is kept.
+    let mut largest: Vec<(Kind, String, usize)> = Vec::new();
     for kind in [Kind::FEATURES, Kind::SEGMENTS] {
-        let stored = store.get_all_checked(&kind).await?;
-        for bad in &stored.unreadable {
-            eprintln!("warning: unreadable stored item {}", described(&kind, bad));
-        }
-        let items = stored.items;
-        let deleted = items.iter().filter(|i| i.is_deleted()).count();
-        counts.insert(
-            kind.name().to_owned(),
-            json!({"items": items.len(), "deleted": deleted, "unreadable": stored.unreadable.len()}),
-        );
-        for item in items {
+        let (mut items, mut deleted) = (0, 0);
+        let unreadable = each_item(store, &kind, Unreadable::Warn, |item| {
+            items += 1;
+            deleted += usize::from(item.is_deleted());
             let size = opened
                 .limit
                 .as_ref()
                 .map_or(item.len(), |l| l.size_of(&kind, &item));
-            largest.push((kind.clone(), item, size));
-        }
+            if largest.len() < 5 || largest.last().is_some_and(|smallest| size > smallest.2) {
+                largest.push((kind.clone(), item.key().to_owned(), size));
+                largest.sort_by_key(|entry| std::cmp::Reverse(entry.2));
+                largest.truncate(5);
+            }
+        })
+        .await?;
+        counts.insert(
+            kind.name().to_owned(),
+            json!({"items": items, "deleted": deleted, "unreadable": unreadable}),
+        );
     }
-    largest.sort_by_key(|entry| std::cmp::Reverse(entry.2));
-    largest.truncate(5);
     let limit = opened.limit.as_ref().map(ItemLimit::bytes);
     // Another writer's unreadable sync time spoils that line, not the whole report.
     let big = match &opened.big_segments {
@@ -474,8 +526,8 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
         "changeFeed": feed.as_ref().map(|via| json!({"connected": via.is_some(), "via": via})),
         "counts": counts,
         "sizeLimit": limit,
-        "largest": largest.iter().map(|(kind, item, size)| json!({
-            "kind": kind.name(), "key": item.key(), "bytes": size,
+        "largest": largest.iter().map(|(kind, key, size)| json!({
+            "kind": kind.name(), "key": key, "bytes": size,
             "percentOfLimit": limit.map(|l| (*size as f64) * 100.0 / (l as f64)),
         })).collect::<Vec<_>>(),
         "roundTripMs": round_trip.as_secs_f64() * 1e3,
@@ -500,7 +552,7 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
         Some(l) => println!("size limit:   {l} bytes per item"),
         None => println!("size limit:   none that flags reach"),
     }
-    for (kind, item, size) in &largest {
+    for (kind, key, size) in &largest {
         let share = limit
             .map(|l| {
                 format!(
@@ -509,7 +561,7 @@ async fn status(url: &str, opened: &Opened, json: bool) -> Result<(), CliError> 
                 )
             })
             .unwrap_or_default();
-        println!("largest:      {kind}/{} {size} bytes{share}", item.key());
+        println!("largest:      {kind}/{key} {size} bytes{share}");
     }
     if let Some(big) = &big {
         println!("big segments: {}", big_segments::describe_text(big));

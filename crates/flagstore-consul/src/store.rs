@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use flagstore::backend::StoredItems;
+use flagstore::backend::{PAGE_ITEMS, Pages, StoredItems};
 use flagstore::backend::{UPSERT_ATTEMPTS, contention_backoff, version_to_replace};
 use flagstore::error::{ItemError, Operation};
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
+use futures::TryStreamExt;
 
 use crate::BACKEND;
 use crate::builder::ConsulStoreBuilder;
@@ -327,6 +328,53 @@ impl PersistentDataStore for ConsulStore {
             let key = pair.key.strip_prefix(&folder).filter(|k| !k.is_empty())?;
             Some((key.to_owned(), decode(key, pair)))
         })))
+    }
+
+    /// The folder's keys first (one listing, keys only), then their values [`PAGE_ITEMS`] at a
+    /// time, 16 reads in flight: Consul has no paged read of values, and a recursive read of a
+    /// large folder holds it whole, twice (the answer and its decoding). A key deleted between
+    /// the listing and its read is left out, as if listed after.
+    fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
+        let op = Operation::GetAll;
+        let folder = self.folder(kind);
+        let listing = async move {
+            let keys = self.http.keys(op, &folder).await?;
+            if keys.is_empty() {
+                // As in `get_all_checked`: an empty answer may be the token's filtering.
+                self.http.get(op, &folder).await?;
+            }
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter_map(|key| Some(key.strip_prefix(&folder)?.to_owned()))
+                .filter(|key| !key.is_empty())
+                .collect();
+            Ok::<_, Error>((keys, folder))
+        };
+        let read = move |(keys, folder): (Vec<String>, String)| {
+            futures::stream::try_unfold((keys, folder, 0), move |(keys, folder, from)| async move {
+                if from >= keys.len() {
+                    return Ok(None);
+                }
+                let to = (from + PAGE_ITEMS).min(keys.len());
+                let mut page = Vec::with_capacity(to - from);
+                for chunk in keys[from..to].chunks(16) {
+                    let folder = &folder;
+                    let reads = chunk.iter().map(|key| async move {
+                        let pair = self.http.get(op, &format!("{folder}{key}")).await?;
+                        Ok::<_, Error>(pair.map(|pair| (key.clone(), decode(key, &pair))))
+                    });
+                    for read in futures::future::join_all(reads).await {
+                        page.extend(read.map_err(|e| e.on(kind, None))?);
+                    }
+                }
+                Ok(Some((StoredItems::from_results(page), (keys, folder, to))))
+            })
+        };
+        Box::pin(
+            futures::stream::once(async move { listing.await.map_err(|e| e.on(kind, None)) })
+                .map_ok(read)
+                .try_flatten(),
+        )
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

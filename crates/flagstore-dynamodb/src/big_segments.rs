@@ -179,7 +179,7 @@ impl BigSegmentStore for DynamoDbStore {
             };
             requests.push(request);
         }
-        self.write_batches(OP, requests).await
+        self.write_batches(OP, requests.into_iter().map(Ok)).await
     }
 
     /// An update of `synchronizedOn` alone, so that the cursor beside it stays.
@@ -211,7 +211,7 @@ impl BigSegmentStore for DynamoDbStore {
         for (namespace, key) in keys {
             requests.push(delete_request(OP, &namespace, &key)?);
         }
-        self.write_batches(OP, requests).await
+        self.write_batches(OP, requests.into_iter().map(Ok)).await
     }
 
     async fn get_cursor(&self) -> Result<Option<String>> {

@@ -12,11 +12,11 @@ use aws_config::{ConfigLoader, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use aws_sdk_dynamodbstreams::Client as StreamsClient;
-use flagstore::backend::StoredItems;
+use flagstore::backend::{Pages, StoredItems};
 use flagstore::backend::{replaced_kinds, write_stages};
 use flagstore::error::Operation;
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::batch::{Attempt, write_all};
@@ -33,6 +33,9 @@ const BATCH_SIZE: usize = 25;
 /// BatchWriteItem calls in flight at once within one stage of an `init` (or one Big Segments
 /// write): DynamoDB takes them in parallel, and a table's write capacity, not this, is the limit.
 const BATCHES_IN_FLIGHT: usize = 8;
+
+/// One DynamoDB record, by attribute name.
+type Record = HashMap<String, AttributeValue>;
 
 /// The clients, or what is needed to make them on first use (loading AWS configuration is async
 /// and may read files or call metadata endpoints: not something `build()` should do).
@@ -260,49 +263,73 @@ impl DynamoDbStore {
         namespace: &str,
         keys_only: bool,
     ) -> Result<Vec<HashMap<String, AttributeValue>>> {
-        let client = self.client().await;
         let mut records = Vec::new();
         let mut start = None;
         loop {
-            let mut query = client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("#namespace = :namespace")
-                .expression_attribute_names("#namespace", PARTITION_KEY)
-                .expression_attribute_values(":namespace", AttributeValue::S(namespace.to_owned()))
-                .set_exclusive_start_key(start);
-            if keys_only {
-                query = query
-                    .projection_expression("#key")
-                    .expression_attribute_names("#key", SORT_KEY);
-            }
-            let page = self.call(op, query.send()).await?;
-            records.extend(page.items().iter().cloned());
-            start = page.last_evaluated_key().cloned();
+            let (page, next) = self.query_page(op, namespace, keys_only, start).await?;
+            records.extend(page);
+            start = next;
             if start.is_none() {
                 return Ok(records);
             }
         }
     }
 
+    /// One page of a namespace's records (a consistent read), from `start` (`None`: the
+    /// first), with where the next page starts (`None`: this was the last).
+    async fn query_page(
+        &self,
+        op: Operation,
+        namespace: &str,
+        keys_only: bool,
+        start: Option<Record>,
+    ) -> Result<(Vec<Record>, Option<Record>)> {
+        let client = self.client().await;
+        let mut query = client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#namespace = :namespace")
+            .expression_attribute_names("#namespace", PARTITION_KEY)
+            .expression_attribute_values(":namespace", AttributeValue::S(namespace.to_owned()))
+            .set_exclusive_start_key(start);
+        if keys_only {
+            query = query
+                .projection_expression("#key")
+                .expression_attribute_names("#key", SORT_KEY);
+        }
+        let page = self.call(op, query.send()).await?;
+        let next = page.last_evaluated_key;
+        Ok((page.items.unwrap_or_default(), next))
+    }
+
     /// Writes `requests` in BatchWriteItem calls of 25, up to [`BATCHES_IN_FLIGHT`] at once,
-    /// in no particular order: callers pass one stage of writes at a time.
+    /// in no particular order: callers pass one stage of writes at a time. Requests are taken
+    /// from `requests` only as batches are sent, so a caller that builds them lazily never
+    /// holds more than the batches in flight.
     pub(crate) async fn write_batches(
         &self,
         op: Operation,
-        requests: Vec<WriteRequest>,
+        mut requests: impl Iterator<Item = Result<WriteRequest>> + Send,
     ) -> Result<()> {
         let client = self.client().await;
-        let chunks: Vec<Vec<WriteRequest>> =
-            requests.chunks(BATCH_SIZE).map(<[_]>::to_vec).collect();
-        let batches = chunks
-            .into_iter()
-            .map(|batch| self.write_batch(client, op, batch));
-        futures::stream::iter(batches)
-            .buffer_unordered(BATCHES_IN_FLIGHT)
-            .try_collect()
-            .await
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < BATCHES_IN_FLIGHT {
+                let batch = requests
+                    .by_ref()
+                    .take(BATCH_SIZE)
+                    .collect::<Result<Vec<_>>>()?;
+                if batch.is_empty() {
+                    break;
+                }
+                in_flight.push(self.write_batch(client, op, batch));
+            }
+            match in_flight.next().await {
+                Some(written) => written?,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// One batch, retried until every request in it is written or the batch deadline passes.
@@ -412,7 +439,7 @@ impl PersistentDataStore for DynamoDbStore {
         let mut stages = Vec::new();
         let mut written = HashSet::new();
         for stage in write_stages(data) {
-            let mut requests = Vec::with_capacity(stage.len());
+            let mut puts = Vec::with_capacity(stage.len());
             for (c, i) in stage {
                 let (kind, item, namespace) = (&data[c].kind, &data[c].items[i], &namespaces[c]);
                 if last.get(&(namespace.as_str(), item.key())) != Some(&(c, i)) {
@@ -423,9 +450,9 @@ impl PersistentDataStore for DynamoDbStore {
                     continue;
                 }
                 written.insert((namespace.clone(), item.key().to_owned()));
-                requests.push(put_request(op, item_attributes(namespace, item))?);
+                puts.push((namespace.as_str(), item));
             }
-            stages.push(requests);
+            stages.push(puts);
         }
         // What is stored now, for every kind being replaced, read while the new items go in:
         // the deletes need it only once they are all written. A key the query sees because this
@@ -443,7 +470,11 @@ impl PersistentDataStore for DynamoDbStore {
             Ok(existing)
         };
         let writes = async {
-            for requests in stages {
+            for puts in &stages {
+                // Each request built as its batch goes: never a copy of the whole data set.
+                let requests = puts
+                    .iter()
+                    .map(|(namespace, item)| put_request(op, item_attributes(namespace, item)));
                 self.write_batches(op, requests).await?;
             }
             Ok(())
@@ -455,7 +486,7 @@ impl PersistentDataStore for DynamoDbStore {
         for (namespace, key) in stale {
             deletes.push(delete_request(op, &namespace, &key)?);
         }
-        self.write_batches(op, deletes).await?;
+        self.write_batches(op, deletes.into_iter().map(Ok)).await?;
 
         let marker = self.names.inited();
         let client = self.client().await;
@@ -501,6 +532,25 @@ impl PersistentDataStore for DynamoDbStore {
             .await
             .map_err(|e| e.on(kind, None))?;
         Ok(StoredItems::from_results(records.iter().map(stored_item)))
+    }
+
+    /// One query page (up to 1 MB of records) per page.
+    fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
+        let namespace = self.names.kind(kind);
+        Box::pin(futures::stream::try_unfold(
+            (Some(None), namespace),
+            move |(start, namespace)| async move {
+                let Some(start) = start else {
+                    return Ok(None);
+                };
+                let (records, next) = self
+                    .query_page(Operation::GetAll, &namespace, false, start)
+                    .await
+                    .map_err(|e| e.on(kind, None))?;
+                let page = StoredItems::from_results(records.iter().map(stored_item));
+                Ok(Some((page, (next.map(Some), namespace))))
+            },
+        ))
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
-use flagstore::backend::StoredItems;
 use flagstore::backend::{
-    UPSERT_ATTEMPTS, contention_backoff, read_stored_bytes, replaced_kinds, version_to_replace,
+    PAGE_ITEMS, Pages, StoredItems, UPSERT_ATTEMPTS, contention_backoff, read_stored_bytes,
+    replaced_kinds, version_to_replace,
 };
 use flagstore::changes::ChangeFeed;
 use flagstore::error::Operation;
@@ -26,6 +26,66 @@ use crate::topology::{Conn, Topology};
 
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
 const HSET_CHUNK: usize = 500;
+
+/// Bytes of JSON per HSET in `init`, unless one item alone is larger.
+const HSET_BYTES: usize = 1 << 20;
+
+/// The commands of an `init`, in order: each `HSET` kept as the items it writes and built only
+/// when sent, so that the data set is never copied whole into commands.
+#[derive(Default)]
+struct Pieces<'a>(Vec<Piece<'a>>);
+
+enum Piece<'a> {
+    Command(redis::Cmd),
+    Hset(Arc<str>, &'a [Item]),
+}
+
+impl<'a> Pieces<'a> {
+    fn push_command(&mut self, command: redis::Cmd) {
+        self.0.push(Piece::Command(command));
+    }
+
+    fn push_hset(&mut self, hash: &Arc<str>, items: &'a [Item]) {
+        self.0.push(Piece::Hset(hash.clone(), items));
+    }
+
+    /// Each command, built as it is needed.
+    fn iter(&self) -> impl Iterator<Item = std::borrow::Cow<'_, redis::Cmd>> {
+        self.0.iter().map(|piece| match piece {
+            Piece::Command(command) => std::borrow::Cow::Borrowed(command),
+            Piece::Hset(hash, items) => {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(hash.as_ref());
+                for item in *items {
+                    hset.arg(item.key()).arg(item.json());
+                }
+                std::borrow::Cow::Owned(hset)
+            }
+        })
+    }
+}
+
+/// `items` in runs of at most [`HSET_CHUNK`] items and [`HSET_BYTES`] bytes (at least one item).
+fn chunks(items: &[Item]) -> impl Iterator<Item = &[Item]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let end = rest
+            .iter()
+            .take(HSET_CHUNK)
+            .position(|item| {
+                bytes += item.len();
+                bytes > HSET_BYTES
+            })
+            .map_or(rest.len().min(HSET_CHUNK), |at| at.max(1));
+        let (chunk, after) = rest.split_at(end);
+        rest = after;
+        Some(chunk)
+    })
+}
 
 /// An `init` sending more than this closes its connection afterwards (see `init`).
 const RETIRE_AFTER_BYTES: usize = 1 << 20;
@@ -194,6 +254,25 @@ impl RedisStore {
         self.inited_key.clone()
     }
 
+    /// Sends `commands` as one transaction, a command at a time between `MULTI` and `EXEC`
+    /// on this connection of its own, and checks every queued command's answer. Returns the
+    /// size of the largest command sent. If this is dropped midway, the connection is still
+    /// inside `MULTI`: the pool's check before reuse (a `PING`, answered `QUEUED`) then drops it.
+    async fn transaction_in_pieces(
+        &self,
+        conn: &mut Conn,
+        commands: &Pieces<'_>,
+    ) -> redis::RedisResult<usize> {
+        redis::cmd("MULTI").query_async::<()>(conn).await?;
+        let mut largest = 0;
+        for command in commands.iter() {
+            largest = largest.max(command.get_packed_command().len());
+            command.query_async::<()>(conn).await?;
+        }
+        let answers: redis::Value = redis::cmd("EXEC").query_async(conn).await?;
+        answers.extract_error().map(|_| largest)
+    }
+
     pub(crate) async fn connection(&self, op: Operation) -> Result<Conn> {
         self.topology
             .connection()
@@ -310,33 +389,51 @@ impl PersistentDataStore for RedisStore {
         BACKEND
     }
 
+    /// One `MULTI`/`EXEC` transaction: the old hashes deleted, the new ones written, the marker
+    /// set, all at once for every reader. On one server (or behind Sentinel) the transaction is
+    /// sent in pieces of at most [`HSET_CHUNK`] items or about 1 MB, so that no copy of the
+    /// whole data set is ever built to send; a Cluster connection routes each command on its
+    /// own, so there it goes as one pipeline.
     async fn init(&self, data: &[Collection]) -> Result<()> {
         let op = Operation::Init;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut commands = Pieces::default();
         for kind in replaced_kinds(data) {
-            pipe.del(self.hash_key(kind)).ignore();
+            commands.push_command(redis::cmd("DEL").arg(self.hash_key(kind)).to_owned());
         }
         for collection in data {
-            let hash = self.hash_key(&collection.kind);
-            for chunk in collection.items.chunks(HSET_CHUNK) {
-                let fields: Vec<(&str, &str)> = chunk.iter().map(|i| (i.key(), i.json())).collect();
-                pipe.hset_multiple(&hash, &fields).ignore();
+            let hash = Arc::<str>::from(self.hash_key(&collection.kind));
+            for chunk in chunks(&collection.items) {
+                commands.push_hset(&hash, chunk);
             }
         }
-        pipe.set(self.inited_key(), "").ignore();
-        let bytes: usize = data.iter().flat_map(|c| &c.items).map(Item::len).sum();
+        commands.push_command(redis::cmd("SET").arg(&self.inited_key).arg("").to_owned());
         self.bounded(op, None, async {
             let mut conn = self.connection(op).await?;
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .map_err(self.redis_err(op))?;
-            // A connection keeps the capacity of its write buffer, here the size of the whole
-            // data set, for as long as it lives: a large one is closed, not pooled.
-            if bytes > RETIRE_AFTER_BYTES {
+            if self.topology.is_cluster() {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for command in commands.iter() {
+                    pipe.add_command(command.into_owned()).ignore();
+                }
+                let sent = pipe.query_async::<()>(&mut conn).await;
+                // The connection keeps the capacity of its write buffer, here the size of the
+                // whole data set: a large one is closed, not pooled.
                 conn.retire();
+                return sent.map_err(self.redis_err(op));
             }
-            Ok(())
+            match self.transaction_in_pieces(&mut conn, &commands).await {
+                Ok(largest) => {
+                    if largest > RETIRE_AFTER_BYTES {
+                        conn.retire();
+                    }
+                    Ok(())
+                }
+                Err(err) => {
+                    // Perhaps still inside MULTI: never handed to another caller.
+                    conn.retire();
+                    Err(self.redis_err(op)(err))
+                }
+            }
         })
         .await
     }
@@ -386,6 +483,37 @@ impl PersistentDataStore for RedisStore {
             read_stored_bytes(BACKEND, op, pairs).await
         })
         .await
+    }
+
+    /// `HSCAN`, [`PAGE_ITEMS`] fields per call as a hint: Redis may return a field twice (when
+    /// the hash grows while it is scanned), so the keys already returned are remembered and
+    /// skipped; a field stored the whole time comes once.
+    fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
+        let start = (Some(0u64), std::collections::HashSet::<Vec<u8>>::new());
+        Box::pin(futures::stream::try_unfold(
+            start,
+            move |(cursor, mut seen)| async move {
+                let Some(cursor) = cursor else {
+                    return Ok(None);
+                };
+                let op = Operation::GetAll;
+                let page = self.bounded(op, Some((kind, None)), async {
+                    let mut hscan = redis::cmd("HSCAN");
+                    hscan
+                        .arg(self.hash_key_ref(kind).as_ref())
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(PAGE_ITEMS);
+                    let (next, mut pairs): (u64, Vec<(Vec<u8>, Vec<u8>)>) =
+                        self.read(op, &hscan).await?;
+                    pairs.retain(|(key, _)| seen.insert(key.clone()));
+                    let items = read_stored_bytes(BACKEND, op, pairs).await?;
+                    Ok((items, next))
+                });
+                let (items, next) = page.await?;
+                Ok(Some((items, ((next != 0).then_some(next), seen))))
+            },
+        ))
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flagstore::backend::{ConfigKey, StoredItems, config_duration, read_stored_items};
+use flagstore::backend::{
+    ConfigKey, PAGE_ITEMS, Pages, StoredItems, config_duration, read_stored_items,
+};
 use flagstore::error::{ItemError, Operation};
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -452,6 +454,41 @@ impl PersistentDataStore for SqliteStore {
             .await
             .map_err(|e| e.on(kind, None))?;
         Ok(read_stored_items(rows))
+    }
+
+    /// [`PAGE_ITEMS`] rows at a time in key order, each page starting after the last key of
+    /// the one before (the primary key's order, so no row comes twice and none is skipped).
+    fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
+        Box::pin(futures::stream::try_unfold(
+            Some(String::new()),
+            move |after| async move {
+                let Some(after) = after else {
+                    return Ok(None);
+                };
+                let op = Operation::GetAll;
+                let kind2 = kind.clone();
+                let rows = self
+                    .blocking(op, move |inner| {
+                        inner.with(op, |connection, prefix| {
+                            let mut query = connection.prepare_cached(
+                                "SELECT key, item FROM flagstore_items
+                                 WHERE prefix = ?1 AND kind = ?2 AND key > ?3 ORDER BY key LIMIT ?4",
+                            )?;
+                            let rows = query.query_map(
+                                params![prefix, kind2.name(), after, PAGE_ITEMS as i64],
+                                |row| Ok((row.get(0)?, row.get(1)?)),
+                            )?;
+                            rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+                        })
+                    })
+                    .await
+                    .map_err(|e| e.on(kind, None))?;
+                let next = (rows.len() == PAGE_ITEMS)
+                    .then(|| rows.last().map(|(key, _)| key.clone()))
+                    .flatten();
+                Ok(Some((read_stored_items(rows), next)))
+            },
+        ))
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

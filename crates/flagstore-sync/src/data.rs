@@ -63,18 +63,49 @@ impl DataSet {
         Self::parse_with(text, true)
     }
 
+    /// Reads a data file to load as [`parse_strict`](Self::parse_strict) does, from `reader`
+    /// as it goes: each item's JSON is read once into the item that keeps it, and the file's
+    /// text is never held whole (a 100,000-flag file is over 100 MB).
+    pub fn read_strict(mut reader: impl std::io::BufRead) -> Result<DataSet, DataError> {
+        let first = loop {
+            let buffer = reader
+                .fill_buf()
+                .map_err(|e| DataError::new(format!("could not read the data: {e}")))?;
+            match buffer.iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(at) => break Some(buffer[at]),
+                None if buffer.is_empty() => break None,
+                None => {
+                    let all = buffer.len();
+                    reader.consume(all);
+                }
+            }
+        };
+        Self::parse_from(first, serde_json::Deserializer::from_reader(reader), true)
+    }
+
     fn parse_with(text: &str, strict: bool) -> Result<DataSet, DataError> {
+        let first = text.trim_start().bytes().next();
+        Self::parse_from(first, serde_json::Deserializer::from_str(text), strict)
+    }
+
+    /// Parses what `deserializer` reads, whose first byte other than whitespace is `first`.
+    fn parse_from<'de, R: serde_json::de::Read<'de>>(
+        first: Option<u8>,
+        mut deserializer: serde_json::Deserializer<R>,
+        strict: bool,
+    ) -> Result<DataSet, DataError> {
         let expected = r#"expected {"flags": {...}, "segments": {...}}"#;
         // Serde would also take a sequence for the struct; a data set is an object.
-        if !text.trim_start().starts_with('{') {
+        if first != Some(b'{') {
             return Err(DataError::new(format!("not a flag data file; {expected}")));
         }
         let parsed = if strict {
-            serde_json::from_str::<StrictFields<'_>>(text).map(Sections::from)
+            StrictFields::deserialize(&mut deserializer).map(Sections::from)
         } else {
-            serde_json::from_str::<Sections<'_>>(text)
+            Sections::deserialize(&mut deserializer)
         };
         let sections = parsed
+            .and_then(|sections| deserializer.end().map(|()| sections))
             .map_err(|e| DataError::new(format!("not a flag data file ({e}); {expected}")))?;
         if strict && sections.flags.is_none() && sections.segments.is_none() {
             return Err(DataError::new(format!(
@@ -159,31 +190,47 @@ impl DataSet {
         flags: impl IntoIterator<Item = &'a Item>,
         segments: impl IntoIterator<Item = &'a Item>,
     ) -> Result<String, DataError> {
+        let mut out = Vec::new();
+        Self::write(&mut out, flags, segments)?;
+        String::from_utf8(out).map_err(|e| DataError::new(format!("could not write the data: {e}")))
+    }
+
+    /// [`render`](Self::render), written to `out` item by item rather than built whole first.
+    /// Each item is checked to be JSON before it is written.
+    pub fn write<'a>(
+        mut out: impl std::io::Write,
+        flags: impl IntoIterator<Item = &'a Item>,
+        segments: impl IntoIterator<Item = &'a Item>,
+    ) -> Result<(), DataError> {
         fn section<'a>(
+            out: &mut impl std::io::Write,
             items: impl IntoIterator<Item = &'a Item>,
-        ) -> Result<BTreeMap<&'a str, &'a RawValue>, DataError> {
-            items
-                .into_iter()
-                .filter(|i| !i.is_deleted())
-                .map(|i| {
-                    let raw: &RawValue = serde_json::from_str(i.json()).map_err(|e| {
-                        DataError::new(format!("stored item {:?} is not JSON: {e}", i.key()))
-                    })?;
-                    Ok((i.key(), raw))
-                })
-                .collect()
+        ) -> Result<(), DataError> {
+            let mut items: Vec<&Item> = items.into_iter().filter(|i| !i.is_deleted()).collect();
+            items.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+            let failed =
+                |e: &dyn fmt::Display| DataError::new(format!("could not write the data: {e}"));
+            out.write_all(b"{").map_err(|e| failed(&e))?;
+            for (n, item) in items.iter().enumerate() {
+                let raw: &RawValue = serde_json::from_str(item.json()).map_err(|e| {
+                    DataError::new(format!("stored item {:?} is not JSON: {e}", item.key()))
+                })?;
+                if n > 0 {
+                    out.write_all(b",").map_err(|e| failed(&e))?;
+                }
+                serde_json::to_writer(&mut *out, item.key()).map_err(|e| failed(&e))?;
+                out.write_all(b":").map_err(|e| failed(&e))?;
+                out.write_all(raw.get().as_bytes())
+                    .map_err(|e| failed(&e))?;
+            }
+            out.write_all(b"}").map_err(|e| failed(&e))
         }
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            flags: BTreeMap<&'a str, &'a RawValue>,
-            segments: BTreeMap<&'a str, &'a RawValue>,
-        }
-        let out = Out {
-            flags: section(flags)?,
-            segments: section(segments)?,
-        };
-        serde_json::to_string(&out)
-            .map_err(|e| DataError::new(format!("could not write the data: {e}")))
+        let failed = |e: std::io::Error| DataError::new(format!("could not write the data: {e}"));
+        out.write_all(br#"{"flags":"#).map_err(failed)?;
+        section(&mut out, flags)?;
+        out.write_all(br#","segments":"#).map_err(failed)?;
+        section(&mut out, segments)?;
+        out.write_all(b"}").map_err(failed)
     }
 
     fn section(&self, kind: &Kind) -> Option<&BTreeMap<String, Item>> {
@@ -192,39 +239,36 @@ impl DataSet {
 }
 
 #[derive(Deserialize)]
-struct Sections<'a> {
-    #[serde(borrow)]
-    flags: Option<Section<'a>>,
-    #[serde(borrow)]
-    segments: Option<Section<'a>>,
+struct Sections {
+    flags: Option<Section>,
+    segments: Option<Section>,
 }
 
 /// [`Sections`] that refuses any other field.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StrictFields<'a> {
-    #[serde(borrow)]
-    flags: Option<Section<'a>>,
-    #[serde(borrow)]
-    segments: Option<Section<'a>>,
+struct StrictFields {
+    flags: Option<Section>,
+    segments: Option<Section>,
 }
 
-impl<'a> From<StrictFields<'a>> for Sections<'a> {
-    fn from(StrictFields { flags, segments }: StrictFields<'a>) -> Self {
+impl From<StrictFields> for Sections {
+    fn from(StrictFields { flags, segments }: StrictFields) -> Self {
         Sections { flags, segments }
     }
 }
 
-/// One section of a data set: items by key. A key given twice is refused (plain JSON parsing
-/// would silently keep the last copy), and the error names it with its line.
-struct Section<'a>(BTreeMap<String, &'a RawValue>);
+/// One section of a data set: items by key, each item's JSON read once into a string of its
+/// own (which the item then keeps). A key given twice is refused (plain JSON parsing would
+/// silently keep the last copy), and the error names it with its line.
+struct Section(BTreeMap<String, Box<RawValue>>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for Section<'a> {
+impl<'de> Deserialize<'de> for Section {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Items<'a>(std::marker::PhantomData<&'a ()>);
+        struct Items;
 
-        impl<'de: 'a, 'a> Visitor<'de> for Items<'a> {
-            type Value = Section<'a>;
+        impl<'de> Visitor<'de> for Items {
+            type Value = Section;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object of items by key")
@@ -232,7 +276,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Section<'a> {
 
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut items = BTreeMap::new();
-                while let Some((key, item)) = map.next_entry::<String, &'de RawValue>()? {
+                while let Some((key, item)) = map.next_entry::<String, Box<RawValue>>()? {
                     if items.contains_key(&key) {
                         return Err(de::Error::custom(format!("the key {key:?} is given twice")));
                     }
@@ -242,7 +286,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Section<'a> {
             }
         }
 
-        deserializer.deserialize_map(Items(std::marker::PhantomData))
+        deserializer.deserialize_map(Items)
     }
 }
 
@@ -252,14 +296,15 @@ struct KeyField {
 }
 
 /// Checks and keeps every item of one section.
-fn items(section: &str, raw: Option<Section<'_>>) -> Result<BTreeMap<String, Item>, DataError> {
+fn items(section: &str, raw: Option<Section>) -> Result<BTreeMap<String, Item>, DataError> {
     raw.map(|s| s.0)
         .unwrap_or_default()
         .into_iter()
         .map(|(key, raw)| {
-            let item = Item::from_json(key.as_str(), raw.get())
+            let json = String::from(Box::<str>::from(raw));
+            let item = Item::from_json(key.as_str(), json)
                 .map_err(|e| DataError::new(format!("{section} item {key:?} is invalid: {e}")))?;
-            if let Ok(KeyField { key: Some(inner) }) = serde_json::from_str::<KeyField>(raw.get())
+            if let Ok(KeyField { key: Some(inner) }) = serde_json::from_str::<KeyField>(item.json())
                 && inner != key
                 && !item.is_deleted()
             {
@@ -306,6 +351,28 @@ mod tests {
         let dumped =
             DataSet::render(data.items(&Kind::FEATURES), data.items(&Kind::SEGMENTS)).unwrap();
         assert_eq!(DataSet::parse_strict(&dumped).unwrap(), data);
+    }
+
+    #[test]
+    fn a_file_read_as_it_goes_is_the_file_parsed_whole() {
+        let text = "\n  {\"flags\": {\"a\": {\"key\":\"a\", \"version\": 2}}, \"segments\": {}}\n";
+        let read = DataSet::read_strict(std::io::BufReader::with_capacity(4, text.as_bytes()));
+        assert_eq!(read.unwrap(), DataSet::parse_strict(text).unwrap());
+        let read = |text: &str| {
+            DataSet::read_strict(text.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(read("  [1]").starts_with("not a flag data file;"));
+        assert!(read("").starts_with("not a flag data file;"));
+        assert!(
+            read(r#"{"flags": {}} trailing"#)
+                .starts_with("not a flag data file (trailing characters")
+        );
+        assert_eq!(
+            read(r#"{"flags":{"f":{"key":"f"}}}"#),
+            r#"flags item "f" is invalid: item has no version"#
+        );
     }
 
     #[test]

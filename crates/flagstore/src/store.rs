@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::backend::{ItemLimit, StoredItems};
 use crate::changes::ChangeFeed;
+use crate::stored::Pages;
 use crate::{Item, Kind, Result};
 
 /// How many times an upsert reads, compares and tries to write before giving up with
@@ -124,6 +125,39 @@ pub trait PersistentDataStore: Debug + Display + Send + Sync + 'static {
         })
     }
 
+    /// Every value stored for `kind`, as [`get_all_checked`](Self::get_all_checked) finds them,
+    /// a page at a time: for callers that look at each item once (a listing, a backup, the
+    /// check after a load) and so need not hold a whole kind, which at 100,000 flags is over
+    /// 100 MB. A page holds about [`PAGE_ITEMS`](crate::backend::PAGE_ITEMS) items (DynamoDB:
+    /// what one 1 MB query page holds).
+    ///
+    /// No key comes in two pages. The pages are not one snapshot: an item written while they
+    /// are read may or may not be in them, as with any read.
+    ///
+    /// The default is one page from `get_all_checked`; Redis pages with `HSCAN`, SQLite by key
+    /// order, DynamoDB by query page.
+    ///
+    /// ```
+    /// use futures::TryStreamExt;
+    /// use flagstore::memory::MemoryStore;
+    /// use flagstore::{Item, Kind, PersistentDataStore};
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// store.upsert(&Kind::FEATURES, Item::from_json("a", r#"{"version":1}"#)?).await?;
+    /// let mut count = 0;
+    /// let mut pages = store.pages(&Kind::FEATURES);
+    /// while let Some(page) = pages.try_next().await? {
+    ///     count += page.items.len();
+    /// }
+    /// assert_eq!(count, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
+        Box::pin(futures::stream::once(self.get_all_checked(kind)))
+    }
+
     /// Writes `item` if nothing is stored under its key or the stored version is lower.
     /// Returns whether it wrote. Safe against concurrent writers in other processes; retries
     /// after a lost race are bounded, and running out of them is [`Error::Contention`](crate::Error::Contention).
@@ -178,6 +212,9 @@ macro_rules! forward_store {
             }
             async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
                 (**self).get_all_checked(kind).await
+            }
+            fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
+                (**self).pages(kind)
             }
             async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
                 (**self).upsert(kind, item).await

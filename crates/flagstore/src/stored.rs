@@ -31,6 +31,15 @@ pub struct StoredItems {
     pub unreadable: Vec<UnreadableItem>,
 }
 
+/// How many items a page of [`PersistentDataStore::pages`](crate::PersistentDataStore::pages)
+/// holds, on backends that choose: enough that a round trip per page costs little next to the
+/// items, few enough (about 1 MB of realistic flags) that a page is never a burden.
+pub const PAGE_ITEMS: usize = 1000;
+
+/// The pages of one kind's stored values, as
+/// [`PersistentDataStore::pages`](crate::PersistentDataStore::pages) yields them.
+pub type Pages<'a> = futures::stream::BoxStream<'a, crate::Result<StoredItems>>;
+
 /// A stored value that is not a valid item, perhaps written by another program.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

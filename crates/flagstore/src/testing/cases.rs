@@ -35,6 +35,7 @@ cases![
     get_all_includes_tombstones,
     prefixes_are_independent,
     large_init_replaces_and_removes_stale_keys,
+    pages_hold_what_get_all_holds,
     lower_external_writes_do_not_block_a_higher_upsert,
     higher_external_write_wins,
     racing_instances_leave_the_highest_version,
@@ -426,6 +427,39 @@ pub async fn large_init_replaces_and_removes_stale_keys(f: &dyn StoreFactory, pr
     init(&store, &data_set(fewer.clone(), vec![])).await;
     assert_eq!(sorted_all(&store, &Kind::FEATURES).await, fewer);
     assert_eq!(sorted_all(&store, &Kind::SEGMENTS).await, vec![]);
+}
+
+/// More items than a page holds come back in pages: each item once, byte for byte, tombstones
+/// included, and an empty kind is no items.
+pub async fn pages_hold_what_get_all_holds(f: &dyn StoreFactory, prefix: &str) {
+    use futures::TryStreamExt;
+
+    let store = f.store(prefix, None).await;
+    let mut flags: Vec<Item> = (0..crate::backend::PAGE_ITEMS as u64 * 2 + 50)
+        .map(|i| flag(&format!("flag-{i:04}"), i + 1))
+        .collect();
+    flags.push(Item::tombstone("gone", 7));
+    init(&store, &data_set(flags.clone(), vec![])).await;
+    let pages: Vec<_> = store
+        .pages(&Kind::FEATURES)
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("pages(features) on {store}: {e}"));
+    let mut paged: Vec<Item> = pages.into_iter().flat_map(|page| page.items).collect();
+    paged.sort_by(|a, b| a.key().cmp(b.key()));
+    flags.sort_by(|a, b| a.key().cmp(b.key()));
+    assert_eq!(paged.len(), flags.len(), "every item once");
+    assert!(paged == flags, "the paged items differ from those written");
+    let segments: Vec<_> = store
+        .pages(&Kind::SEGMENTS)
+        .try_collect()
+        .await
+        .unwrap_or_else(|e| panic!("pages(segments) on {store}: {e}"));
+    assert!(
+        segments
+            .iter()
+            .all(|page| page.items.is_empty() && page.unreadable.is_empty())
+    );
 }
 
 /// Another writer stores lower versions (2, 3, 4) in the race window of up to three successive
