@@ -57,6 +57,8 @@ fn main() {
         Ok("init") => return filled_by_init(),
         Ok("reader") => return filled_by_reader(),
         Ok("raw") => return raw_reply_kept(),
+        Ok("reader-items") => return filled_item_by_item(),
+        Ok("raw-items") => return raw_items_kept(),
         _ => {}
     }
     // The flags the readers read, written by this process, which measures nothing.
@@ -72,7 +74,7 @@ fn main() {
         ("mmap threshold 64 KiB", Some("65536")),
     ] {
         println!("== {allocator}");
-        for measure in ["init", "reader", "raw"] {
+        for measure in ["init", "reader", "raw", "reader-items", "raw-items"] {
             let mut child = std::process::Command::new(&exe);
             child
                 .env(CHILD, measure)
@@ -199,4 +201,74 @@ fn raw_reply_kept() {
         grown as f64 / json_bytes as f64
     );
     drop(reply);
+}
+
+/// 4. A daemon-mode reader that asks for flags one at a time (the SDK's pattern), filling a
+///    forever cache item by item, in a process that has done nothing else.
+fn filled_item_by_item() {
+    let runtime = runtime();
+    let redis = Redis::start();
+    let prefix = std::env::var(PREFIX).unwrap();
+    let reader = CachingStore::builder(store(&redis, &prefix))
+        .cache_forever()
+        .build()
+        .unwrap();
+    assert!(runtime.block_on(reader.is_initialized()).unwrap());
+    let keys: Vec<String> = (0..FLAGS).map(|i| format!("flag-{i:05}")).collect();
+    let json_bytes = json_bytes_one_at_a_time();
+    let before = rss();
+    runtime.block_on(async {
+        for key in &keys {
+            reader.get(&Kind::FEATURES, key).await.unwrap().unwrap();
+        }
+    });
+    settle(&runtime);
+    let grown = rss().saturating_sub(before);
+    println!(
+        "a reader's forever cache filled item by item: resident memory grew {grown} bytes, {:.2}x the JSON",
+        grown as f64 / json_bytes as f64
+    );
+    // Still held, and answered from the cache.
+    assert!(
+        runtime
+            .block_on(reader.get(&Kind::FEATURES, &keys[7]))
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// 5. That reader's baseline: the same `HGET`s on one multiplexed connection, each answer kept
+///    in a plain `HashMap<String, Arc<str>>`, in a process that has done nothing else.
+fn raw_items_kept() {
+    use flagstore_redis::redis::{self, AsyncCommands};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let runtime = runtime();
+    let redis = Redis::start();
+    let hash = format!("{}:features", std::env::var(PREFIX).unwrap());
+    let mut conn = runtime.block_on(async {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    });
+    assert!(runtime.block_on(conn.exists::<_, bool>(&hash)).unwrap());
+    let keys: Vec<String> = (0..FLAGS).map(|i| format!("flag-{i:05}")).collect();
+    let json_bytes = json_bytes_one_at_a_time();
+    let before = rss();
+    let mut kept: HashMap<String, Arc<str>> = HashMap::new();
+    runtime.block_on(async {
+        for key in &keys {
+            let json: String = conn.hget(&hash, key).await.unwrap();
+            kept.insert(key.clone(), json.into());
+        }
+    });
+    settle(&runtime);
+    let grown = rss().saturating_sub(before);
+    println!(
+        "raw HGETs kept in a HashMap<String, Arc<str>>: resident memory grew {grown} bytes, {:.2}x the JSON",
+        grown as f64 / json_bytes as f64
+    );
+    assert_eq!(kept.len(), FLAGS);
 }

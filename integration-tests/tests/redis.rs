@@ -670,7 +670,7 @@ async fn readers_see_an_init_in_pieces_whole_or_not_at_all() {
     let hash = store.hash_key(&Kind::FEATURES);
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
-        let (mut conn, done, hash) = (raw(&redis.url()).await, done.clone(), hash.clone());
+        let (mut conn, done, hash) = (raw(redis.url()).await, done.clone(), hash.clone());
         tokio::spawn(async move {
             let mut seen = std::collections::BTreeSet::new();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {

@@ -184,6 +184,11 @@ impl PersistentDataStore for Witness {
         self.note(result, |stored| stored.items.clone(), kind)
     }
 
+    /// One page, noted like every read.
+    fn pages<'a>(&'a self, kind: &'a Kind) -> flagstore::backend::Pages<'a> {
+        Box::pin(futures::stream::once(self.get_all_checked(kind)))
+    }
+
     async fn upsert(&self, kind: &Kind, item: Item) -> flagstore::Result<bool> {
         let result = self.store.upsert(kind, item).await;
         self.note(result, |_| Vec::new(), kind)

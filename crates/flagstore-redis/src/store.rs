@@ -27,6 +27,9 @@ use crate::topology::{Conn, Topology};
 /// Fields per HSET in `init`: keeps each command a sensible size for huge data sets.
 const HSET_CHUNK: usize = 500;
 
+/// A hash field and its value, as read.
+type Field = (Vec<u8>, Vec<u8>);
+
 /// Bytes of JSON per HSET in `init`, unless one item alone is larger.
 const HSET_BYTES: usize = 1 << 20;
 
@@ -504,8 +507,7 @@ impl PersistentDataStore for RedisStore {
                         .arg(cursor)
                         .arg("COUNT")
                         .arg(PAGE_ITEMS);
-                    let (next, mut pairs): (u64, Vec<(Vec<u8>, Vec<u8>)>) =
-                        self.read(op, &hscan).await?;
+                    let (next, mut pairs): (u64, Vec<Field>) = self.read(op, &hscan).await?;
                     pairs.retain(|(key, _)| seen.insert(key.clone()));
                     let items = read_stored_bytes(BACKEND, op, pairs).await?;
                     Ok((items, next))

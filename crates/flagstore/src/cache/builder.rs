@@ -256,6 +256,9 @@ impl CachingStoreBuilder {
             store: self.store,
             mode: self.mode,
             cache,
+            items: (self.mode == CacheMode::Forever && self.capacity_bytes.is_none())
+                .then(super::items::ItemTable::default),
+            built: tokio::time::Instant::now(),
             bounded: self.capacity_bytes.is_some(),
             inited: Mutex::new(Inited::Unknown),
             status,

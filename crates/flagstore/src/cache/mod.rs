@@ -2,6 +2,7 @@
 
 mod builder;
 mod entry;
+mod items;
 mod last_known_good;
 mod live;
 mod loads;
@@ -34,6 +35,7 @@ use crate::changes::ChangeFeed;
 use crate::error::Operation;
 use crate::{Collection, Error, Item, Kind, PersistentDataStore, Result};
 use entry::{CacheKey, Cached, Entry, KeyRef, KindItems};
+use items::ItemTable;
 use last_known_good::Losses;
 use live::Live;
 use loads::Loads;
@@ -124,6 +126,11 @@ struct Inner {
     store: Arc<dyn PersistentDataStore>,
     mode: CacheMode,
     cache: Option<Cache<CacheKey, Entry>>,
+    /// Forever mode without a capacity: the single items' entries, which need none of moka's
+    /// bookkeeping (see [`items`]); whole-kind entries stay in `cache`.
+    items: Option<ItemTable>,
+    /// When the store was built: the read time every entry of `items` shows.
+    built: tokio::time::Instant,
     /// Whether the cache has a capacity, which a whole kind may not fit in.
     bounded: bool,
     inited: Mutex<Inited>,
@@ -260,7 +267,8 @@ impl CachingStore {
         match &self.inner.cache {
             Some(cache) => {
                 cache.run_pending_tasks().await;
-                (cache.entry_count(), cache.weighted_size())
+                let (items, weight) = self.inner.items.as_ref().map_or((0, 0), ItemTable::usage);
+                (cache.entry_count() + items, cache.weighted_size() + weight)
             }
             None => (0, 0),
         }
@@ -338,7 +346,8 @@ impl Inner {
     /// Publishes the counters and the status to the metrics recorder.
     #[cfg(feature = "metrics")]
     fn publish_metrics(&self) {
-        let entries = self.cache.as_ref().map_or(0, Cache::entry_count);
+        let entries = self.cache.as_ref().map_or(0, Cache::entry_count)
+            + self.items.as_ref().map_or(0, ItemTable::len);
         self.metrics.publish(&self.stats, entries);
         self.metrics.available(self.status.borrow().available);
     }
@@ -362,7 +371,7 @@ impl Inner {
     async fn flush(&self) {
         if let Some(cache) = &self.cache {
             let _turn = self.writes.write(None).await;
-            cache.invalidate_all();
+            self.invalidate_everything(cache);
         }
         *lock(&self.inited) = Inited::Unknown;
     }
@@ -431,10 +440,13 @@ impl Inner {
             entry,
             whole,
         };
-        let own = cache.get(&key).await.map(|entry| found(entry, false));
         let KeyRef::Item(_, item_key) = key else {
-            return own;
+            return cache.get(&key).await.map(|entry| found(entry, false));
         };
+        let own = self
+            .own_entry(cache, kind, item_key)
+            .await
+            .map(|entry| found(entry, false));
         if own.as_ref().is_some_and(|own| own.fresh) {
             return own;
         }
@@ -495,7 +507,10 @@ impl Inner {
                         self.item_entries.store(true, Ordering::Relaxed);
                     }
                     let entry = Entry::new(value.clone(), generation);
-                    cache.insert(key.owned(), entry).await;
+                    match key {
+                        KeyRef::Item(kind, key) => self.put_own(cache, kind, key, entry).await,
+                        KeyRef::All(_) => cache.insert(key.owned(), entry).await,
+                    }
                 }
                 Ok(value)
             })
@@ -526,8 +541,7 @@ impl Inner {
             return;
         }
         for item in all.items() {
-            let key = KeyRef::Item(kind, item.key());
-            let Some(entry) = cache.get(&key).await else {
+            let Some(entry) = self.own_entry(cache, kind, item.key()).await else {
                 continue;
             };
             let same = match &entry.value {
@@ -537,7 +551,7 @@ impl Inner {
                 _ => false,
             };
             if !same {
-                cache.invalidate(&key).await;
+                self.drop_own(cache, kind, item.key()).await;
             }
         }
     }
@@ -548,7 +562,7 @@ impl Inner {
     async fn fill(&self, data: &[Collection]) {
         let Some(cache) = &self.cache else { return };
         let _turn = self.writes.write(None).await;
-        cache.invalidate_all();
+        self.invalidate_everything(cache);
         for kind in crate::backend::replaced_kinds(data) {
             let items: Vec<Item> = data
                 .iter()
@@ -570,10 +584,53 @@ impl Inner {
     /// there may be some.
     async fn insert_item(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: Item) {
         self.item_entries.store(true, Ordering::Relaxed);
-        let key = CacheKey::item(kind, item.key());
-        cache
-            .insert(key, self.entry(kind, Cached::Item(Some(item))))
-            .await;
+        let key = item.key().to_owned();
+        let entry = self.entry(kind, Cached::Item(Some(item)));
+        self.put_own(cache, kind, &key, entry).await;
+    }
+
+    /// `key`'s own entry (not its kind's whole-kind entry), fresh or not.
+    async fn own_entry(
+        &self,
+        cache: &Cache<CacheKey, Entry>,
+        kind: &Kind,
+        key: &str,
+    ) -> Option<Entry> {
+        match &self.items {
+            Some(items) => items.get(kind, key).map(|value| Entry {
+                loaded_at: self.built,
+                generation: 0,
+                value: Cached::Item(value),
+            }),
+            None => cache.get(&KeyRef::Item(kind, key)).await,
+        }
+    }
+
+    /// Makes `entry` (an item's) `key`'s own entry.
+    async fn put_own(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, key: &str, entry: Entry) {
+        match (&self.items, entry.value) {
+            (Some(items), Cached::Item(value)) => items.insert(kind, key, value),
+            (_, value) => {
+                let entry = Entry { value, ..entry };
+                cache.insert(CacheKey::item(kind, key), entry).await;
+            }
+        }
+    }
+
+    /// Drops `key`'s own entry.
+    async fn drop_own(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, key: &str) {
+        match &self.items {
+            Some(items) => items.remove(kind, key),
+            None => cache.invalidate(&KeyRef::Item(kind, key)).await,
+        }
+    }
+
+    /// Drops every entry. The caller holds the write turn.
+    fn invalidate_everything(&self, cache: &Cache<CacheKey, Entry>) {
+        cache.invalidate_all();
+        if let Some(items) = &self.items {
+            items.clear();
+        }
     }
 
     /// The version the cache shows for `key`: its own entry's, else its kind's whole-kind
@@ -630,7 +687,7 @@ impl Inner {
             .await
             .is_some_and(|cached| cached > item.version());
         if newer {
-            cache.invalidate(&KeyRef::Item(kind, item.key())).await;
+            self.drop_own(cache, kind, item.key()).await;
         } else {
             self.insert_item(cache, kind, item).await;
         }
@@ -640,7 +697,7 @@ impl Inner {
     /// Drops what the cache holds for `key` and its kind's whole-kind entry.
     async fn forget(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, key: &str) {
         let _turn = self.writes.write(Some(kind)).await;
-        cache.invalidate(&KeyRef::Item(kind, key)).await;
+        self.drop_own(cache, kind, key).await;
         cache.invalidate(&KeyRef::All(kind)).await;
     }
 
@@ -755,6 +812,11 @@ impl PersistentDataStore for CachingStore {
     async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
         let inner = &self.inner;
         inner.remember(inner.store.get_all_checked(kind).await)
+    }
+
+    /// Always the wrapped store's pages, as `get_all_checked` reads the database.
+    fn pages<'a>(&'a self, kind: &'a Kind) -> crate::backend::Pages<'a> {
+        self.inner.store.pages(kind)
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

@@ -161,6 +161,11 @@ impl PersistentDataStore for GatedStore {
         Self::pass(&self.next_read, read).await
     }
 
+    /// One page, through the gate like every read.
+    fn pages<'a>(&'a self, kind: &'a Kind) -> crate::backend::Pages<'a> {
+        Box::pin(futures::stream::once(self.get_all_checked(kind)))
+    }
+
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {
         let written = self.inner.upsert(kind, item).await;
         Self::pass(&self.next_upsert, written).await
