@@ -394,7 +394,7 @@ impl PersistentDataStore for RedisStore {
 
     /// One `MULTI`/`EXEC` transaction: the old hashes deleted, the new ones written, the marker
     /// set, all at once for every reader. On one server (or behind Sentinel) the transaction is
-    /// sent in pieces of at most [`HSET_CHUNK`] items or about 1 MB, so that no copy of the
+    /// sent in pieces of at most 500 items or about 1 MB, so that no copy of the
     /// whole data set is ever built to send; a Cluster connection routes each command on its
     /// own, so there it goes as one pipeline.
     async fn init(&self, data: &[Collection]) -> Result<()> {
