@@ -174,12 +174,16 @@ fn filled_by_reader() {
     );
 }
 
-/// 3. The reader's baseline: the same hash read by a bare `HGETALL` on one multiplexed
-///    connection, the reply kept as the client decoded it (one allocation per key and per
-///    value), in a process that has done nothing else.
-fn raw_reply_kept() {
+/// The server, the readers' hash, and a bare multiplexed connection to it (checked to hold the
+/// hash): what the raw baselines read through.
+fn raw_connection(
+    runtime: &tokio::runtime::Runtime,
+) -> (
+    Redis,
+    String,
+    flagstore_redis::redis::aio::MultiplexedConnection,
+) {
     use flagstore_redis::redis::{self, AsyncCommands};
-    let runtime = runtime();
     let redis = Redis::start();
     let hash = format!("{}:features", std::env::var(PREFIX).unwrap());
     let mut conn = runtime.block_on(async {
@@ -190,6 +194,16 @@ fn raw_reply_kept() {
             .unwrap()
     });
     assert!(runtime.block_on(conn.exists::<_, bool>(&hash)).unwrap());
+    (redis, hash, conn)
+}
+
+/// 3. The reader's baseline: the same hash read by a bare `HGETALL` on one multiplexed
+///    connection, the reply kept as the client decoded it (one allocation per key and per
+///    value), in a process that has done nothing else.
+fn raw_reply_kept() {
+    use flagstore_redis::redis::AsyncCommands;
+    let runtime = runtime();
+    let (_redis, hash, mut conn) = raw_connection(&runtime);
     let json_bytes = json_bytes_one_at_a_time();
     let before = rss();
     let reply: Vec<(String, String)> = runtime.block_on(conn.hgetall(&hash)).unwrap();
@@ -240,20 +254,11 @@ fn filled_item_by_item() {
 /// 5. That reader's baseline: the same `HGET`s on one multiplexed connection, each answer kept
 ///    in a plain `HashMap<String, Arc<str>>`, in a process that has done nothing else.
 fn raw_items_kept() {
-    use flagstore_redis::redis::{self, AsyncCommands};
+    use flagstore_redis::redis::AsyncCommands;
     use std::collections::HashMap;
     use std::sync::Arc;
     let runtime = runtime();
-    let redis = Redis::start();
-    let hash = format!("{}:features", std::env::var(PREFIX).unwrap());
-    let mut conn = runtime.block_on(async {
-        redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    });
-    assert!(runtime.block_on(conn.exists::<_, bool>(&hash)).unwrap());
+    let (_redis, hash, mut conn) = raw_connection(&runtime);
     let keys: Vec<String> = (0..FLAGS).map(|i| format!("flag-{i:05}")).collect();
     let json_bytes = json_bytes_one_at_a_time();
     let before = rss();

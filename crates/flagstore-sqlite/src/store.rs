@@ -378,6 +378,40 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// `kind`'s stored `(key, JSON)` rows: all of them, or with `after`, the page of
+    /// [`PAGE_ITEMS`] rows that follows that key in key order.
+    async fn rows(&self, kind: &Kind, after: Option<String>) -> Result<Vec<(String, String)>> {
+        let op = Operation::GetAll;
+        let kind2 = kind.clone();
+        self.blocking(op, move |inner| {
+            inner.with(op, |connection, prefix| {
+                let read = |row: &rusqlite::Row<'_>| Ok((row.get(0)?, row.get(1)?));
+                match &after {
+                    None => connection
+                        .prepare_cached(
+                            "SELECT key, item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2",
+                        )?
+                        .query_map(params![prefix, kind2.name()], read)?
+                        .collect(),
+                    Some(after) => connection
+                        .prepare_cached(
+                            "SELECT key, item FROM flagstore_items
+                             WHERE prefix = ?1 AND kind = ?2 AND key > ?3 ORDER BY key LIMIT ?4",
+                        )?
+                        .query_map(
+                            params![prefix, kind2.name(), after, PAGE_ITEMS as i64],
+                            read,
+                        )?
+                        .collect(),
+                }
+            })
+        })
+        .await
+        .map_err(|e| e.on(kind, None))
+    }
+}
+
 #[async_trait]
 impl PersistentDataStore for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -437,23 +471,7 @@ impl PersistentDataStore for SqliteStore {
     }
 
     async fn get_all_checked(&self, kind: &Kind) -> Result<StoredItems> {
-        let op = Operation::GetAll;
-        let kind2 = kind.clone();
-        let rows = self
-            .blocking(op, move |inner| {
-                inner.with(op, |connection, prefix| {
-                    let mut query = connection.prepare_cached(
-                        "SELECT key, item FROM flagstore_items WHERE prefix = ?1 AND kind = ?2",
-                    )?;
-                    let rows = query.query_map(params![prefix, kind2.name()], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })?;
-                    rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
-                })
-            })
-            .await
-            .map_err(|e| e.on(kind, None))?;
-        Ok(read_stored_items(rows))
+        Ok(read_stored_items(self.rows(kind, None).await?))
     }
 
     /// [`PAGE_ITEMS`] rows at a time in key order, each page starting after the last key of
@@ -465,24 +483,7 @@ impl PersistentDataStore for SqliteStore {
                 let Some(after) = after else {
                     return Ok(None);
                 };
-                let op = Operation::GetAll;
-                let kind2 = kind.clone();
-                let rows = self
-                    .blocking(op, move |inner| {
-                        inner.with(op, |connection, prefix| {
-                            let mut query = connection.prepare_cached(
-                                "SELECT key, item FROM flagstore_items
-                                 WHERE prefix = ?1 AND kind = ?2 AND key > ?3 ORDER BY key LIMIT ?4",
-                            )?;
-                            let rows = query.query_map(
-                                params![prefix, kind2.name(), after, PAGE_ITEMS as i64],
-                                |row| Ok((row.get(0)?, row.get(1)?)),
-                            )?;
-                            rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
-                        })
-                    })
-                    .await
-                    .map_err(|e| e.on(kind, None))?;
+                let rows = self.rows(kind, Some(after)).await?;
                 let next = (rows.len() == PAGE_ITEMS)
                     .then(|| rows.last().map(|(key, _)| key.clone()))
                     .flatten();
