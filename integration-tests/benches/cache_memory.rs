@@ -148,19 +148,25 @@ fn json_bytes_one_at_a_time() -> usize {
     (0..FLAGS).map(|i| flag(i).json().len()).sum()
 }
 
-/// 2. A daemon-mode reader filling it from the database, in a process that has done nothing
-///    else (as a daemon-mode service starts): everything it allocates counts, the decoding
-///    buffers the allocator keeps included.
-fn filled_by_reader() {
-    let runtime = runtime();
+/// A daemon-mode reader's forever cache over the readers' prefix, its connection open (it asks
+/// "initialized?" first, as a reader does anyway).
+fn forever_reader(runtime: &tokio::runtime::Runtime) -> (Redis, CachingStore) {
     let redis = Redis::start();
     let prefix = std::env::var(PREFIX).unwrap();
     let reader = CachingStore::builder(store(&redis, &prefix))
         .cache_forever()
         .build()
         .unwrap();
-    // What a reader asks first anyway; it opens the connection.
     assert!(runtime.block_on(reader.is_initialized()).unwrap());
+    (redis, reader)
+}
+
+/// 2. A daemon-mode reader filling it from the database, in a process that has done nothing
+///    else (as a daemon-mode service starts): everything it allocates counts, the decoding
+///    buffers the allocator keeps included.
+fn filled_by_reader() {
+    let runtime = runtime();
+    let (_redis, reader) = forever_reader(&runtime);
     let json_bytes = json_bytes_one_at_a_time();
     let before = rss();
     let read = runtime.block_on(reader.get_all(&Kind::FEATURES)).unwrap();
@@ -221,13 +227,7 @@ fn raw_reply_kept() {
 ///    forever cache item by item, in a process that has done nothing else.
 fn filled_item_by_item() {
     let runtime = runtime();
-    let redis = Redis::start();
-    let prefix = std::env::var(PREFIX).unwrap();
-    let reader = CachingStore::builder(store(&redis, &prefix))
-        .cache_forever()
-        .build()
-        .unwrap();
-    assert!(runtime.block_on(reader.is_initialized()).unwrap());
+    let (_redis, reader) = forever_reader(&runtime);
     let keys: Vec<String> = (0..FLAGS).map(|i| format!("flag-{i:05}")).collect();
     let json_bytes = json_bytes_one_at_a_time();
     let before = rss();
