@@ -642,6 +642,46 @@ async fn forever_mode_answers_gets_from_one_entry_per_kind() {
     assert_eq!(double.reads(), reads, "every answer came from the cache");
 }
 
+/// A daemon-mode reader's forever cache, filled flag by flag: each answer (an item, a tombstone,
+/// "not found") is kept in the item table and counted, later reads come from it, a whole-kind
+/// read that finds a newer version replaces the older one, and `invalidate_all` empties it.
+#[tokio::test]
+async fn forever_mode_keeps_items_read_one_by_one() {
+    let double = Double::new();
+    double
+        .init(&[Collection::new(
+            F,
+            vec![item("a", 1), item("b", 1), Item::tombstone("gone", 4)],
+        )])
+        .await
+        .unwrap();
+    let store = forever(&double);
+    let custom = Kind::new("widgets");
+    for key in ["a", "b", "gone", "absent"] {
+        store.get(&F, key).await.unwrap();
+    }
+    assert_eq!(store.get(&custom, "a").await.unwrap(), None);
+    let (entries, weight) = store.cache_usage().await;
+    assert_eq!(entries, 5, "four keys of one kind and one of another");
+    assert!(weight > 0);
+    let reads = double.reads();
+    assert_eq!(store.get(&F, "a").await.unwrap(), Some(item("a", 1)));
+    assert!(store.get(&F, "gone").await.unwrap().unwrap().is_deleted());
+    assert_eq!(store.get(&F, "absent").await.unwrap(), None);
+    assert_eq!(double.reads(), reads, "answered from the table");
+
+    // Another writer stores a newer `a`; this reader's `get_all` sees it, and a `get` after
+    // it never goes back to the version the table held.
+    double.upsert(&F, item("a", 5)).await.unwrap();
+    assert_eq!(store.get_all(&F).await.unwrap().len(), 3);
+    assert_eq!(store.get(&F, "a").await.unwrap(), Some(item("a", 5)));
+
+    store.invalidate_all().await;
+    assert_eq!(store.cache_usage().await.0, 0);
+    assert_eq!(store.get(&F, "b").await.unwrap(), Some(item("b", 1)));
+    assert_eq!(double.reads(), reads + 2, "a get_all, then b read again");
+}
+
 #[tokio::test(start_paused = true)]
 async fn ttl_mode_answers_gets_from_a_fresh_whole_kind_read() {
     let double = Double::new();
