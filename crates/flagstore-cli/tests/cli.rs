@@ -1115,7 +1115,10 @@ fn bulk_commands_read_many_pages_whole() {
     let flags: serde_json::Map<String, Value> = (0..2_500)
         .map(|i| {
             let key = format!("flag-{i:04}");
-            (key.clone(), json!({"key": key, "version": i + 1, "on": i % 2 == 0}))
+            (
+                key.clone(),
+                json!({"key": key, "version": i + 1, "on": i % 2 == 0}),
+            )
         })
         .collect();
     let text = json!({"flags": flags, "segments": {}}).to_string();
@@ -1128,7 +1131,10 @@ fn bulk_commands_read_many_pages_whole() {
         ok(&flagstore(&store, &["load", file.to_str().unwrap()]));
         let listed: Vec<Value> =
             serde_json::from_str(&ok(&flagstore(&store, &["ls", "--json"]))).unwrap();
-        let keys: Vec<&str> = listed.iter().map(|row| row["key"].as_str().unwrap()).collect();
+        let keys: Vec<&str> = listed
+            .iter()
+            .map(|row| row["key"].as_str().unwrap())
+            .collect();
         let expected: Vec<String> = (0..2_500).map(|i| format!("flag-{i:04}")).collect();
         assert_eq!(keys, expected, "{store}: every flag once, in key order");
         assert_eq!(listed[2_499]["version"], 2_500);
