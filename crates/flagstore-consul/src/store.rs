@@ -114,7 +114,7 @@ impl ConsulStore {
         format!("{}/{}/", self.prefix, kind)
     }
 
-    async fn run_txn(&self, writes: &[Write], body: Vec<u8>) -> Result<()> {
+    async fn run_txn(&self, writes: &[Write<'_>], body: Vec<u8>) -> Result<()> {
         let op = Operation::Init;
         let answer = self.http.txn(op, body).await?;
         match answer.status.as_u16() {
@@ -271,21 +271,21 @@ impl PersistentDataStore for ConsulStore {
                 stale.remove(&key);
                 writes.push(Write::Set {
                     key,
-                    value: item.json().to_owned(),
+                    value: item.json(),
                 });
             }
         }
         writes.extend(stale.into_iter().map(|key| Write::Delete { key }));
         writes.push(Write::Set {
             key: marker,
-            value: String::new(),
+            value: "",
         });
 
         for step in plan(writes) {
             match step {
                 Step::Txn { writes, body } => self.run_txn(&writes, body).await?,
                 Step::Put { key, value } => {
-                    self.http.put(op, &key, &value, None).await?;
+                    self.http.put(op, &key, value, None).await?;
                 }
             }
         }

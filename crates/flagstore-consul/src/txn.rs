@@ -27,14 +27,14 @@ pub const MAX_TXN_OPS: usize = 64;
 /// headers and rounding.
 pub const MAX_TXN_BODY: usize = 500_000;
 
-/// One write of `init`.
+/// One write of `init`, its value borrowed from the data being written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Write {
-    Set { key: String, value: String },
+pub(crate) enum Write<'a> {
+    Set { key: String, value: &'a str },
     Delete { key: String },
 }
 
-impl Write {
+impl Write<'_> {
     /// The operation as Consul's transaction JSON (values are base64).
     fn to_json(&self) -> String {
         let op = match self {
@@ -50,70 +50,74 @@ impl Write {
 /// A step of `init`: a transaction, or one value too large for any transaction body (base64
 /// inflates values by a third), written with a plain KV PUT.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
-    Txn { writes: Vec<Write>, body: Vec<u8> },
-    Put { key: String, value: String },
+pub(crate) enum Step<'a> {
+    Txn {
+        writes: Vec<Write<'a>>,
+        body: Vec<u8>,
+    },
+    Put {
+        key: String,
+        value: &'a str,
+    },
 }
 
 /// Splits `writes` into steps that keep their order, each transaction at most
-/// [`MAX_TXN_OPS`] operations and [`MAX_TXN_BODY`] bytes.
-pub(crate) fn plan(writes: Vec<Write>) -> Vec<Step> {
-    let mut steps = Vec::new();
-    let mut ops: Vec<Write> = Vec::new();
-    let mut parts: Vec<String> = Vec::new();
-    let mut size = 2; // the brackets
-    let flush =
-        |steps: &mut Vec<Step>, ops: &mut Vec<Write>, parts: &mut Vec<String>, size: &mut usize| {
-            if !ops.is_empty() {
-                let body = format!("[{}]", parts.join(",")).into_bytes();
-                steps.push(Step::Txn {
-                    writes: std::mem::take(ops),
-                    body,
-                });
-                parts.clear();
-                *size = 2;
-            }
-        };
-    for write in writes {
-        let json = write.to_json();
-        if json.len() + 2 > MAX_TXN_BODY {
-            flush(&mut steps, &mut ops, &mut parts, &mut size);
-            match write {
-                Write::Set { key, value } => steps.push(Step::Put { key, value }),
-                // A delete is tiny; a key this long is Consul's to refuse.
-                delete @ Write::Delete { .. } => {
-                    let body = format!("[{json}]").into_bytes();
-                    steps.push(Step::Txn {
-                        writes: vec![delete],
-                        body,
-                    });
+/// [`MAX_TXN_OPS`] operations and [`MAX_TXN_BODY`] bytes. Each step is made as it is asked
+/// for, so that only one transaction's body exists at a time, never the whole data set
+/// encoded.
+pub(crate) fn plan<'a>(
+    writes: impl IntoIterator<Item = Write<'a>>,
+) -> impl Iterator<Item = Step<'a>> {
+    let mut writes = writes.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let mut ops = Vec::new();
+        let mut parts: Vec<String> = Vec::new();
+        let mut size = 2; // the brackets
+        while let Some(write) = writes.peek() {
+            let json = write.to_json();
+            if json.len() + 2 > MAX_TXN_BODY {
+                if !ops.is_empty() {
+                    // The transaction so far goes first; this write is the next step.
+                    break;
                 }
+                return match writes.next()? {
+                    Write::Set { key, value } => Some(Step::Put { key, value }),
+                    // A delete is tiny; a key this long is Consul's to refuse.
+                    delete @ Write::Delete { .. } => Some(Step::Txn {
+                        writes: vec![delete],
+                        body: format!("[{json}]").into_bytes(),
+                    }),
+                };
             }
-            continue;
+            if ops.len() == MAX_TXN_OPS || size + json.len() + 1 > MAX_TXN_BODY {
+                break;
+            }
+            size += json.len() + usize::from(!parts.is_empty());
+            parts.push(json);
+            ops.push(writes.next()?);
         }
-        if ops.len() == MAX_TXN_OPS || size + json.len() + 1 > MAX_TXN_BODY {
-            flush(&mut steps, &mut ops, &mut parts, &mut size);
-        }
-        size += json.len() + usize::from(!parts.is_empty());
-        parts.push(json);
-        ops.push(write);
-    }
-    flush(&mut steps, &mut ops, &mut parts, &mut size);
-    steps
+        (!ops.is_empty()).then(|| Step::Txn {
+            writes: ops,
+            body: format!("[{}]", parts.join(",")).into_bytes(),
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn set(key: &str, bytes: usize) -> Write {
+    fn set(key: &str, bytes: usize) -> Write<'static> {
         Write::Set {
             key: key.to_owned(),
-            value: "v".repeat(bytes),
+            value: &VALUES[..bytes],
         }
     }
 
-    fn flatten(steps: &[Step]) -> Vec<String> {
+    /// The values the tests write: any length up to 450,000 bytes, borrowed.
+    static VALUES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "v".repeat(450_000));
+
+    fn flatten(steps: &[Step<'_>]) -> Vec<String> {
         steps
             .iter()
             .flat_map(|step| match step {
@@ -132,7 +136,7 @@ mod tests {
     fn splits_at_sixty_four_operations_keeping_order() {
         let writes: Vec<Write> = (0..150).map(|i| set(&format!("k{i:03}"), 10)).collect();
         let keys: Vec<String> = (0..150).map(|i| format!("k{i:03}")).collect();
-        let steps = plan(writes);
+        let steps: Vec<Step<'_>> = plan(writes).collect();
         let sizes: Vec<usize> = steps
             .iter()
             .map(|s| match s {
@@ -155,7 +159,7 @@ mod tests {
             },
             set("c", 10),
         ];
-        let steps = plan(writes);
+        let steps: Vec<Step<'_>> = plan(writes).collect();
         assert_eq!(flatten(&steps), ["a", "b", "huge", "old", "c"]);
         assert!(matches!(&steps[2], Step::Put { key, .. } if key == "huge"));
         assert_eq!(steps.len(), 4, "{steps:?}");
@@ -170,15 +174,16 @@ mod tests {
 
     #[test]
     fn operations_are_consuls_json_with_base64_values() {
-        let steps = plan(vec![
+        let steps: Vec<Step<'_>> = plan(vec![
             Write::Set {
                 key: "ld/features/f".to_owned(),
-                value: r#"{"version":1}"#.to_owned(),
+                value: r#"{"version":1}"#,
             },
             Write::Delete {
                 key: "ld/features/old".to_owned(),
             },
-        ]);
+        ])
+        .collect();
         let Step::Txn { body, .. } = &steps[0] else {
             panic!()
         };
