@@ -131,7 +131,8 @@ impl ItemTable {
         *self.write() = Kinds::default();
     }
 
-    /// Entries held.
+    /// Entries held, counted without weighing them (for the periodic metrics).
+    #[cfg(feature = "metrics")]
     pub(super) fn len(&self) -> u64 {
         let kinds = self.read();
         let entries: usize = kinds
