@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use flagstore::backend::{PAGE_ITEMS, Pages, StoredItems};
+use flagstore::backend::{PAGE_ITEMS, Pages, StoredItems, paged};
 use flagstore::backend::{UPSERT_ATTEMPTS, contention_backoff, version_to_replace};
 use flagstore::error::{ItemError, Operation};
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
@@ -351,10 +351,7 @@ impl PersistentDataStore for ConsulStore {
             Ok::<_, Error>((keys, folder))
         };
         let read = move |(keys, folder): (Vec<String>, String)| {
-            futures::stream::try_unfold((keys, folder, 0), move |(keys, folder, from)| async move {
-                if from >= keys.len() {
-                    return Ok(None);
-                }
+            paged((keys, folder, 0), move |(keys, folder, from)| async move {
                 let to = (from + PAGE_ITEMS).min(keys.len());
                 let mut page = Vec::with_capacity(to - from);
                 for chunk in keys[from..to].chunks(16) {
@@ -367,7 +364,8 @@ impl PersistentDataStore for ConsulStore {
                         page.extend(read.map_err(|e| e.on(kind, None))?);
                     }
                 }
-                Ok(Some((StoredItems::from_results(page), (keys, folder, to))))
+                let next = (to < keys.len()).then_some((keys, folder, to));
+                Ok((StoredItems::from_results(page), next))
             })
         };
         Box::pin(

@@ -12,7 +12,7 @@ use aws_config::{ConfigLoader, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
 use aws_sdk_dynamodbstreams::Client as StreamsClient;
-use flagstore::backend::{Pages, StoredItems};
+use flagstore::backend::{Pages, StoredItems, paged};
 use flagstore::backend::{replaced_kinds, write_stages};
 use flagstore::error::Operation;
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
@@ -262,7 +262,7 @@ impl DynamoDbStore {
         op: Operation,
         namespace: &str,
         keys_only: bool,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>> {
+    ) -> Result<Vec<Record>> {
         let mut records = Vec::new();
         let mut start = None;
         loop {
@@ -537,20 +537,17 @@ impl PersistentDataStore for DynamoDbStore {
     /// One query page (up to 1 MB of records) per page.
     fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
         let namespace = self.names.kind(kind);
-        Box::pin(futures::stream::try_unfold(
-            (Some(None), namespace),
-            move |(start, namespace)| async move {
-                let Some(start) = start else {
-                    return Ok(None);
-                };
+        paged(None, move |start| {
+            let namespace = namespace.clone();
+            async move {
                 let (records, next) = self
                     .query_page(Operation::GetAll, &namespace, false, start)
                     .await
                     .map_err(|e| e.on(kind, None))?;
                 let page = StoredItems::from_results(records.iter().map(stored_item));
-                Ok(Some((page, (next.map(Some), namespace))))
-            },
-        ))
+                Ok((page, next.map(Some)))
+            }
+        })
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
 use flagstore::backend::{
-    PAGE_ITEMS, Pages, StoredItems, UPSERT_ATTEMPTS, contention_backoff, read_stored_bytes,
+    PAGE_ITEMS, Pages, StoredItems, UPSERT_ATTEMPTS, contention_backoff, paged, read_stored_bytes,
     replaced_kinds, version_to_replace,
 };
 use flagstore::changes::ChangeFeed;
@@ -50,6 +50,19 @@ impl<'a> Pieces<'a> {
 
     fn push_hset(&mut self, hash: &Arc<str>, items: &'a [Item]) {
         self.0.push(Piece::Hset(hash.clone(), items));
+    }
+
+    /// The bytes of keys and JSON the largest `HSET` carries: about the largest command sent,
+    /// without packing any command to measure it.
+    fn largest_hset(&self) -> usize {
+        self.0
+            .iter()
+            .map(|piece| match piece {
+                Piece::Command(_) => 0,
+                Piece::Hset(_, items) => items.iter().map(|i| i.key().len() + i.len()).sum(),
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Each command, built as it is needed.
@@ -258,22 +271,20 @@ impl RedisStore {
     }
 
     /// Sends `commands` as one transaction, a command at a time between `MULTI` and `EXEC`
-    /// on this connection of its own, and checks every queued command's answer. Returns the
-    /// size of the largest command sent. If this is dropped midway, the connection is still
-    /// inside `MULTI`: the pool's check before reuse (a `PING`, answered `QUEUED`) then drops it.
+    /// on this connection of its own, and checks every queued command's answer. If this is
+    /// dropped midway, the connection is still inside `MULTI`: the pool's check before reuse (a
+    /// `PING`, answered `QUEUED`) then drops it.
     async fn transaction_in_pieces(
         &self,
         conn: &mut Conn,
         commands: &Pieces<'_>,
-    ) -> redis::RedisResult<usize> {
+    ) -> redis::RedisResult<()> {
         redis::cmd("MULTI").query_async::<()>(conn).await?;
-        let mut largest = 0;
         for command in commands.iter() {
-            largest = largest.max(command.get_packed_command().len());
             command.query_async::<()>(conn).await?;
         }
         let answers: redis::Value = redis::cmd("EXEC").query_async(conn).await?;
-        answers.extract_error().map(|_| largest)
+        answers.extract_error().map(drop)
     }
 
     pub(crate) async fn connection(&self, op: Operation) -> Result<Conn> {
@@ -425,8 +436,9 @@ impl PersistentDataStore for RedisStore {
                 return sent.map_err(self.redis_err(op));
             }
             match self.transaction_in_pieces(&mut conn, &commands).await {
-                Ok(largest) => {
-                    if largest > RETIRE_AFTER_BYTES {
+                Ok(()) => {
+                    // The connection keeps its write buffer's capacity for as long as it lives.
+                    if commands.largest_hset() > RETIRE_AFTER_BYTES {
                         conn.retire();
                     }
                     Ok(())
@@ -492,30 +504,23 @@ impl PersistentDataStore for RedisStore {
     /// the hash grows while it is scanned), so the keys already returned are remembered and
     /// skipped; a field stored the whole time comes once.
     fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
-        let start = (Some(0u64), std::collections::HashSet::<Vec<u8>>::new());
-        Box::pin(futures::stream::try_unfold(
-            start,
-            move |(cursor, mut seen)| async move {
-                let Some(cursor) = cursor else {
-                    return Ok(None);
-                };
-                let op = Operation::GetAll;
-                let page = self.bounded(op, Some((kind, None)), async {
-                    let mut hscan = redis::cmd("HSCAN");
-                    hscan
-                        .arg(self.hash_key_ref(kind).as_ref())
-                        .arg(cursor)
-                        .arg("COUNT")
-                        .arg(PAGE_ITEMS);
-                    let (next, mut pairs): (u64, Vec<Field>) = self.read(op, &hscan).await?;
-                    pairs.retain(|(key, _)| seen.insert(key.clone()));
-                    let items = read_stored_bytes(BACKEND, op, pairs).await?;
-                    Ok((items, next))
-                });
-                let (items, next) = page.await?;
-                Ok(Some((items, ((next != 0).then_some(next), seen))))
-            },
-        ))
+        let start = (0u64, std::collections::HashSet::<Vec<u8>>::new());
+        paged(start, move |(cursor, mut seen)| async move {
+            let op = Operation::GetAll;
+            self.bounded(op, Some((kind, None)), async {
+                let mut hscan = redis::cmd("HSCAN");
+                hscan
+                    .arg(self.hash_key_ref(kind).as_ref())
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(PAGE_ITEMS);
+                let (next, mut pairs): (u64, Vec<Field>) = self.read(op, &hscan).await?;
+                pairs.retain(|(key, _)| seen.insert(key.clone()));
+                let items = read_stored_bytes(BACKEND, op, pairs).await?;
+                Ok((items, (next != 0).then_some((next, seen))))
+            })
+            .await
+        })
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

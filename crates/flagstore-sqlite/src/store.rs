@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flagstore::backend::{
-    ConfigKey, PAGE_ITEMS, Pages, StoredItems, config_duration, read_stored_items,
+    ConfigKey, PAGE_ITEMS, Pages, StoredItems, config_duration, paged, read_stored_items,
 };
 use flagstore::error::{ItemError, Operation};
 use flagstore::{Collection, Error, Item, Kind, PersistentDataStore, Result};
@@ -477,19 +477,13 @@ impl PersistentDataStore for SqliteStore {
     /// [`PAGE_ITEMS`] rows at a time in key order, each page starting after the last key of
     /// the one before (the primary key's order, so no row comes twice and none is skipped).
     fn pages<'a>(&'a self, kind: &'a Kind) -> Pages<'a> {
-        Box::pin(futures::stream::try_unfold(
-            Some(String::new()),
-            move |after| async move {
-                let Some(after) = after else {
-                    return Ok(None);
-                };
-                let rows = self.rows(kind, Some(after)).await?;
-                let next = (rows.len() == PAGE_ITEMS)
-                    .then(|| rows.last().map(|(key, _)| key.clone()))
-                    .flatten();
-                Ok(Some((read_stored_items(rows), next)))
-            },
-        ))
+        paged(String::new(), move |after| async move {
+            let rows = self.rows(kind, Some(after)).await?;
+            let next = (rows.len() == PAGE_ITEMS)
+                .then(|| rows.last().map(|(key, _)| key.clone()))
+                .flatten();
+            Ok((read_stored_items(rows), next))
+        })
     }
 
     async fn upsert(&self, kind: &Kind, item: Item) -> Result<bool> {

@@ -208,29 +208,28 @@ impl DataSet {
         ) -> Result<(), DataError> {
             let mut items: Vec<&Item> = items.into_iter().filter(|i| !i.is_deleted()).collect();
             items.sort_unstable_by(|a, b| a.key().cmp(b.key()));
-            let failed =
-                |e: &dyn fmt::Display| DataError::new(format!("could not write the data: {e}"));
-            out.write_all(b"{").map_err(|e| failed(&e))?;
+            out.write_all(b"{").map_err(unwritten)?;
             for (n, item) in items.iter().enumerate() {
                 let raw: &RawValue = serde_json::from_str(item.json()).map_err(|e| {
                     DataError::new(format!("stored item {:?} is not JSON: {e}", item.key()))
                 })?;
                 if n > 0 {
-                    out.write_all(b",").map_err(|e| failed(&e))?;
+                    out.write_all(b",").map_err(unwritten)?;
                 }
-                serde_json::to_writer(&mut *out, item.key()).map_err(|e| failed(&e))?;
-                out.write_all(b":").map_err(|e| failed(&e))?;
-                out.write_all(raw.get().as_bytes())
-                    .map_err(|e| failed(&e))?;
+                serde_json::to_writer(&mut *out, item.key()).map_err(unwritten)?;
+                out.write_all(b":").map_err(unwritten)?;
+                out.write_all(raw.get().as_bytes()).map_err(unwritten)?;
             }
-            out.write_all(b"}").map_err(|e| failed(&e))
+            out.write_all(b"}").map_err(unwritten)
         }
-        let failed = |e: std::io::Error| DataError::new(format!("could not write the data: {e}"));
-        out.write_all(br#"{"flags":"#).map_err(failed)?;
+        fn unwritten(e: impl fmt::Display) -> DataError {
+            DataError::new(format!("could not write the data: {e}"))
+        }
+        out.write_all(br#"{"flags":"#).map_err(unwritten)?;
         section(&mut out, flags)?;
-        out.write_all(br#","segments":"#).map_err(failed)?;
+        out.write_all(br#","segments":"#).map_err(unwritten)?;
         section(&mut out, segments)?;
-        out.write_all(b"}").map_err(failed)
+        out.write_all(b"}").map_err(unwritten)
     }
 
     fn section(&self, kind: &Kind) -> Option<&BTreeMap<String, Item>> {

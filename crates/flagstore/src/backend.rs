@@ -12,6 +12,6 @@ pub use crate::order::write_stages;
 pub use crate::secret::{REDACTED, Secret, redact_url};
 pub use crate::store::{UPSERT_ATTEMPTS, contention_backoff, refuse_ignored, replaced_kinds};
 pub use crate::stored::{
-    PAGE_ITEMS, Pages, Rejected, StoredItems, UnreadableItem, item_rejected, read_stored_bytes,
-    read_stored_items, version_to_replace,
+    PAGE_ITEMS, Pages, Rejected, StoredItems, UnreadableItem, item_rejected, paged,
+    read_stored_bytes, read_stored_items, version_to_replace,
 };

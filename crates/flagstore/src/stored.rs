@@ -40,6 +40,52 @@ pub const PAGE_ITEMS: usize = 1000;
 /// [`PersistentDataStore::pages`](crate::PersistentDataStore::pages) yields them.
 pub type Pages<'a> = futures::stream::BoxStream<'a, crate::Result<StoredItems>>;
 
+/// The pages of a read that goes from cursor to cursor, for a backend's
+/// [`pages`](crate::PersistentDataStore::pages): `read` turns a cursor into one page and the
+/// next page's cursor, `None` after the last page. The first page is read from `first`.
+///
+/// ```
+/// use futures::TryStreamExt;
+/// use flagstore::backend::{StoredItems, paged};
+/// use flagstore::Item;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let stored: Vec<Item> = (0..5)
+///     .map(|i| Item::from_json(format!("f{i}"), r#"{"version":1}"#).unwrap())
+///     .collect();
+/// // Two items a page, the cursor being where the next page starts.
+/// let pages = paged(0, |from: usize| {
+///     let stored = &stored;
+///     async move {
+///         let to = (from + 2).min(stored.len());
+///         let read = stored[from..to].iter().map(|i| (i.key().to_owned(), Ok(i.clone())));
+///         let page = StoredItems::from_results(read);
+///         Ok((page, (to < stored.len()).then_some(to)))
+///     }
+/// });
+/// let sizes: Vec<usize> = pages.map_ok(|page| page.items.len()).try_collect().await?;
+/// assert_eq!(sizes, [2, 2, 1]);
+/// # Ok::<(), flagstore::Error>(())
+/// # }).unwrap();
+/// ```
+pub fn paged<'a, C, F, Fut>(first: C, read: F) -> Pages<'a>
+where
+    C: Send + 'a,
+    F: FnMut(C) -> Fut + Send + 'a,
+    Fut: std::future::Future<Output = crate::Result<(StoredItems, Option<C>)>> + Send + 'a,
+{
+    Box::pin(futures::stream::try_unfold(
+        (Some(first), read),
+        |(cursor, mut read)| async move {
+            let Some(cursor) = cursor else {
+                return Ok(None);
+            };
+            let (page, next) = read(cursor).await?;
+            Ok(Some((page, (next, read))))
+        },
+    ))
+}
+
 /// A stored value that is not a valid item, perhaps written by another program.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

@@ -31,6 +31,12 @@ struct Table {
     missing: HashSet<Box<str>>,
 }
 
+impl Table {
+    fn len(&self) -> usize {
+        self.items.len() + self.missing.len()
+    }
+}
+
 /// An item that hashes and compares as its key, so that the set finds it by `&str` and stores
 /// no second copy of the key.
 struct ByKey(Item);
@@ -134,11 +140,7 @@ impl ItemTable {
     /// Entries held, counted without weighing them (for the periodic metrics).
     #[cfg(feature = "metrics")]
     pub(super) fn len(&self) -> u64 {
-        let kinds = self.read();
-        let entries: usize = kinds
-            .tables()
-            .map(|table| table.items.len() + table.missing.len())
-            .sum();
+        let entries: usize = self.read().tables().map(Table::len).sum();
         entries as u64
     }
 
@@ -147,7 +149,7 @@ impl ItemTable {
         let kinds = self.read();
         let (mut entries, mut bytes) = (0, 0);
         for table in kinds.tables() {
-            entries += table.items.len() + table.missing.len();
+            entries += table.len();
             bytes += table
                 .items
                 .iter()

@@ -584,9 +584,8 @@ impl Inner {
     /// there may be some.
     async fn insert_item(&self, cache: &Cache<CacheKey, Entry>, kind: &Kind, item: Item) {
         self.item_entries.store(true, Ordering::Relaxed);
-        let key = item.key().to_owned();
-        let entry = self.entry(kind, Cached::Item(Some(item)));
-        self.put_own(cache, kind, &key, entry).await;
+        let entry = self.entry(kind, Cached::Item(Some(item.clone())));
+        self.put_own(cache, kind, item.key(), entry).await;
     }
 
     /// `key`'s own entry (not its kind's whole-kind entry), fresh or not.
