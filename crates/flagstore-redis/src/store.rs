@@ -103,7 +103,7 @@ fn chunks(items: &[Item]) -> impl Iterator<Item = &[Item]> {
     })
 }
 
-/// An `init` sending more than this closes its connection afterwards (see `init`).
+/// An `init` that sent an `HSET` of more than this closes its connection afterwards (see `init`).
 const RETIRE_AFTER_BYTES: usize = 1 << 20;
 
 /// A [`PersistentDataStore`] in Redis, readable and writable by every LaunchDarkly SDK and the

@@ -384,8 +384,7 @@ mod tests {
         Item::from_json("k", json).map(|i| (i.version(), i.is_deleted()))
     }
 
-    /// The fuzzer's corpus (`fuzz/corpus/item_json`, minimized after each long run), replayed
-    /// on every test run: what the fuzzer once found stays checked.
+    /// Keys up to the inline length and past it, ASCII and not, come back byte for byte.
     #[test]
     fn keys_short_and_long_come_back_as_given() {
         let keys = [
@@ -408,6 +407,8 @@ mod tests {
         }
     }
 
+    /// The fuzzer's corpus (`fuzz/corpus/item_json`, minimized after each long run), replayed
+    /// on every test run: what the fuzzer once found stays checked.
     #[test]
     fn the_fuzz_corpus_reads_as_serde_json_reads_it() {
         let dir =
