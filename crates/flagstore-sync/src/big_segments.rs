@@ -123,7 +123,13 @@ impl BigSegmentsSync {
                     };
                     heard = Instant::now();
                     let Line::Event(event) = line else { continue };
-                    let patches = match parse(&event.data) {
+                    let Ok(text) = event.data.into_text() else {
+                        return Failure::Invalid(
+                            "a Big Segments event is not UTF-8".to_owned(),
+                        )
+                        .into();
+                    };
+                    let patches = match parse(&text) {
                         Ok(patches) => patches,
                         Err(failure) => return failure.into(),
                     };

@@ -66,7 +66,16 @@ impl DataSet {
     /// Reads a data file to load as [`parse_strict`](Self::parse_strict) does, from `reader`
     /// as it goes: each item's JSON is read once into the item that keeps it, and the file's
     /// text is never held whole (a 100,000-flag file is over 100 MB).
-    pub fn read_strict(mut reader: impl std::io::BufRead) -> Result<DataSet, DataError> {
+    pub fn read_strict(reader: impl std::io::BufRead) -> Result<DataSet, DataError> {
+        Self::read_with(reader, true)
+    }
+
+    /// Reads what LaunchDarkly sends as [`parse`](Self::parse) does, from `reader` as it goes.
+    pub(crate) fn read(reader: impl std::io::BufRead) -> Result<DataSet, DataError> {
+        Self::read_with(reader, false)
+    }
+
+    fn read_with(mut reader: impl std::io::BufRead, strict: bool) -> Result<DataSet, DataError> {
         let first = loop {
             let buffer = reader
                 .fill_buf()
@@ -80,7 +89,7 @@ impl DataSet {
                 }
             }
         };
-        Self::parse_from(first, serde_json::Deserializer::from_reader(reader), true)
+        Self::parse_from(first, serde_json::Deserializer::from_reader(reader), strict)
     }
 
     fn parse_with(text: &str, strict: bool) -> Result<DataSet, DataError> {
@@ -112,6 +121,11 @@ impl DataSet {
                 "the file has neither \"flags\" nor \"segments\"; {expected}"
             )));
         }
+        Self::from_sections(sections)
+    }
+
+    /// Checks and keeps the items of both sections.
+    fn from_sections(sections: Sections) -> Result<DataSet, DataError> {
         let sections = [
             items("flags", sections.flags)?,
             items("segments", sections.segments)?,
@@ -241,6 +255,54 @@ impl DataSet {
 struct Sections {
     flags: Option<Section>,
     segments: Option<Section>,
+}
+
+/// A data set as a value inside other JSON (a stream's `put` event), deserialized as it is read
+/// like [`DataSet::parse`]: an object whose `flags` and `segments` are taken and other fields
+/// ignored.
+pub(crate) struct Embedded(pub(crate) DataSet);
+
+impl<'de> Deserialize<'de> for Embedded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Sections;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a data set, {"flags": {...}, "segments": {...}}"#)
+            }
+
+            // A map only: serde would also take a sequence for a struct.
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Sections, M::Error> {
+                let mut sections = Sections {
+                    flags: None,
+                    segments: None,
+                };
+                let mut seen = [false; 2];
+                while let Some(field) = map.next_key::<String>()? {
+                    let (slot, seen) = match field.as_str() {
+                        "flags" => (&mut sections.flags, &mut seen[0]),
+                        "segments" => (&mut sections.segments, &mut seen[1]),
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if std::mem::replace(seen, true) {
+                        return Err(de::Error::custom(format!("\"{field}\" is given twice")));
+                    }
+                    *slot = map.next_value()?;
+                }
+                Ok(sections)
+            }
+        }
+
+        let sections = deserializer.deserialize_map(Fields)?;
+        DataSet::from_sections(sections)
+            .map(Embedded)
+            .map_err(de::Error::custom)
+    }
 }
 
 /// [`Sections`] that refuses any other field.

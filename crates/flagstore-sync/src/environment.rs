@@ -12,7 +12,7 @@ use crate::data::is_big_segment;
 use crate::metrics;
 use crate::protocol::{self, Message};
 use crate::source::{Failure, Source};
-use crate::sse::Line;
+use crate::sse::{Event, Line};
 use crate::status::{ConnectionState, LastError, Status, now_millis};
 use crate::writer::{Memory, Write};
 
@@ -80,18 +80,17 @@ impl Feed {
                         Ok(line) => line,
                         Err(failure) => break failure,
                     };
-                    let Line::Event(event) = line else { continue };
-                    let message = match protocol::decode(&event) {
+                    let Line::Event(Event { name, data }) = line else {
+                        continue;
+                    };
+                    let message = match protocol::decode(&name, data) {
                         Ok(message) => message,
                         Err(e) => {
-                            break Failure::Invalid(format!(
-                                "a malformed {} event: {e}",
-                                event.name
-                            ));
+                            break Failure::Invalid(format!("a malformed {name} event: {e}"));
                         }
                     };
                     let put = matches!(message, Message::Put(_));
-                    self.apply(message, event_name(&event.name));
+                    self.apply(message, event_name(&name));
                     if put {
                         healthy_since = Some(Instant::now());
                         self.set_state(ConnectionState::Valid, None);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::data::DataSet;
 use crate::sdk_key::SdkKey;
-use crate::sse::{Line, Parser};
+use crate::sse::{Data, Line, Parser};
 use crate::status::{ErrorKind, LastError, now_millis};
 
 /// Why a request or a stream ended.
@@ -86,13 +86,14 @@ impl Source {
     pub(crate) async fn poll(&self) -> Result<DataSet, Failure> {
         let url = format!("{}/sdk/latest-all", self.base_uri);
         let mut response = self.get(&url, "application/json").await?;
-        let mut body = Vec::new();
+        // Kept in blocks, each given back once parsed, as a stream's put is: the answer is as
+        // big as the data set.
+        let mut body = Data::default();
         while let Some(chunk) = chunk(&mut response, self.read_timeout).await? {
-            body.extend_from_slice(&chunk);
+            body.push(&chunk);
         }
-        let text = String::from_utf8(body)
-            .map_err(|_| Failure::Invalid("the polling answer is not UTF-8".to_owned()))?;
-        DataSet::parse(&text).map_err(|e| Failure::Invalid(format!("the polling answer: {e}")))
+        DataSet::read(body.reader())
+            .map_err(|e| Failure::Invalid(format!("the polling answer: {e}")))
     }
 
     /// Opens the stream of changes; its first event is the whole data set.

@@ -2,10 +2,17 @@
 //! `event:` and `data:` fields; comment lines (`:` first, LaunchDarkly's heartbeats); a blank
 //! line dispatches the event.
 
+use std::collections::VecDeque;
+
 /// Buffers larger than this are given back once mostly empty.
 const SHRINK_ABOVE: usize = 1 << 20;
 /// What a shrunk buffer keeps: room for a few patches.
 const INITIAL: usize = 64 << 10;
+/// The most an event's data keeps in one allocation: a put of every flag is one `data:` line
+/// of many megabytes, read a block at a time and each block given back once parsed.
+const BLOCK: usize = 1 << 20;
+/// How much of an event's data [`Data::reader`] reads ahead of its reader at a time.
+const READ_AHEAD: usize = 64 << 10;
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +20,112 @@ pub(crate) struct Event {
     /// `message` when the event named none.
     pub(crate) name: String,
     /// The `data:` lines, joined with `\n`.
-    pub(crate) data: String,
+    pub(crate) data: Data,
+}
+
+/// An event's data: the bytes of its `data:` lines joined with `\n`, in blocks of at most
+/// [`BLOCK`] bytes. Read as text (a patch) or through [`Data::reader`] (a put, whose blocks are
+/// freed as the parse goes, so that the text and what is parsed from it are never both whole).
+#[derive(Debug, Clone, Default, Eq)]
+pub(crate) struct Data {
+    blocks: VecDeque<Vec<u8>>,
+}
+
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        self.blocks
+            .iter()
+            .flatten()
+            .eq(other.blocks.iter().flatten())
+    }
+}
+
+impl From<&str> for Data {
+    fn from(text: &str) -> Data {
+        let mut data = Data::default();
+        data.push(text.as_bytes());
+        data
+    }
+}
+
+impl Data {
+    /// Appends `bytes`.
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let Some(block) = self.blocks.back_mut().filter(|b| b.len() < BLOCK) else {
+                // After a full block the data is big: whole blocks from then on.
+                let capacity = if self.blocks.is_empty() {
+                    bytes.len().min(BLOCK)
+                } else {
+                    BLOCK
+                };
+                self.blocks.push_back(Vec::with_capacity(capacity));
+                continue;
+            };
+            let n = (BLOCK - block.len()).min(bytes.len());
+            if block.capacity() - block.len() < n {
+                // Doubling, as a vector grows, but never past a block.
+                let wanted = (block.capacity() * 2).max(block.len() + n).min(BLOCK);
+                block.reserve_exact(wanted - block.len());
+            }
+            block.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// The data as text.
+    pub(crate) fn into_text(mut self) -> Result<String, NotUtf8> {
+        let bytes = match self.blocks.len() {
+            0 => Vec::new(),
+            1 => self.blocks.pop_front().unwrap_or_default(),
+            _ => self.blocks.into_iter().flatten().collect(),
+        };
+        String::from_utf8(bytes).map_err(|_| NotUtf8)
+    }
+
+    /// Reads the data, freeing each block once it has been read. Whoever parses it checks that
+    /// it is UTF-8 (JSON parsing does). Buffered as the standard library's readers are, since
+    /// serde_json reads a byte at a time and takes a fast path only for those.
+    pub(crate) fn reader(self) -> std::io::BufReader<impl std::io::Read> {
+        std::io::BufReader::with_capacity(
+            READ_AHEAD,
+            Blocks {
+                blocks: self.blocks,
+                at: 0,
+            },
+        )
+    }
+}
+
+/// [`Data::reader`].
+struct Blocks {
+    blocks: VecDeque<Vec<u8>>,
+    /// How much of the first block has been read.
+    at: usize,
+}
+
+impl std::io::Read for Blocks {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let available = std::io::BufRead::fill_buf(self)?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for Blocks {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.blocks.front().is_some_and(|b| self.at >= b.len()) {
+            self.blocks.pop_front();
+            self.at = 0;
+        }
+        Ok(self.blocks.front().map_or(&[], |b| &b[self.at..]))
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at += n;
+    }
 }
 
 /// What a chunk of the stream held.
@@ -27,20 +139,31 @@ pub(crate) enum Line {
 /// Turns the bytes of a stream, in chunks of any size, into events.
 #[derive(Debug, Default)]
 pub(crate) struct Parser {
-    /// Bytes of a line not yet ended.
+    /// Bytes of a line not yet ended (never of a `data:` line once its field name is known:
+    /// those go straight to the event's data).
     pending: Vec<u8>,
     /// How much of `pending` is known to hold no line end.
     scanned: usize,
     /// The last line ended with CR: an LF first in the next chunk belongs to it.
     after_cr: bool,
+    /// Inside a `data:` line, whose value so far is in the event's data already.
+    in_data: Option<DataLine>,
     fields: Fields,
+}
+
+/// Where a `data:` line being streamed stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataLine {
+    /// Right after `data:`: a space here is the separator, not data.
+    AtValue,
+    InValue,
 }
 
 /// The fields of the event being read.
 #[derive(Debug, Default)]
 struct Fields {
     name: String,
-    data: String,
+    data: Data,
     has_data: bool,
 }
 
@@ -55,6 +178,12 @@ impl Parser {
             self.after_cr = false;
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
+            }
+        }
+        if let Some(state) = self.in_data {
+            chunk = self.stream_data(state, chunk);
+            if self.in_data.is_some() {
+                return Ok(());
             }
         }
         self.pending.extend_from_slice(chunk);
@@ -82,8 +211,28 @@ impl Parser {
         }
         self.pending.drain(..start);
         self.scanned = self.pending.len();
-        // A put of every flag is one line of many megabytes; the stream then idles on small
-        // patches for hours. Keep no buffer sized for the put.
+        // An unended `data:` line (a put of every flag is one line of many megabytes): its value
+        // so far, and the rest as it comes, go straight to the event's data, never through
+        // `pending` and a copy.
+        if let Some(value) = self.pending.strip_prefix(b"data:") {
+            self.fields.start_data();
+            let state = match value.split_first() {
+                None => DataLine::AtValue,
+                Some((b' ', rest)) => {
+                    self.fields.data.push(rest);
+                    DataLine::InValue
+                }
+                Some(_) => {
+                    self.fields.data.push(value);
+                    DataLine::InValue
+                }
+            };
+            self.in_data = Some(state);
+            self.pending.clear();
+            self.scanned = 0;
+        }
+        // The stream idles on small patches for hours after a put: keep no buffer sized for a
+        // long line.
         if self.pending.capacity() > SHRINK_ABOVE
             && self.pending.len() < self.pending.capacity() / 4
         {
@@ -91,9 +240,46 @@ impl Parser {
         }
         Ok(())
     }
+
+    /// Inside a `data:` line: `chunk`'s bytes up to the line's end are the data's. What follows
+    /// the line's end (nothing if it has not ended).
+    fn stream_data<'c>(&mut self, state: DataLine, mut chunk: &'c [u8]) -> &'c [u8] {
+        if chunk.is_empty() {
+            return chunk;
+        }
+        if state == DataLine::AtValue
+            && let Some(rest) = chunk.strip_prefix(b" ")
+        {
+            chunk = rest;
+        }
+        let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            self.fields.data.push(chunk);
+            self.in_data = Some(DataLine::InValue);
+            return &[];
+        };
+        self.fields.data.push(&chunk[..end]);
+        self.in_data = None;
+        let mut next = end + 1;
+        if chunk[end] == b'\r' {
+            match chunk.get(next) {
+                Some(b'\n') => next += 1,
+                Some(_) => {}
+                None => self.after_cr = true,
+            }
+        }
+        &chunk[next..]
+    }
 }
 
 impl Fields {
+    /// A `data:` line begins: data lines are joined with `\n`.
+    fn start_data(&mut self) {
+        if self.has_data {
+            self.data.push(b"\n");
+        }
+        self.has_data = true;
+    }
+
     fn line(&mut self, line: &str) -> Option<Line> {
         if line.is_empty() {
             if !self.has_data {
@@ -120,15 +306,8 @@ impl Fields {
         match field {
             "event" => value.clone_into(&mut self.name),
             "data" => {
-                if self.has_data {
-                    self.data.push('\n');
-                } else {
-                    // Usually the event's only data line: sized exactly, not to the next power
-                    // of two (a put of every flag is megabytes).
-                    self.data.reserve_exact(value.len());
-                }
-                self.data.push_str(value);
-                self.has_data = true;
+                self.start_data();
+                self.data.push(value.as_bytes());
             }
             // `id` and `retry` steer a browser's reconnection; the SDKs' protocol uses neither.
             _ => {}
@@ -155,7 +334,7 @@ mod tests {
     fn event(name: &str, data: &str) -> Line {
         Line::Event(Event {
             name: name.to_owned(),
-            data: data.to_owned(),
+            data: Data::from(data),
         })
     }
 
@@ -199,6 +378,69 @@ mod tests {
         );
         // Not yet ended: nothing.
         assert_eq!(parse(&[b"event: put\ndata: d\n"]), []);
+    }
+
+    #[test]
+    fn a_long_data_line_goes_to_blocks_and_is_read_back_block_by_block() {
+        use std::io::{BufRead, Read};
+        // Three and a half blocks of one `data:` line, fed in chunks that split everything
+        // (the field name, the separator, the line end) somewhere.
+        let value: String = (0..BLOCK * 7 / 2)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let text = format!("event: put\r\ndata: {value}\r\ndata: more\r\n\r\n: hb\n");
+        for size in [1 << 16, 3, 4099] {
+            let mut parser = Parser::default();
+            let mut out = Vec::new();
+            for chunk in text.as_bytes().chunks(size) {
+                parser
+                    .push(chunk, &mut out)
+                    .unwrap_or_else(|_| unreachable!());
+            }
+            let [Line::Event(event), Line::Heartbeat] = &mut out[..] else {
+                unreachable!("{size}: {:?}", out.len())
+            };
+            assert_eq!(event.name, "put");
+            let data = std::mem::take(&mut event.data);
+            // Whole blocks, each as big as a block, never one copy of the line.
+            assert_eq!(data.blocks.len(), 4, "{size}");
+            assert!(data.blocks.iter().all(|b| b.capacity() <= BLOCK), "{size}");
+            let mut blocks = Blocks {
+                blocks: data.blocks.clone(),
+                at: 0,
+            };
+            let mut first = vec![0; BLOCK + 1];
+            blocks
+                .read_exact(&mut first)
+                .unwrap_or_else(|_| unreachable!());
+            // The first block, read, is given back.
+            let left: usize = blocks.fill_buf().map(<[u8]>::len).unwrap_or_default();
+            assert_eq!((blocks.blocks.len(), left), (3, BLOCK - 1), "{size}");
+            let mut read = String::new();
+            data.reader()
+                .read_to_string(&mut read)
+                .unwrap_or_else(|_| unreachable!());
+            assert_eq!(read, format!("{value}\nmore"), "{size}");
+        }
+    }
+
+    #[test]
+    fn small_data_is_text() {
+        let [Line::Event(event)] = &mut parse(&[b"data: {\"a\"", b":1}\ndata:\n\n"])[..] else {
+            unreachable!()
+        };
+        let data = std::mem::take(&mut event.data);
+        assert_eq!(data.blocks.len(), 1);
+        assert_eq!(data.into_text(), Ok("{\"a\":1}\n".to_owned()));
+        assert_eq!(Data::from("\u{e9}").into_text(), Ok("\u{e9}".to_owned()));
+        let mut split = Data::default();
+        split.push(&[0xc3]);
+        split.push(&[0xa9]);
+        assert_eq!(split.into_text(), Ok("\u{e9}".to_owned()));
+        assert_eq!(Data::from("x").into_text().map(|t| t.len()), Ok(1));
+        let mut bad = Data::default();
+        bad.push(b"\xff");
+        assert_eq!(bad.into_text(), Err(NotUtf8));
     }
 
     #[test]
