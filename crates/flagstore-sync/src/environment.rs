@@ -83,7 +83,7 @@ impl Feed {
                     let Line::Event(Event { name, data }) = line else {
                         continue;
                     };
-                    let message = match protocol::decode(&name, data) {
+                    let message = match protocol::read_event(&name, data).await {
                         Ok(message) => message,
                         Err(e) => {
                             break Failure::Invalid(format!("a malformed {name} event: {e}"));

@@ -76,6 +76,18 @@ impl<'de> Deserialize<'de> for Put {
     }
 }
 
+/// [`decode`], with a put read on a blocking thread: a put of every flag takes a good part of
+/// a second to parse (100,000 flags: about 0.6 s), which would hold up the other tasks of the
+/// runtime's worker.
+pub(crate) async fn read_event(name: &str, data: Data) -> Result<Message, DataError> {
+    if name != "put" {
+        return decode(name, data);
+    }
+    tokio::task::spawn_blocking(move || decode("put", data))
+        .await
+        .unwrap_or_else(|e| Err(DataError::new(format!("reading the put failed: {e}"))))
+}
+
 /// Reads one event. An error means the stream is corrupt and must be restarted.
 pub(crate) fn decode(name: &str, data: Data) -> Result<Message, DataError> {
     if !matches!(name, "put" | "patch" | "delete") {

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::data::DataSet;
+use crate::data::{DataError, DataSet};
 use crate::sdk_key::SdkKey;
 use crate::sse::{Data, Line, Parser};
 use crate::status::{ErrorKind, LastError, now_millis};
@@ -92,7 +92,10 @@ impl Source {
         while let Some(chunk) = chunk(&mut response, self.read_timeout).await? {
             body.push(&chunk);
         }
-        DataSet::read(body.reader())
+        // On a blocking thread, as a stream's put is read (`protocol::read_event`).
+        tokio::task::spawn_blocking(move || DataSet::read(body.reader()))
+            .await
+            .unwrap_or_else(|e| Err(DataError::new(format!("reading it failed: {e}"))))
             .map_err(|e| Failure::Invalid(format!("the polling answer: {e}")))
     }
 
