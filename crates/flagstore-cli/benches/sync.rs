@@ -8,7 +8,8 @@
 //! - a `patch`'s latency, from the fake server sending it to the store holding it (p50, p99),
 //!   against the store write alone (`RedisStore::upsert`, then the same read that sees it);
 //! - sustained patches per second, a burst sent back to back until the last is stored, against
-//!   the same upserts made one after another directly.
+//!   the same upserts made one after another directly;
+//! - a one-shot `sync --once` of the same data (poll, `init`, read back): time and peak memory.
 //!
 //! ```sh
 //! cargo bench -p flagstore-cli --bench sync                   # 10,000 flags, 500 + 5,000 patches
@@ -153,6 +154,19 @@ fn main() {
     let put_peak = memory(daemon.id(), "VmHWM:");
     let put_resident = memory(daemon.id(), "VmRSS:");
 
+    // A one-shot sync of the same data (polled, written, read back), as a cron job runs it.
+    let mut once = common::flagstore_command(&format!("{}?prefix=benchonce", redis.url()));
+    once.args([
+        "sync",
+        "--once",
+        "--base-uri",
+        fake.uri(),
+        "--stream-uri",
+        fake.uri(),
+    ])
+    .env("LD_SDK_KEY", SDK_KEY);
+    let (once_time, once_peak) = common::measured(&once);
+
     let store: DynStore = flagstore_url::open(&store_url).unwrap();
     let direct: DynStore =
         flagstore_url::open(&format!("{}?prefix=benchdirect", redis.url())).unwrap();
@@ -240,6 +254,12 @@ fn main() {
         ratio(put_peak),
         mb(load_peak),
         ratio(load_peak)
+    );
+    println!(
+        "| `sync --once` (poll, write, read back) | {:.0} ms, peak {} ({:.1}× the JSON) | |",
+        once_time.as_secs_f64() * 1e3,
+        mb(once_peak),
+        ratio(once_peak)
     );
     println!(
         "| resident after the put (the data kept in memory) | {} ({:.1}× the JSON) | |",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use flagstore::backend::Reconnect;
 use flagstore::big_segments::DynBigSegmentStore;
 use flagstore::{DynStore, Kind};
+use futures::TryStreamExt;
 
 use crate::big_segments::BigSegmentsSync;
 use flagstore_url::StoreUrl;
@@ -519,19 +520,10 @@ impl Synchronizer {
             };
             store.store.init(&collections).await.map_err(failed)?;
             for kind in [Kind::FEATURES, Kind::SEGMENTS] {
-                let stored = store.store.get_all_checked(&kind).await.map_err(failed)?;
-                let mismatch = |message: String| SyncError::Mismatch {
-                    environment: env.name.clone(),
-                    store: store.store.to_string(),
-                    message,
-                };
-                if let Some(bad) = stored.unreadable.first() {
-                    return Err(mismatch(format!(
-                        "after the write, the {kind} item {:?} is unreadable: {}",
-                        bad.key, bad.error
-                    )));
-                }
-                if let Some(difference) = first_difference(&data, &kind, &stored.items) {
+                let difference = first_difference(&store.store, &data, &kind)
+                    .await
+                    .map_err(failed)?;
+                if let Some(difference) = difference {
                     let too_large = store.store.item_limit().and_then(|limit| {
                         data.items(&kind)
                             .map(|item| (item, limit.size_of(&kind, item)))
@@ -545,7 +537,11 @@ impl Synchronizer {
                                 )
                             })
                     });
-                    return Err(mismatch(difference + &too_large.unwrap_or_default()));
+                    return Err(SyncError::Mismatch {
+                        environment: env.name.clone(),
+                        store: store.store.to_string(),
+                        message: difference + &too_large.unwrap_or_default(),
+                    });
                 }
             }
         }
@@ -558,21 +554,32 @@ impl Synchronizer {
     }
 }
 
-/// The first way in which `read` (a store's items of `kind`) differs from `data`'s, if any.
-fn first_difference(data: &DataSet, kind: &Kind, read: &[flagstore::Item]) -> Option<String> {
-    let stored: std::collections::HashMap<&str, &flagstore::Item> =
-        read.iter().map(|item| (item.key(), item)).collect();
-    for wrote in data.items(kind) {
-        match stored.get(wrote.key()) {
-            None => {
-                return Some(format!(
-                    "the {kind} item {:?} (version {}) is missing after the write",
-                    wrote.key(),
-                    wrote.version()
-                ));
-            }
-            Some(got) if got.version() != wrote.version() || got.json() != wrote.json() => {
-                return Some(format!(
+/// The first way in which `store`'s items of `kind` differ from `data`'s, if any: an unreadable
+/// item, one not written, one at another version or with other JSON, one missing. Read a page
+/// at a time, so that the data set is never held twice (100,000 flags are over 100 MB).
+async fn first_difference(
+    store: &DynStore,
+    data: &DataSet,
+    kind: &Kind,
+) -> flagstore::Result<Option<String>> {
+    let mut read = std::collections::HashSet::new();
+    let mut pages = store.pages(kind);
+    while let Some(page) = pages.try_next().await? {
+        if let Some(bad) = page.unreadable.first() {
+            return Ok(Some(format!(
+                "after the write, the {kind} item {:?} is unreadable: {}",
+                bad.key, bad.error
+            )));
+        }
+        for got in &page.items {
+            let Some(wrote) = data.get(kind, got.key()) else {
+                return Ok(Some(format!(
+                    "the {kind} item {:?} is there but was not written",
+                    got.key()
+                )));
+            };
+            if got.version() != wrote.version() || got.json() != wrote.json() {
+                return Ok(Some(format!(
                     "the {kind} item {:?} was written at version {} but read back at version {}{}",
                     wrote.key(),
                     wrote.version(),
@@ -582,19 +589,21 @@ fn first_difference(data: &DataSet, kind: &Kind, read: &[flagstore::Item]) -> Op
                     } else {
                         ""
                     }
-                ));
+                )));
             }
-            Some(_) => {}
+            read.insert(wrote.key());
         }
     }
-    read.iter()
-        .find(|item| data.get(kind, item.key()).is_none())
-        .map(|extra| {
+    Ok(data
+        .items(kind)
+        .find(|wrote| !read.contains(wrote.key()))
+        .map(|wrote| {
             format!(
-                "the {kind} item {:?} is there but was not written",
-                extra.key()
+                "the {kind} item {:?} (version {}) is missing after the write",
+                wrote.key(),
+                wrote.version()
             )
-        })
+        }))
 }
 
 /// What a one-shot sync wrote for one environment.
