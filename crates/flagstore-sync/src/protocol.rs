@@ -246,6 +246,12 @@ mod tests {
             read.get(&Kind::FEATURES, "f7").unwrap().json(),
             r#"{"key":"f7","version":7,"on":true,"note":"\u00e9 7"}"#
         );
+        // Bytes that are not UTF-8 inside a put read from blocks: refused, as a put's text was.
+        let mut bad = Data::default();
+        bad.push(br#"{"path":"/","data":{"flags":{"f":{"key":"f","version":1,"x":""#);
+        bad.push(b"\xff\xfe");
+        bad.push(br#""}}}}"#);
+        assert!(decode("put", bad).is_err());
         // Null sections are empty ones, as in a data file.
         let Ok(Message::Put(empty)) =
             decode_event("put", r#"{"path":"/","data":{"flags":null,"segments":{}}}"#)
