@@ -104,7 +104,8 @@ impl DataSet {
         strict: bool,
     ) -> Result<DataSet, DataError> {
         let expected = r#"expected {"flags": {...}, "segments": {...}}"#;
-        // Serde would also take a sequence for the struct; a data set is an object.
+        // A data set is an object (the derived strict fields would also take a sequence), and
+        // a file of another shape is named as such before any parsing.
         if first != Some(b'{') {
             return Err(DataError::new(format!("not a flag data file; {expected}")));
         }
@@ -251,18 +252,13 @@ impl DataSet {
     }
 }
 
-#[derive(Deserialize)]
+/// Both sections, as LaunchDarkly sends them: other fields are ignored.
 struct Sections {
     flags: Option<Section>,
     segments: Option<Section>,
 }
 
-/// A data set as a value inside other JSON (a stream's `put` event), deserialized as it is read
-/// like [`DataSet::parse`]: an object whose `flags` and `segments` are taken and other fields
-/// ignored.
-pub(crate) struct Embedded(pub(crate) DataSet);
-
-impl<'de> Deserialize<'de> for Embedded {
+impl<'de> Deserialize<'de> for Sections {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Fields;
 
@@ -273,7 +269,7 @@ impl<'de> Deserialize<'de> for Embedded {
                 f.write_str(r#"a data set, {"flags": {...}, "segments": {...}}"#)
             }
 
-            // A map only: serde would also take a sequence for a struct.
+            // A map only: serde's derive would also take a sequence for a struct.
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Sections, M::Error> {
                 let mut sections = Sections {
                     flags: None,
@@ -298,7 +294,17 @@ impl<'de> Deserialize<'de> for Embedded {
             }
         }
 
-        let sections = deserializer.deserialize_map(Fields)?;
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A data set as a value inside other JSON (a stream's `put` event), deserialized as it is read
+/// like [`DataSet::parse`].
+pub(crate) struct Embedded(pub(crate) DataSet);
+
+impl<'de> Deserialize<'de> for Embedded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let sections = Sections::deserialize(deserializer)?;
         DataSet::from_sections(sections)
             .map(Embedded)
             .map_err(de::Error::custom)

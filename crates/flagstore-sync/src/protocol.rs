@@ -93,11 +93,6 @@ pub(crate) fn decode(name: &str, data: Data) -> Result<Message, DataError> {
     if !matches!(name, "put" | "patch" | "delete") {
         return Ok(Message::Ignored(format!("event {name:?}")));
     }
-    let shape = |e: &dyn fmt::Display| {
-        DataError::new(format!(
-            "a {name} event is not JSON of the expected shape: {e}"
-        ))
-    };
     if name == "put" {
         // Read from the event's blocks as they are parsed, each given back once read: a put of
         // every flag is as big as the data set, which would otherwise be held twice.
@@ -121,7 +116,11 @@ pub(crate) fn decode(name: &str, data: Data) -> Result<Message, DataError> {
     let text = data
         .into_text()
         .map_err(|_| DataError::new(format!("a {name} event is not UTF-8")))?;
-    let envelope: Envelope<'_> = serde_json::from_str(&text).map_err(|e| shape(&e))?;
+    let envelope: Envelope<'_> = serde_json::from_str(&text).map_err(|e| {
+        DataError::new(format!(
+            "a {name} event is not JSON of the expected shape: {e}"
+        ))
+    })?;
     let path = envelope.path.as_deref().unwrap_or("/");
     match name {
         "patch" => {

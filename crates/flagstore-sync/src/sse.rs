@@ -189,19 +189,8 @@ impl Parser {
         self.pending.extend_from_slice(chunk);
         let mut start = 0;
         let mut at = self.scanned;
-        while let Some(offset) = self.pending[at..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-        {
-            let end = at + offset;
-            let mut next = end + 1;
-            if self.pending[end] == b'\r' {
-                match self.pending.get(next) {
-                    Some(b'\n') => next += 1,
-                    Some(_) => {}
-                    None => self.after_cr = true,
-                }
-            }
+        while let Some(LineEnd { end, next, cr_last }) = line_end(&self.pending, at) {
+            self.after_cr = cr_last;
             let line = std::str::from_utf8(&self.pending[start..end]).map_err(|_| NotUtf8)?;
             if let Some(done) = self.fields.line(line) {
                 out.push(done);
@@ -214,21 +203,14 @@ impl Parser {
         // An unended `data:` line (a put of every flag is one line of many megabytes): its value
         // so far, and the rest as it comes, go straight to the event's data, never through
         // `pending` and a copy.
-        if let Some(value) = self.pending.strip_prefix(b"data:") {
+        if self.pending.starts_with(b"data:") {
             self.fields.start_data();
-            let state = match value.split_first() {
-                None => DataLine::AtValue,
-                Some((b' ', rest)) => {
-                    self.fields.data.push(rest);
-                    DataLine::InValue
-                }
-                Some(_) => {
-                    self.fields.data.push(value);
-                    DataLine::InValue
-                }
-            };
-            self.in_data = Some(state);
-            self.pending.clear();
+            self.in_data = Some(DataLine::AtValue);
+            let mut line = std::mem::take(&mut self.pending);
+            // It holds no line end, so all of it is the value's so far.
+            self.stream_data(DataLine::AtValue, &line[b"data:".len()..]);
+            line.clear();
+            self.pending = line;
             self.scanned = 0;
         }
         // The stream idles on small patches for hours after a put: keep no buffer sized for a
@@ -252,23 +234,41 @@ impl Parser {
         {
             chunk = rest;
         }
-        let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') else {
+        let Some(LineEnd { end, next, cr_last }) = line_end(chunk, 0) else {
             self.fields.data.push(chunk);
             self.in_data = Some(DataLine::InValue);
             return &[];
         };
         self.fields.data.push(&chunk[..end]);
         self.in_data = None;
-        let mut next = end + 1;
-        if chunk[end] == b'\r' {
-            match chunk.get(next) {
-                Some(b'\n') => next += 1,
-                Some(_) => {}
-                None => self.after_cr = true,
-            }
-        }
+        self.after_cr = cr_last;
         &chunk[next..]
     }
+}
+
+/// Where a line ends.
+struct LineEnd {
+    /// The index of its LF, CR or CRLF.
+    end: usize,
+    /// Where the next line starts.
+    next: usize,
+    /// It ended with a CR that is the last byte here: an LF first in the next chunk belongs
+    /// to it.
+    cr_last: bool,
+}
+
+/// The first line end in `bytes` from `from`.
+fn line_end(bytes: &[u8], from: usize) -> Option<LineEnd> {
+    let end = from
+        + bytes[from..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')?;
+    let crlf = bytes[end] == b'\r' && bytes.get(end + 1) == Some(&b'\n');
+    Some(LineEnd {
+        end,
+        next: end + 1 + usize::from(crlf),
+        cr_last: bytes[end] == b'\r' && end + 1 == bytes.len(),
+    })
 }
 
 impl Fields {
